@@ -1,0 +1,30 @@
+// WireGuard's KDF_n: HKDF (RFC 5869) over HMAC-BLAKE2s with the chaining key as salt, taking
+// one, two or three 32-byte outputs. The pseudo-random key is wiped before returning.
+import { hmac, HASH_LEN } from './blake2s.js';
+import { zero } from './memory.js';
+
+const ONE = Uint8Array.of(1);
+const TWO = Uint8Array.of(2);
+const THREE = Uint8Array.of(3);
+
+/**
+ * Derives up to three keys: out1 = T1, out2 = T2, out3 = T3. Outputs may alias `key` (the
+ * chaining key is usually replaced by T1).
+ */
+export function kdf(key: Uint8Array, input: Uint8Array, out1: Uint8Array, out2?: Uint8Array, out3?: Uint8Array): void {
+  const prk = new Uint8Array(HASH_LEN);
+  const t = new Uint8Array(HASH_LEN);
+  hmac(prk, key, input);
+  hmac(t, prk, ONE);
+  out1.set(t);
+  if (out2) {
+    hmac(t, prk, t, TWO);
+    out2.set(t);
+    if (out3) {
+      hmac(t, prk, t, THREE);
+      out3.set(t);
+    }
+  }
+  zero(prk);
+  zero(t);
+}

@@ -1,0 +1,141 @@
+// WireGuard's DoS defence (whitepaper 5.4.4 and 5.4.7, the kernel's cookie.c): every handshake
+// message carries mac1 = MAC(HASH("mac1----" || receiver's public key), msg[0:mac1]), proving
+// the sender knows whom it talks to; under load the receiver also demands mac2 = MAC(cookie,
+// msg[0:mac2]) where the cookie = MAC(secret, source address) was handed out in an encrypted
+// cookie reply, proving the sender owns its source address.
+//
+// CookieChecker is the receiving side (one per device); CookieGenerator is the sending side
+// (one per peer). Both take the time as an argument and randomness from an injectable source.
+import { hash, mac, HASH_LEN, MAC_LEN } from '../crypto/blake2s.js';
+import { xseal, xopen } from '../crypto/aead.js';
+import { randomFill, ctEqual, zero } from '../crypto/memory.js';
+import {
+  MSG_COOKIE_REPLY, COOKIE_LEN, COOKIE_NONCE_LEN, COOKIE_RECEIVER, COOKIE_NONCE,
+  COOKIE_ENCRYPTED, COOKIE_REPLY_LEN, TAG_LEN, writeHeader, writeU32,
+} from './messages.js';
+
+export const COOKIE_REFRESH_TIME_MS = 120_000;
+/** How long a device stays "under load" after its handshake queue was last deep. */
+export const UNDER_LOAD_AFTER_MS = 1_000;
+
+const LABEL_MAC1 = new TextEncoder().encode('mac1----');
+const LABEL_COOKIE = new TextEncoder().encode('cookie--');
+
+/** mac1 sits 32 bytes before the end of a handshake message, mac2 16 bytes before. */
+function mac1Offset(len: number): number {
+  return len - 2 * MAC_LEN;
+}
+
+function mac2Offset(len: number): number {
+  return len - MAC_LEN;
+}
+
+function deriveKeys(mac1Key: Uint8Array, cookieKey: Uint8Array, publicKey: Uint8Array): void {
+  hash(mac1Key, LABEL_MAC1, publicKey);
+  hash(cookieKey, LABEL_COOKIE, publicKey);
+}
+
+export type Random = (buf: Uint8Array) => void;
+
+/** The receiving side: checks mac1/mac2 of messages sent to us and issues cookie replies. */
+export class CookieChecker {
+  private readonly mac1Key = new Uint8Array(HASH_LEN);
+  private readonly cookieKey = new Uint8Array(HASH_LEN);
+  private readonly secret = new Uint8Array(HASH_LEN);
+  private secretSetMs = -Infinity;
+  private readonly computed = new Uint8Array(MAC_LEN);
+  private readonly cookie = new Uint8Array(COOKIE_LEN);
+
+  constructor(private readonly random: Random = randomFill) {}
+
+  /** Call whenever the device's public key changes. */
+  setPublicKey(publicKey: Uint8Array): void {
+    deriveKeys(this.mac1Key, this.cookieKey, publicKey);
+  }
+
+  /** mac1 of a handshake message of `len` bytes (initiation or response). */
+  checkMac1(msg: Uint8Array, len: number): boolean {
+    const off = mac1Offset(len);
+    mac(this.computed, this.mac1Key, msg.subarray(0, off));
+    return ctEqual(this.computed, msg.subarray(off, off + MAC_LEN));
+  }
+
+  /** mac2, valid only with a cookie made from the current secret for this source. */
+  checkMac2(msg: Uint8Array, len: number, source: Uint8Array, nowMs: number): boolean {
+    if (nowMs - this.secretSetMs > COOKIE_REFRESH_TIME_MS) return false;
+    mac(this.cookie, this.secret, source);
+    const off = mac2Offset(len);
+    mac(this.computed, this.cookie, msg.subarray(0, off));
+    return ctEqual(this.computed, msg.subarray(off, off + MAC_LEN));
+  }
+
+  /**
+   * Writes into `out` (64 bytes) the cookie reply to the handshake message `msg` of `len`
+   * bytes, whose sender index is `receiverIndex`, received from `source` (address || port).
+   */
+  createReply(out: Uint8Array, msg: Uint8Array, len: number, receiverIndex: number, source: Uint8Array, nowMs: number): void {
+    if (nowMs - this.secretSetMs > COOKIE_REFRESH_TIME_MS) {
+      this.random(this.secret);
+      this.secretSetMs = nowMs;
+    }
+    mac(this.cookie, this.secret, source);
+    writeHeader(out, MSG_COOKIE_REPLY);
+    writeU32(out, COOKIE_RECEIVER, receiverIndex);
+    const nonce = out.subarray(COOKIE_NONCE, COOKIE_NONCE + COOKIE_NONCE_LEN);
+    this.random(nonce);
+    const off = mac1Offset(len);
+    xseal(out.subarray(COOKIE_ENCRYPTED, COOKIE_REPLY_LEN), this.cookie, msg.subarray(off, off + MAC_LEN), nonce, this.cookieKey);
+  }
+}
+
+/** The sending side, one per peer: adds mac1/mac2 to our messages, takes cookie replies. */
+export class CookieGenerator {
+  private readonly mac1Key = new Uint8Array(HASH_LEN);
+  private readonly cookieKey = new Uint8Array(HASH_LEN);
+  private readonly cookie = new Uint8Array(COOKIE_LEN);
+  private cookieSetMs = -Infinity;
+  private readonly lastMac1 = new Uint8Array(MAC_LEN);
+  private hasLastMac1 = false;
+
+  constructor(peerPublicKey: Uint8Array) {
+    deriveKeys(this.mac1Key, this.cookieKey, peerPublicKey);
+  }
+
+  /** Writes mac1, and mac2 when we hold a fresh cookie (else zeros), into `msg`. */
+  addMacs(msg: Uint8Array, len: number, nowMs: number): void {
+    const off1 = mac1Offset(len);
+    const mac1 = msg.subarray(off1, off1 + MAC_LEN);
+    mac(mac1, this.mac1Key, msg.subarray(0, off1));
+    this.lastMac1.set(mac1);
+    this.hasLastMac1 = true;
+    const off2 = mac2Offset(len);
+    const mac2 = msg.subarray(off2, off2 + MAC_LEN);
+    if (nowMs - this.cookieSetMs > COOKIE_REFRESH_TIME_MS) mac2.fill(0);
+    else mac(mac2, this.cookie, msg.subarray(0, off2));
+  }
+
+  /** Decrypts a cookie reply to the last message we sent; false if it does not verify. */
+  consumeReply(reply: Uint8Array, nowMs: number): boolean {
+    if (!this.hasLastMac1) return false;
+    const nonce = reply.subarray(COOKIE_NONCE, COOKIE_NONCE + COOKIE_NONCE_LEN);
+    const sealed = reply.subarray(COOKIE_ENCRYPTED, COOKIE_ENCRYPTED + COOKIE_LEN + TAG_LEN);
+    if (!xopen(this.cookie, sealed, this.lastMac1, nonce, this.cookieKey)) return false;
+    this.cookieSetMs = nowMs;
+    return true;
+  }
+
+  destroy(): void {
+    zero(this.cookie);
+    this.cookieSetMs = -Infinity;
+  }
+}
+
+/**
+ * The "under load" decision of wireguard-go: a handshake queue at least 1/8 full puts the device
+ * under load, and it stays so for UNDER_LOAD_AFTER_MS after the queue was last that deep.
+ * `state.untilMs` is the caller's memory between calls.
+ */
+export function underLoad(state: { untilMs: number }, queueDepth: number, queueCapacity: number, nowMs: number): boolean {
+  if (queueDepth * 8 >= queueCapacity) state.untilMs = nowMs + UNDER_LOAD_AFTER_MS;
+  return nowMs < state.untilMs;
+}

@@ -1,0 +1,368 @@
+// Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s as WireGuard uses it (whitepaper section 5.4, the
+// kernel's noise.c, wireguard-go's noise-protocol.go). Sans-I/O: functions read and write
+// messages in caller buffers at the offsets of messages.ts, take the time as arguments, and
+// return a typed result. mac1/mac2 belong to cookie.ts and are added or checked by the caller.
+//
+// Who owns what: a `Handshake` is one peer's handshake state (the main thread owns it); a
+// `Noise` is one thread's identity plus scratch buffers, so two threads never share scratch.
+// The responder computes in scratch and commits to the peer's state only once every check
+// has passed, so a forged initiation cannot disturb a handshake in flight.
+import { hash, HASH_LEN } from '../crypto/blake2s.js';
+import { kdf } from '../crypto/kdf.js';
+import { seal, open } from '../crypto/aead.js';
+import { dh, generateKeyPair, publicKeyOf } from '../crypto/x25519.js';
+import { zero, isZero } from '../crypto/memory.js';
+import { writeTai64n, tai64nAfter } from './tai64n.js';
+import {
+  KEY_LEN, TAG_LEN, TIMESTAMP_LEN, MSG_INITIATION, MSG_RESPONSE,
+  INIT_SENDER, INIT_EPHEMERAL, INIT_STATIC, INIT_TIMESTAMP,
+  RESP_SENDER, RESP_RECEIVER, RESP_EPHEMERAL, RESP_EMPTY,
+  readU32, writeU32, writeHeader,
+} from './messages.js';
+
+const CONSTRUCTION = new TextEncoder().encode('Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s');
+const IDENTIFIER = new TextEncoder().encode('WireGuard v1 zx2c4 Jason@zx2c4.com');
+
+/** Minimum interval between two initiations accepted from one peer (flood protection). */
+export const HANDSHAKE_INITIATION_RATE_MS = 20;
+
+/** C0 = HASH(construction) and H0 = HASH(C0 || identifier), computed once per process. */
+const INITIAL_CHAIN_KEY = new Uint8Array(HASH_LEN);
+const INITIAL_HASH = new Uint8Array(HASH_LEN);
+hash(INITIAL_CHAIN_KEY, CONSTRUCTION);
+hash(INITIAL_HASH, INITIAL_CHAIN_KEY, IDENTIFIER);
+
+const ZERO_NONCE = new Uint8Array(12);
+const EMPTY = new Uint8Array(0);
+
+export const enum HandshakeState {
+  Zeroed = 0,
+  InitiationCreated = 1,
+  InitiationConsumed = 2,
+  ResponseCreated = 3,
+  ResponseConsumed = 4,
+}
+
+export type Rejection =
+  | 'dh' // a Diffie-Hellman result was all zeros (low-order point)
+  | 'decrypt' // an AEAD tag did not verify
+  | 'unknown-peer' // the static key or receiver index names no peer of ours
+  | 'replay' // timestamp not newer than the greatest seen from that peer
+  | 'flood' // initiations from that peer faster than HANDSHAKE_INITIATION_RATE_MS
+  | 'state'; // the message does not fit the handshake's state
+
+export type ConsumeResult = { ok: true; handshake: Handshake } | { ok: false; reason: Rejection };
+
+/** One peer's handshake state and the static parameters it is built from. */
+export class Handshake {
+  state: HandshakeState = HandshakeState.Zeroed;
+  localIndex = 0;
+  remoteIndex = 0;
+  /** Caller-defined tag (a peer slot) so a lookup by key or index leads back to the peer. */
+  peer: number;
+  readonly remoteStatic = new Uint8Array(KEY_LEN);
+  readonly presharedKey = new Uint8Array(KEY_LEN);
+  /** DH(local static, remote static): the one DH that is the same for every handshake. */
+  readonly precomputedStaticStatic = new Uint8Array(KEY_LEN);
+  readonly hash = new Uint8Array(HASH_LEN);
+  readonly chainKey = new Uint8Array(HASH_LEN);
+  readonly localEphemeral = new Uint8Array(KEY_LEN);
+  readonly remoteEphemeral = new Uint8Array(KEY_LEN);
+  /** Greatest TAI64N timestamp accepted from this peer; survives handshakes, not restarts. */
+  readonly lastTimestamp = new Uint8Array(TIMESTAMP_LEN);
+  lastInitiationConsumedMs = -Infinity;
+
+  constructor(remoteStatic: Uint8Array, peer: number) {
+    this.remoteStatic.set(remoteStatic);
+    this.peer = peer;
+  }
+
+  /** Forgets the ephemeral state of a handshake in flight (not the replay timestamp). */
+  clear(): void {
+    zero(this.hash);
+    zero(this.chainKey);
+    zero(this.localEphemeral);
+    zero(this.remoteEphemeral);
+    this.state = HandshakeState.Zeroed;
+  }
+
+  /** Wipes everything secret: the peer is being removed. */
+  destroy(): void {
+    this.clear();
+    zero(this.presharedKey);
+    zero(this.precomputedStaticStatic);
+  }
+}
+
+/** The symmetric session a completed handshake yields (the caller copies it into its tables). */
+export class SessionKeys {
+  readonly sendKey = new Uint8Array(KEY_LEN);
+  readonly receiveKey = new Uint8Array(KEY_LEN);
+  localIndex = 0;
+  remoteIndex = 0;
+  isInitiator = false;
+
+  destroy(): void {
+    zero(this.sendKey);
+    zero(this.receiveKey);
+  }
+}
+
+export interface NoiseOptions {
+  /** Fills a private key and its public key; tests inject fixed ephemerals through it. */
+  generateEphemeral?: (privateKey: Uint8Array, publicKey: Uint8Array) => void;
+}
+
+/** A local static identity with one thread's scratch buffers. */
+export class Noise {
+  readonly privateKey = new Uint8Array(KEY_LEN);
+  readonly publicKey = new Uint8Array(KEY_LEN);
+  /** HASH(H0 || our public key): where every initiation sent to us starts. */
+  private readonly responderHash = new Uint8Array(HASH_LEN);
+  private hasKey = false;
+  private readonly generateEphemeral: (privateKey: Uint8Array, publicKey: Uint8Array) => void;
+
+  // Scratch: owned by this instance, wiped after every use.
+  private readonly sHash = new Uint8Array(HASH_LEN);
+  private readonly sChainKey = new Uint8Array(HASH_LEN);
+  private readonly sKey = new Uint8Array(KEY_LEN);
+  private readonly sShared = new Uint8Array(KEY_LEN);
+  private readonly sTau = new Uint8Array(KEY_LEN);
+  private readonly sStatic = new Uint8Array(KEY_LEN);
+  private readonly sTimestamp = new Uint8Array(TIMESTAMP_LEN);
+
+  constructor(options: NoiseOptions = {}) {
+    this.generateEphemeral = options.generateEphemeral ?? generateKeyPair;
+  }
+
+  get hasPrivateKey(): boolean {
+    return this.hasKey;
+  }
+
+  /** Sets (or with null, removes) the static private key. */
+  setPrivateKey(privateKey: Uint8Array | null): void {
+    if (privateKey === null || isZero(privateKey)) {
+      zero(this.privateKey);
+      zero(this.publicKey);
+      this.hasKey = false;
+      return;
+    }
+    this.privateKey.set(privateKey);
+    publicKeyOf(this.publicKey, this.privateKey);
+    hash(this.responderHash, INITIAL_HASH, this.publicKey);
+    this.hasKey = true;
+  }
+
+  /**
+   * Recomputes a peer's cached static-static DH; call after the private key or the peer's
+   * public key changes. Returns false when it is all zeros (the peer's key is a low-order point
+   * or equals ours): no handshake with that peer can succeed then.
+   */
+  precompute(hs: Handshake): boolean {
+    if (!this.hasKey || !dh(hs.precomputedStaticStatic, this.privateKey, hs.remoteStatic)) {
+      zero(hs.precomputedStaticStatic);
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * Writes an initiation (bytes [0, INIT_MAC1)) into `msg` and moves `hs` to InitiationCreated.
+   * `unixMs` is the wall clock for the TAI64N timestamp.
+   */
+  createInitiation(hs: Handshake, localIndex: number, unixMs: number, msg: Uint8Array): boolean {
+    if (!this.hasKey || isZero(hs.precomputedStaticStatic)) return false;
+    const key = this.sKey;
+    const ok = this.writeInitiation(hs, unixMs, msg, key);
+    zero(key);
+    zero(this.sShared);
+    zero(this.sTimestamp);
+    if (!ok) {
+      hs.clear();
+      return false;
+    }
+    writeHeader(msg, MSG_INITIATION);
+    writeU32(msg, INIT_SENDER, localIndex);
+    hs.localIndex = localIndex;
+    hs.state = HandshakeState.InitiationCreated;
+    return true;
+  }
+
+  private writeInitiation(hs: Handshake, unixMs: number, msg: Uint8Array, key: Uint8Array): boolean {
+    hash(hs.hash, INITIAL_HASH, hs.remoteStatic);
+    hs.chainKey.set(INITIAL_CHAIN_KEY);
+
+    const ephemeralPub = msg.subarray(INIT_EPHEMERAL, INIT_EPHEMERAL + KEY_LEN);
+    this.generateEphemeral(hs.localEphemeral, ephemeralPub);
+    mixHash(hs.hash, ephemeralPub);
+    kdf(hs.chainKey, ephemeralPub, hs.chainKey);
+
+    if (!dh(this.sShared, hs.localEphemeral, hs.remoteStatic)) return false;
+    kdf(hs.chainKey, this.sShared, hs.chainKey, key);
+    const encStatic = msg.subarray(INIT_STATIC, INIT_STATIC + KEY_LEN + TAG_LEN);
+    seal(encStatic, this.publicKey, hs.hash, ZERO_NONCE, key);
+    mixHash(hs.hash, encStatic);
+
+    kdf(hs.chainKey, hs.precomputedStaticStatic, hs.chainKey, key);
+    writeTai64n(this.sTimestamp, unixMs);
+    const encTimestamp = msg.subarray(INIT_TIMESTAMP, INIT_TIMESTAMP + TIMESTAMP_LEN + TAG_LEN);
+    seal(encTimestamp, this.sTimestamp, hs.hash, ZERO_NONCE, key);
+    mixHash(hs.hash, encTimestamp);
+    return true;
+  }
+
+  /**
+   * Consumes an initiation whose mac1 has been checked. `lookup` maps the decrypted static
+   * key to the peer's Handshake; `nowMs` is a monotonic clock for flood protection.
+   */
+  consumeInitiation(msg: Uint8Array, nowMs: number, lookup: (publicKey: Uint8Array) => Handshake | undefined): ConsumeResult {
+    if (!this.hasKey) return { ok: false, reason: 'state' };
+    const h = this.sHash;
+    const ck = this.sChainKey;
+    const key = this.sKey;
+    try {
+      h.set(this.responderHash);
+      ck.set(INITIAL_CHAIN_KEY);
+      const ephemeral = msg.subarray(INIT_EPHEMERAL, INIT_EPHEMERAL + KEY_LEN);
+      mixHash(h, ephemeral);
+      kdf(ck, ephemeral, ck);
+
+      if (!dh(this.sShared, this.privateKey, ephemeral)) return { ok: false, reason: 'dh' };
+      kdf(ck, this.sShared, ck, key);
+      const encStatic = msg.subarray(INIT_STATIC, INIT_STATIC + KEY_LEN + TAG_LEN);
+      if (!open(this.sStatic, encStatic, h, ZERO_NONCE, key)) return { ok: false, reason: 'decrypt' };
+      mixHash(h, encStatic);
+
+      const hs = lookup(this.sStatic);
+      if (hs === undefined) return { ok: false, reason: 'unknown-peer' };
+      if (isZero(hs.precomputedStaticStatic)) return { ok: false, reason: 'dh' };
+      kdf(ck, hs.precomputedStaticStatic, ck, key);
+      const encTimestamp = msg.subarray(INIT_TIMESTAMP, INIT_TIMESTAMP + TIMESTAMP_LEN + TAG_LEN);
+      if (!open(this.sTimestamp, encTimestamp, h, ZERO_NONCE, key)) return { ok: false, reason: 'decrypt' };
+      mixHash(h, encTimestamp);
+
+      if (!tai64nAfter(this.sTimestamp, hs.lastTimestamp)) return { ok: false, reason: 'replay' };
+      if (nowMs - hs.lastInitiationConsumedMs <= HANDSHAKE_INITIATION_RATE_MS) return { ok: false, reason: 'flood' };
+
+      hs.hash.set(h);
+      hs.chainKey.set(ck);
+      hs.remoteEphemeral.set(ephemeral);
+      zero(hs.localEphemeral);
+      hs.remoteIndex = readU32(msg, INIT_SENDER);
+      hs.lastTimestamp.set(this.sTimestamp);
+      hs.lastInitiationConsumedMs = nowMs;
+      hs.state = HandshakeState.InitiationConsumed;
+      return { ok: true, handshake: hs };
+    } finally {
+      zero(h);
+      zero(ck);
+      zero(key);
+      zero(this.sShared);
+      zero(this.sStatic);
+      zero(this.sTimestamp);
+    }
+  }
+
+  /** Writes a response (bytes [0, RESP_MAC1)) to a consumed initiation. */
+  createResponse(hs: Handshake, localIndex: number, msg: Uint8Array): boolean {
+    if (hs.state !== HandshakeState.InitiationConsumed) return false;
+    const ok = this.writeResponse(hs, msg);
+    zero(this.sKey);
+    zero(this.sShared);
+    zero(this.sTau);
+    zero(hs.localEphemeral);
+    if (!ok) {
+      hs.clear();
+      return false;
+    }
+    writeHeader(msg, MSG_RESPONSE);
+    writeU32(msg, RESP_SENDER, localIndex);
+    writeU32(msg, RESP_RECEIVER, hs.remoteIndex);
+    hs.localIndex = localIndex;
+    hs.state = HandshakeState.ResponseCreated;
+    return true;
+  }
+
+  private writeResponse(hs: Handshake, msg: Uint8Array): boolean {
+    const ephemeralPub = msg.subarray(RESP_EPHEMERAL, RESP_EPHEMERAL + KEY_LEN);
+    this.generateEphemeral(hs.localEphemeral, ephemeralPub);
+    mixHash(hs.hash, ephemeralPub);
+    kdf(hs.chainKey, ephemeralPub, hs.chainKey);
+    if (!dh(this.sShared, hs.localEphemeral, hs.remoteEphemeral)) return false;
+    kdf(hs.chainKey, this.sShared, hs.chainKey);
+    if (!dh(this.sShared, hs.localEphemeral, hs.remoteStatic)) return false;
+    kdf(hs.chainKey, this.sShared, hs.chainKey);
+    this.mixPresharedKey(hs.hash, hs.chainKey, hs.presharedKey);
+    const encEmpty = msg.subarray(RESP_EMPTY, RESP_EMPTY + TAG_LEN);
+    seal(encEmpty, EMPTY, hs.hash, ZERO_NONCE, this.sKey);
+    mixHash(hs.hash, encEmpty);
+    return true;
+  }
+
+  /** chainKey, tau, key = KDF3(chainKey, psk); hash = HASH(hash || tau); key left in sKey. */
+  private mixPresharedKey(h: Uint8Array, ck: Uint8Array, psk: Uint8Array): void {
+    kdf(ck, psk, ck, this.sTau, this.sKey);
+    mixHash(h, this.sTau);
+  }
+
+  /** Consumes a response whose mac1 has been checked; `lookup` maps our index to a Handshake. */
+  consumeResponse(msg: Uint8Array, lookup: (localIndex: number) => Handshake | undefined): ConsumeResult {
+    if (!this.hasKey) return { ok: false, reason: 'state' };
+    const hs = lookup(readU32(msg, RESP_RECEIVER));
+    if (hs === undefined) return { ok: false, reason: 'unknown-peer' };
+    if (hs.state !== HandshakeState.InitiationCreated) return { ok: false, reason: 'state' };
+    const h = this.sHash;
+    const ck = this.sChainKey;
+    try {
+      h.set(hs.hash);
+      ck.set(hs.chainKey);
+      const ephemeral = msg.subarray(RESP_EPHEMERAL, RESP_EPHEMERAL + KEY_LEN);
+      mixHash(h, ephemeral);
+      kdf(ck, ephemeral, ck);
+      if (!dh(this.sShared, hs.localEphemeral, ephemeral)) return { ok: false, reason: 'dh' };
+      kdf(ck, this.sShared, ck);
+      if (!dh(this.sShared, this.privateKey, ephemeral)) return { ok: false, reason: 'dh' };
+      kdf(ck, this.sShared, ck);
+      this.mixPresharedKey(h, ck, hs.presharedKey);
+      const encEmpty = msg.subarray(RESP_EMPTY, RESP_EMPTY + TAG_LEN);
+      if (!open(EMPTY, encEmpty, h, ZERO_NONCE, this.sKey)) return { ok: false, reason: 'decrypt' };
+      mixHash(h, encEmpty);
+
+      hs.hash.set(h);
+      hs.chainKey.set(ck);
+      zero(hs.localEphemeral);
+      hs.remoteIndex = readU32(msg, RESP_SENDER);
+      hs.state = HandshakeState.ResponseConsumed;
+      return { ok: true, handshake: hs };
+    } finally {
+      zero(h);
+      zero(ck);
+      zero(this.sKey);
+      zero(this.sShared);
+      zero(this.sTau);
+    }
+  }
+
+  /**
+   * Derives the transport keys of a finished handshake into `out` and wipes the handshake.
+   * Valid after consumeResponse (initiator) or createResponse (responder).
+   */
+  beginSession(hs: Handshake, out: SessionKeys): boolean {
+    let isInitiator: boolean;
+    if (hs.state === HandshakeState.ResponseConsumed) isInitiator = true;
+    else if (hs.state === HandshakeState.ResponseCreated) isInitiator = false;
+    else return false;
+    if (isInitiator) kdf(hs.chainKey, EMPTY, out.sendKey, out.receiveKey);
+    else kdf(hs.chainKey, EMPTY, out.receiveKey, out.sendKey);
+    out.localIndex = hs.localIndex;
+    out.remoteIndex = hs.remoteIndex;
+    out.isInitiator = isInitiator;
+    hs.clear();
+    return true;
+  }
+}
+
+function mixHash(h: Uint8Array, data: Uint8Array): void {
+  hash(h, h, data);
+}
+
