@@ -1,0 +1,331 @@
+/**
+ * Batched UDP through koffi: one dual-stack socket per worker, all bound to the listen port
+ * with SO_REUSEPORT so the kernel spreads flows across workers; recvmmsg/sendmmsg move up to
+ * `capacity` datagrams per syscall between the socket and slots of a slab.
+ *
+ * Addresses never become objects on the data path. An `EndpointTable` holds rows of
+ * (family, 16-byte address, port): IPv6 as is, IPv4 as ::ffff:a.b.c.d, which is also how a
+ * dual-stack socket sees and takes IPv4 peers. `recvBatch` writes packet k's source into row
+ * k; `sendBatch` reads each destination from a row. Parsing and formatting endpoint strings
+ * ("1.2.3.4:51820", "[fd00::1]:51820") allocate and belong to the control plane.
+ *
+ * A `UdpBatch` owns, for one socket on one thread, the mmsghdr/iovec/sockaddr_in6 arrays in an
+ * ArrayBuffer that never moves; the pointers between them are written once, and a batch only
+ * rewrites slot addresses, lengths and names.
+ */
+import {
+  AF_INET, AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
+  IPV6_V6ONLY, MSG_DONTWAIT, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET,
+  SO_MARK, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEPORT, SO_SNDBUF, SO_SNDBUFFORCE, SysError,
+  SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress,
+} from './libc.js';
+
+/** Most datagrams one recvBatch/sendBatch call moves (recvmmsg's practical sweet spot). */
+export const MAX_BATCH = 128;
+/** Default socket buffer size, as wireguard-go (7 MiB). */
+export const DEFAULT_BUFFER_BYTES = 7 << 20;
+
+const SOCKADDR_IN6_LEN = 28;
+const MMSG = 64; // struct mmsghdr on x86-64: msghdr (56) + msg_len (4) + padding
+const IOV = 16;
+const NAME = 32; // sockaddr_in6 (28) rounded up so every name's address is 4-byte aligned
+
+/**
+ * Rows of endpoints: `addr` 16 bytes per row (`addr32` is the same memory as 4 words),
+ * `port` in host order, `family` 4, 6 or 0 for an empty row. Pass an existing buffer
+ * (e.g. a SharedArrayBuffer from another thread) to view the same rows.
+ */
+export class EndpointTable {
+  static bytesFor(capacity: number): number {
+    return capacity * 20;
+  }
+
+  readonly addr: Uint8Array;
+  readonly addr32: Uint32Array;
+  readonly port: Uint16Array;
+  readonly family: Uint8Array;
+  readonly buffer: ArrayBufferLike;
+
+  constructor(readonly capacity: number, buffer?: ArrayBufferLike) {
+    this.buffer = buffer ?? new ArrayBuffer(EndpointTable.bytesFor(capacity));
+    if (this.buffer.byteLength < EndpointTable.bytesFor(capacity)) throw new RangeError('endpoint table buffer too small');
+    this.addr = new Uint8Array(this.buffer, 0, 16 * capacity);
+    this.addr32 = new Uint32Array(this.buffer, 0, 4 * capacity);
+    this.port = new Uint16Array(this.buffer, 16 * capacity, capacity);
+    this.family = new Uint8Array(this.buffer, 18 * capacity, capacity);
+  }
+}
+
+/** Copies row `i` of `src` to row `j` of `dst` without allocating. */
+export function copyEndpoint(src: EndpointTable, i: number, dst: EndpointTable, j: number): void {
+  for (let w = 0; w < 4; w++) dst.addr32[4 * j + w] = src.addr32[4 * i + w]!;
+  dst.port[j] = src.port[i]!;
+  dst.family[j] = src.family[i]!;
+}
+
+/** True when row `i` of `a` and row `j` of `b` hold the same endpoint. */
+export function endpointEquals(a: EndpointTable, i: number, b: EndpointTable, j: number): boolean {
+  return a.family[i] === b.family[j] && a.port[i] === b.port[j] &&
+    a.addr32[4 * i] === b.addr32[4 * j] && a.addr32[4 * i + 1] === b.addr32[4 * j + 1] &&
+    a.addr32[4 * i + 2] === b.addr32[4 * j + 2] && a.addr32[4 * i + 3] === b.addr32[4 * j + 3];
+}
+
+/**
+ * Parses "a.b.c.d:port" or "[v6]:port" into row `row`. Returns false (row untouched) for
+ * anything else: host names, zone ids ("%eth0"), ports outside 0..65535.
+ */
+export function parseEndpoint(text: string, table: EndpointTable, row: number): boolean {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text);
+  if (m === null) return false;
+  const port = Number(m[3]);
+  if (port > 0xffff) return false;
+  const bytes = new Uint8Array(new ArrayBuffer(16));
+  let family: number;
+  if (m[1] !== undefined) {
+    if (libc.inet_pton(AF_INET6, m[1], bytes) !== 1) return false;
+    family = isV4Mapped(bytes) ? 4 : 6;
+  } else {
+    if (libc.inet_pton(AF_INET, m[2]!, bytes.subarray(12)) !== 1) return false;
+    bytes[10] = 0xff;
+    bytes[11] = 0xff;
+    family = 4;
+  }
+  table.addr.set(bytes, 16 * row);
+  table.port[row] = port;
+  table.family[row] = family;
+  return true;
+}
+
+/** Formats row `row` as "a.b.c.d:port" or "[v6]:port"; null for an empty row. */
+export function formatEndpoint(table: EndpointTable, row: number): string | null {
+  const family = table.family[row];
+  if (family !== 4 && family !== 6) return null;
+  const a = table.addr.subarray(16 * row, 16 * row + 16);
+  if (family === 4) return `${a[12]}.${a[13]}.${a[14]}.${a[15]}:${table.port[row]}`;
+  const text = libc.inet_ntop(AF_INET6, a, new Uint8Array(new ArrayBuffer(64)), 64) as string;
+  return `[${text}]:${table.port[row]}`;
+}
+
+function isV4Mapped(a: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (a[i] !== 0) return false;
+  return a[10] === 0xff && a[11] === 0xff;
+}
+
+/** A sockaddr_in6 for row `row` (or the wildcard address ::, with `port`, when `table` is null). */
+function sockaddr(table: EndpointTable | null, row: number, port: number): Uint8Array {
+  const sa = new Uint8Array(new ArrayBuffer(SOCKADDR_IN6_LEN));
+  sa[0] = AF_INET6;
+  const p = table === null ? port : table.port[row]!;
+  sa[2] = p >>> 8;
+  sa[3] = p & 0xff;
+  if (table !== null) sa.set(table.addr.subarray(16 * row, 16 * row + 16), 8);
+  return sa;
+}
+
+function setInt(fd: number, level: number, name: number, value: number): number {
+  return libc.setsockopt(fd, level, name, Int32Array.of(value), 4) < 0 ? -errno() : 0;
+}
+
+/** Sets SO_MARK (the fwmark; 0 clears it). Returns 0 or -errno (-EPERM without CAP_NET_ADMIN). */
+export function setMark(fd: number, mark: number): number {
+  return setInt(fd, SOL_SOCKET, SO_MARK, mark | 0);
+}
+
+/** The port `fd` is bound to. Throws SysError. */
+export function localPort(fd: number): number {
+  const sa = new Uint8Array(new ArrayBuffer(SOCKADDR_IN6_LEN));
+  check(libc.getsockname(fd, sa, Uint32Array.of(SOCKADDR_IN6_LEN)), 'getsockname');
+  return (sa[2]! << 8) | sa[3]!;
+}
+
+/** Options for `openUdpSockets`. */
+export interface UdpOptions {
+  /** SO_RCVBUF/SO_SNDBUF target; forced past rmem_max/wmem_max when CAP_NET_ADMIN allows. */
+  readonly bufferBytes?: number;
+  /** SO_MARK for every socket (needs CAP_NET_ADMIN). */
+  readonly fwmark?: number;
+}
+
+function dualStackSocket(reusePort: boolean, bufferBytes: number): number {
+  const fd = check(libc.socket(AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), 'socket(AF_INET6, SOCK_DGRAM)');
+  try {
+    check(setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0), 'IPV6_V6ONLY=0');
+    if (reusePort) check(setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1), 'SO_REUSEPORT');
+    if (setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufferBytes) < 0) setInt(fd, SOL_SOCKET, SO_RCVBUF, bufferBytes);
+    if (setInt(fd, SOL_SOCKET, SO_SNDBUFFORCE, bufferBytes) < 0) setInt(fd, SOL_SOCKET, SO_SNDBUF, bufferBytes);
+  } catch (err) {
+    closeFd(fd);
+    throw err;
+  }
+  return fd;
+}
+
+function bindOrThrow(fd: number, port: number): void {
+  if (libc.bind(fd, sockaddr(null, 0, port), SOCKADDR_IN6_LEN) === 0) return;
+  const e = errno();
+  const hint = e === EADDRINUSE ? ' (port in use)' : e === EPERM || e === EACCES ? ' (privileged port)' : '';
+  throw new SysError(`bind UDP [::]:${port}${hint}`, e);
+}
+
+/**
+ * Opens `count` non-blocking dual-stack UDP sockets sharing one port with SO_REUSEPORT, one per
+ * worker. Port 0 lets the kernel pick; the others then join the port it picked. A nonzero
+ * port is first probed with a plain bind, so a port held by anyone (another daemon with
+ * SO_REUSEPORT included) fails with EADDRINUSE instead of silently sharing its traffic.
+ * Throws SysError with every fd closed on failure.
+ */
+export function openUdpSockets(port: number, count: number, options: UdpOptions = {}): { fds: number[]; port: number } {
+  if (!Number.isInteger(port) || port < 0 || port > 0xffff) throw new RangeError(`bad UDP port ${port}`);
+  if (!Number.isInteger(count) || count < 1) throw new RangeError(`socket count must be a positive integer, got ${count}`);
+  const bufferBytes = options.bufferBytes ?? DEFAULT_BUFFER_BYTES;
+  const fds: number[] = [];
+  try {
+    if (port !== 0) {
+      const probe = dualStackSocket(false, 0);
+      fds.push(probe);
+      bindOrThrow(probe, port);
+      fds.pop();
+      closeFd(probe);
+    }
+    for (let i = 0; i < count; i++) {
+      const fd = dualStackSocket(true, bufferBytes);
+      fds.push(fd);
+      bindOrThrow(fd, port);
+      if (port === 0) port = localPort(fd);
+      if (options.fwmark !== undefined) {
+        const r = setMark(fd, options.fwmark);
+        if (r < 0) throw new SysError(`SO_MARK ${options.fwmark}`, -r);
+      }
+    }
+  } catch (err) {
+    fds.forEach(closeFd);
+    throw err;
+  }
+  return { fds, port };
+}
+
+/**
+ * Sends one datagram (control plane: handshake replies, cookie replies). Returns bytes sent or
+ * -errno (-EAGAIN when the socket buffer is full).
+ */
+export function sendTo(fd: number, data: Uint8Array, to: EndpointTable, row: number): number {
+  const r = libc.sendto(fd, data, data.byteLength, MSG_DONTWAIT, sockaddr(to, row, 0), SOCKADDR_IN6_LEN) as number;
+  return r >= 0 ? r : -errno();
+}
+
+/**
+ * One thread's batch machinery for one socket fd. Construct one per worker from the fd number;
+ * never share an instance between threads.
+ */
+export class UdpBatch {
+  private readonly bytes: Uint8Array;
+  private readonly u32: Uint32Array;
+  /** Address of each mmsghdr, so sendmmsg can resume mid-batch without a subarray. */
+  private readonly msgAddr: bigint[] = [];
+  private readonly iovAt: number;
+  private readonly nameAt: number;
+  private readonly slab = new SlabAddress();
+
+  constructor(readonly fd: number, readonly capacity: number = MAX_BATCH) {
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1024) throw new RangeError(`bad batch capacity ${capacity}`);
+    this.bytes = new Uint8Array(new ArrayBuffer(capacity * (MMSG + IOV + NAME)));
+    this.u32 = new Uint32Array(this.bytes.buffer);
+    this.iovAt = capacity * MMSG;
+    this.nameAt = capacity * (MMSG + IOV);
+    const base = addressOf(this.bytes);
+    for (let k = 0; k < capacity; k++) {
+      const m = (k * MMSG) >> 2;
+      writeAddress(this.u32, m, base + this.nameAt + k * NAME); // msg_name
+      writeAddress(this.u32, m + 4, base + this.iovAt + k * IOV); // msg_iov
+      this.u32[m + 6] = 1; // msg_iovlen
+      this.msgAddr.push(BigInt(base + k * MMSG));
+    }
+  }
+
+  /**
+   * Receives up to `max` datagrams without blocking: datagram k goes to
+   * `slab[offsets[k] ..+ maxLen)`, its length to `lens[k]` (-EMSGSIZE if it was truncated:
+   * drop it) and its source to row k of `from`. Returns the count (0 when nothing waits) or
+   * -errno.
+   */
+  recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number): number {
+    if (max > this.capacity || max > from.capacity) throw new RangeError(`batch of ${max} exceeds capacity`);
+    checkBatch(offsets, lens, max, maxLen);
+    const base = this.slab.of(slab);
+    const u32 = this.u32;
+    for (let k = 0; k < max; k++) {
+      const off = offsets[k]!;
+      if (off + maxLen > slab.byteLength) throw new RangeError(`slot ${off}+${maxLen} outside the slab`);
+      const v = (this.iovAt + k * IOV) >> 2;
+      writeAddress(u32, v, base + off);
+      u32[v + 2] = maxLen;
+      u32[((k * MMSG) >> 2) + 2] = SOCKADDR_IN6_LEN; // msg_namelen, shrunk by the last call
+    }
+    const n = libc.recvmmsg(this.fd, this.bytes, max, MSG_DONTWAIT, null) as number;
+    if (n < 0) {
+      const e = errno();
+      return e === EAGAIN ? 0 : -e;
+    }
+    const bytes = this.bytes;
+    for (let k = 0; k < n; k++) {
+      const m = (k * MMSG) >> 2;
+      lens[k] = (u32[m + 12]! & MSG_TRUNC) !== 0 ? -EMSGSIZE : u32[m + 14]!;
+      const s = (this.nameAt + k * NAME) >> 2;
+      const a = 4 * k;
+      from.addr32[a] = u32[s + 2]!;
+      from.addr32[a + 1] = u32[s + 3]!;
+      from.addr32[a + 2] = u32[s + 4]!;
+      from.addr32[a + 3] = u32[s + 5]!;
+      from.port[k] = (bytes[4 * s + 2]! << 8) | bytes[4 * s + 3]!;
+      from.family[k] = u32[s + 2] === 0 && u32[s + 3] === 0 && u32[s + 4] === 0xffff0000 ? 4 : 6;
+    }
+    return n;
+  }
+
+  /**
+   * Sends datagrams k < count from `slab[offsets[k] ..+ lens[k])` to row `toRows[k]` of `to`
+   * (row k when `toRows` is omitted). Returns how many were consumed: sent, or refused for that
+   * datagram alone (no route, bad address…), in which case `lens[k]` becomes -errno. Stops at
+   * EAGAIN (send the rest later). -errno only when the fd itself is unusable before any send.
+   */
+  sendBatch(slab: Uint8Array, offsets: Uint32Array, lens: Int32Array, to: EndpointTable, count: number, toRows?: Uint32Array): number {
+    if (count > this.capacity) throw new RangeError(`batch of ${count} exceeds capacity ${this.capacity}`);
+    checkBatch(offsets, lens, count);
+    const base = this.slab.of(slab);
+    const u32 = this.u32;
+    const bytes = this.bytes;
+    for (let k = 0; k < count; k++) {
+      const off = offsets[k]!;
+      const len = lens[k]!;
+      if (len < 0 || off + len > slab.byteLength) throw new RangeError(`slot ${off}+${len} outside the slab`);
+      const v = (this.iovAt + k * IOV) >> 2;
+      writeAddress(u32, v, base + off);
+      u32[v + 2] = len;
+      u32[((k * MMSG) >> 2) + 2] = SOCKADDR_IN6_LEN;
+      const row = toRows === undefined ? k : toRows[k]!;
+      const s = (this.nameAt + k * NAME) >> 2;
+      const p = to.port[row]!;
+      u32[s] = AF_INET6 | ((p >>> 8) << 16) | ((p & 0xff) << 24); // family, then port big-endian
+      u32[s + 1] = 0; // flowinfo
+      u32[s + 2] = to.addr32[4 * row]!;
+      u32[s + 3] = to.addr32[4 * row + 1]!;
+      u32[s + 4] = to.addr32[4 * row + 2]!;
+      u32[s + 5] = to.addr32[4 * row + 3]!;
+      u32[s + 6] = 0; // scope id
+    }
+    let done = 0;
+    while (done < count) {
+      const r = libc.sendmmsg(this.fd, done === 0 ? bytes : this.msgAddr[done], count - done, MSG_DONTWAIT) as number;
+      if (r >= 0) {
+        if (r === 0) break;
+        done += r;
+        continue;
+      }
+      const e = errno();
+      if (e === EAGAIN) break;
+      if (e === EBADF || e === ENOTSOCK) return done === 0 ? -e : done;
+      lens[done++] = -e;
+    }
+    return done;
+  }
+}
