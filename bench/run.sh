@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# npm run bench: every benchmark, each printing its own table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+npx tsc -p tsconfig.json
+for b in replay ring timers allowedips; do
+  [ -f "dist/bench/$b.js" ] && node "dist/bench/$b.js"
+done
+if [ "$(id -u)" -eq 0 ]; then
+  node dist/bench/syscalls.js
+  node dist/bench/throughput.js
+else
+  echo "bench: skipping syscalls and throughput (they need root for TUN devices and namespaces)"
+fi

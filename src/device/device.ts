@@ -1,0 +1,333 @@
+// The device: the control plane of one WireGuard interface, on the main thread. It owns the
+// configuration (UAPI `set`/`get`), the peers and their handshakes, and drives the workers
+// through the shared tables; handshake messages, staged packets and data-plane events reach it
+// as control records (see workers/control.ts) and are handled in handshakes.ts.
+//
+// Events: 'gone' when the TUN device disappears.
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { Noise } from '../handshake/noise.js';
+import { CookieChecker } from '../handshake/cookie.js';
+import { RateLimiter } from '../handshake/ratelimiter.js';
+import { AllowedIPs } from '../allowedips/allowedips.js';
+import { Timers } from './timers.js';
+import { Keypairs } from './keypairs.js';
+import { Peer } from './peer.js';
+import { Tables, P_LIVE, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU } from './tables.js';
+import { WorkerPool } from '../workers/pool.js';
+import { openUdpSockets, setMark, EndpointTable, copyEndpoint } from '../net/udp.js';
+import { SysError, closeFd } from '../net/libc.js';
+import { openQueues, setMtu, tunAttached } from '../tun/tun.js';
+import { zero } from '../crypto/memory.js';
+import type { DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
+import { Handshakes } from './handshakes.js';
+
+export const DEFAULT_MTU = 1420;
+const EADDRINUSE = 98;
+const ENOSPC = 28;
+/** Period of the coarse tick that drives every peer's timers. */
+export const TICK_MS = 100;
+
+export interface DeviceOptions {
+  ifname: string;
+  workers: number;
+  logger: Logger;
+  peerCapacity?: number;
+  keypairCapacity?: number;
+  batch?: number;
+}
+
+export class Device extends EventEmitter implements UapiDevice {
+  readonly noise = new Noise();
+  readonly checker = new CookieChecker();
+  readonly limiter = new RateLimiter();
+  readonly allowed = new AllowedIPs();
+  readonly timers = new Timers();
+  readonly tables: Tables;
+  readonly keypairs: Keypairs;
+  readonly peers = new Map<string, Peer>();
+  readonly bySlot: (Peer | undefined)[] = [];
+  readonly log: Logger;
+  readonly pool: WorkerPool;
+  readonly handshakes: Handshakes;
+  /** The stats row the main thread writes (after the workers' rows). */
+  readonly mainRow: number;
+  udpFds: number[];
+  listenPort: number;
+  fwmark = 0;
+  private readonly freeSlots: number[] = [];
+  private readonly tunFds: number[];
+  private tick: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  private constructor(o: DeviceOptions, tunFds: number[], udp: { fds: number[]; port: number }) {
+    super();
+    this.log = o.logger;
+    this.tunFds = tunFds;
+    this.udpFds = udp.fds;
+    this.listenPort = udp.port;
+    const peerCapacity = o.peerCapacity ?? 4096;
+    this.tables = Tables.create(peerCapacity, o.keypairCapacity ?? peerCapacity * 3 + 1, o.workers + 1);
+    this.mainRow = o.workers;
+    Atomics.store(this.tables.device, D_MTU, DEFAULT_MTU);
+    for (let s = peerCapacity - 1; s >= 0; s--) this.freeSlots.push(s);
+    this.keypairs = new Keypairs(this.tables);
+    this.handshakes = new Handshakes(this);
+    this.pool = new WorkerPool({
+      tables: this.tables,
+      tunFds,
+      udpFds: udp.fds,
+      routes: this.allowed.snapshot(),
+      batch: o.batch ?? 128,
+      onRecord: (slot) => this.handshakes.onRecord(slot),
+      onWorkerError: (id, err) => this.log.error({ worker: id, err: err.message }, 'worker failed'),
+    });
+    this.tick = setInterval(() => this.onTick(), TICK_MS);
+  }
+
+  /** Creates the TUN device (one queue per worker), binds a UDP port and starts the workers. */
+  static open(o: DeviceOptions): Device {
+    const tunFds = openQueues(o.ifname, o.workers);
+    try {
+      setMtu(o.ifname, DEFAULT_MTU);
+      const udp = openUdpSockets(0, o.workers);
+      return new Device(o, tunFds, udp);
+    } catch (err) {
+      tunFds.forEach(closeFd);
+      throw err;
+    }
+  }
+
+  get closedOrGone(): boolean {
+    return this.closed;
+  }
+
+  // ---- UAPI ----
+
+  deviceState(): DeviceState {
+    return {
+      privateKey: this.noise.hasPrivateKey ? this.noise.privateKey : undefined,
+      listenPort: this.listenPort,
+      fwmark: this.fwmark,
+    };
+  }
+
+  forEachPeer(visit: (peer: PeerState) => void): void {
+    for (const peer of this.peers.values()) visit(this.peerState(peer));
+  }
+
+  private peerState(peer: Peer): PeerState {
+    let rx = 0;
+    let tx = 0;
+    for (let w = 0; w <= this.mainRow; w++) {
+      const s = this.tables.statsBase(w, peer.slot);
+      rx += this.tables.stats[s + S_RX_BYTES]!;
+      tx += this.tables.stats[s + S_TX_BYTES]!;
+    }
+    const ms = peer.lastHandshakeWallMs;
+    const sec = Math.floor(ms / 1000);
+    return {
+      publicKey: peer.publicKey,
+      presharedKey: peer.handshake.presharedKey,
+      endpoint: this.endpointOf(peer.slot),
+      lastHandshakeSec: sec,
+      lastHandshakeNsec: Math.round((ms - sec * 1000) * 1e6),
+      txBytes: BigInt(tx),
+      rxBytes: BigInt(rx),
+      persistentKeepaliveInterval: peer.persistentKeepaliveInterval,
+      allowedIps: this.allowed.entriesForPeer(peer.slot),
+    };
+  }
+
+  apply(req: SetRequest): number {
+    // Everything that can fail is tried before anything changes.
+    let newUdp: { fds: number[]; port: number } | undefined;
+    if (req.listenPort !== undefined && req.listenPort !== this.listenPort) {
+      try {
+        newUdp = openUdpSockets(req.listenPort, this.tunFds.length);
+      } catch (err) {
+        if (err instanceof SysError && err.errno === EADDRINUSE) return EADDRINUSE;
+        this.log.error({ err: (err as Error).message }, 'cannot bind the new listen port');
+        return 5;
+      }
+    }
+    const creating = req.peers.filter((p) => !p.remove && !p.updateOnly && !this.peers.has(hex(p.publicKey))).length;
+    const freed = req.replacePeers ? this.peers.size : 0;
+    if (creating > this.freeSlots.length + freed) {
+      newUdp?.fds.forEach(closeFd);
+      return ENOSPC;
+    }
+
+    if (req.privateKey !== undefined) this.setPrivateKey(req.privateKey);
+    if (newUdp) this.swapSockets(newUdp);
+    if (req.fwmark !== undefined) this.setFwmark(req.fwmark);
+    if (req.replacePeers) for (const peer of [...this.peers.values()]) this.removePeer(peer);
+    let routesChanged = req.replacePeers;
+    for (const op of req.peers) routesChanged = this.applyPeer(op) || routesChanged;
+    if (routesChanged) this.pool.publishRoutes(this.allowed.snapshot());
+    return 0;
+  }
+
+  /** Applies one peer's section; returns whether its allowed IPs changed. */
+  private applyPeer(op: PeerOp): boolean {
+    const key = hex(op.publicKey);
+    let peer = this.peers.get(key);
+    if (op.remove) {
+      if (peer) this.removePeer(peer);
+      return peer !== undefined;
+    }
+    if (!peer) {
+      if (op.updateOnly) return false;
+      // wireguard-go ignores a peer whose key is our own public key.
+      if (this.noise.hasPrivateKey && key === hex(this.noise.publicKey)) return false;
+      peer = this.addPeer(op.publicKey);
+    }
+    if (op.presharedKey) {
+      peer.handshake.presharedKey.set(op.presharedKey);
+    }
+    if (op.endpoint) this.setEndpoint(peer.slot, op.endpoint);
+    if (op.persistentKeepaliveInterval !== undefined) {
+      const turnedOn = peer.persistentKeepaliveInterval === 0 && op.persistentKeepaliveInterval > 0;
+      peer.persistentKeepaliveInterval = op.persistentKeepaliveInterval;
+      this.timers.setPersistentKeepalive(peer.slot, op.persistentKeepaliveInterval);
+      if (turnedOn && this.noise.hasPrivateKey) this.handshakes.sendKeepalive(peer);
+    }
+    let changed = false;
+    if (op.replaceAllowedIps) {
+      this.allowed.removeByPeer(peer.slot);
+      changed = true;
+    }
+    for (const a of op.allowedIps) {
+      if (a.remove) this.allowed.remove(peer.slot, a.addr, a.cidr);
+      else this.allowed.insert(peer.slot, a.addr, a.cidr);
+      changed = true;
+    }
+    return changed;
+  }
+
+  private addPeer(publicKey: Uint8Array): Peer {
+    const slot = this.freeSlots.pop()!;
+    const peer = new Peer(slot, Uint8Array.from(publicKey));
+    this.noise.precompute(peer.handshake);
+    this.peers.set(peer.publicKeyHex, peer);
+    this.bySlot[slot] = peer;
+    const t = this.tables;
+    for (let w = 0; w <= this.mainRow; w++) t.stats.fill(0, t.statsBase(w, slot), t.statsBase(w, slot) + S_STRIDE);
+    this.keypairs.initPeer(slot);
+    t.endpoints.family[slot] = 0;
+    this.timers.init(slot);
+    Atomics.store(t.peers, slot * P_STRIDE + P_LIVE, 1);
+    this.handshakes.peerAdded(peer);
+    return peer;
+  }
+
+  /** Two steps, like the kernel's peer removal: unpublish first, then wipe. */
+  removePeer(peer: Peer): void {
+    Atomics.store(this.tables.peers, peer.slot * P_STRIDE + P_LIVE, 0);
+    this.allowed.removeByPeer(peer.slot);
+    this.peers.delete(peer.publicKeyHex);
+    this.bySlot[peer.slot] = undefined;
+    this.timers.stop(peer.slot);
+    this.keypairs.clearPeer(peer.slot);
+    if (peer.pendingIndex >= 0) this.keypairs.release(peer.pendingIndex);
+    peer.destroy();
+    this.freeSlots.push(peer.slot);
+  }
+
+  private setPrivateKey(key: Uint8Array | null): void {
+    this.noise.setPrivateKey(key);
+    if (this.noise.hasPrivateKey) {
+      this.checker.setPublicKey(this.noise.publicKey);
+      // A peer with our own public key cannot exist (wireguard-go removes it).
+      const self = this.peers.get(hex(this.noise.publicKey));
+      if (self) this.removePeer(self);
+    }
+    for (const peer of this.peers.values()) {
+      this.noise.precompute(peer.handshake);
+      peer.handshake.clear();
+      this.keypairs.clearPeer(peer.slot);
+    }
+  }
+
+  private swapSockets(udp: { fds: number[]; port: number }): void {
+    const old = this.udpFds;
+    this.udpFds = udp.fds;
+    this.listenPort = udp.port;
+    if (this.fwmark !== 0) for (const fd of udp.fds) setMark(fd, this.fwmark);
+    void this.pool.restart(udp.fds).then(() => old.forEach(closeFd));
+  }
+
+  private setFwmark(mark: number): void {
+    this.fwmark = mark;
+    for (const fd of this.udpFds) {
+      const r = setMark(fd, mark);
+      if (r < 0) this.log.error({ errno: -r }, 'cannot set fwmark');
+    }
+  }
+
+  /** Writes a peer's endpoint under its seqlock (the main thread is the only writer). */
+  setEndpoint(slot: number, ep: Endpoint): void {
+    const t = this.tables.endpoints;
+    this.writeEndpoint(slot, () => {
+      const a = t.addr;
+      a.fill(0, 16 * slot, 16 * slot + 16);
+      if (ep.family === 4) {
+        a[16 * slot + 10] = 0xff;
+        a[16 * slot + 11] = 0xff;
+        a.set(ep.addr, 16 * slot + 12);
+      } else {
+        a.set(ep.addr, 16 * slot);
+      }
+      t.port[slot] = ep.port;
+      t.family[slot] = ep.family;
+    });
+  }
+
+  /** Copies row `row` of `from` into the peer's endpoint (roaming). */
+  setEndpointFrom(slot: number, from: EndpointTable, row: number): void {
+    this.writeEndpoint(slot, () => copyEndpoint(from, row, this.tables.endpoints, slot));
+  }
+
+  private writeEndpoint(slot: number, write: () => void): void {
+    const seq = slot * P_STRIDE + P_ENDPOINT_SEQ;
+    Atomics.add(this.tables.peers, seq, 1);
+    write();
+    Atomics.add(this.tables.peers, seq, 1);
+  }
+
+  endpointOf(slot: number): Endpoint | undefined {
+    const t = this.tables.endpoints;
+    const family = t.family[slot];
+    if (family !== 4 && family !== 6) return undefined;
+    const a = t.addr.subarray(16 * slot, 16 * slot + 16);
+    return { family, addr: family === 4 ? a.slice(12) : a.slice(), port: t.port[slot]! };
+  }
+
+  // ---- time ----
+
+  private onTick(): void {
+    if (this.closed) return;
+    if (!this.tunFds.some(tunAttached)) {
+      this.emit('gone');
+      return;
+    }
+    this.handshakes.tick();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.tick);
+    await this.pool.stop();
+    this.pool.close();
+    for (const peer of [...this.peers.values()]) this.removePeer(peer);
+    this.noise.setPrivateKey(null);
+    zero(this.tables.keys);
+    this.udpFds.forEach(closeFd);
+    this.tunFds.forEach(closeFd);
+  }
+}
+
+function hex(key: Uint8Array): string {
+  return Buffer.from(key).toString('hex');
+}

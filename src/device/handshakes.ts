@@ -1,0 +1,355 @@
+// The control plane's packet work on the main thread (the kernel's receive.c handshake path and
+// send.c's handshake, keepalive and staged-packet sending): control records from the workers,
+// handshake messages in and out, cookies under load, and the coarse tick that turns the
+// workers' per-peer timestamps into timer events and runs every peer's timers.
+import { SessionKeys, type Handshake } from '../handshake/noise.js';
+import { underLoad } from '../handshake/cookie.js';
+import {
+  INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, INIT_SENDER, RESP_SENDER,
+  COOKIE_RECEIVER, DATA_HEADER_LEN, messageType, readU32,
+} from '../handshake/messages.js';
+import { TransportCrypto } from '../workers/transport.js';
+import { RecordKind, META_KIND, META_ARG } from '../workers/control.js';
+import { sendTo, formatEndpoint } from '../net/udp.js';
+import { TimerAction, REKEY_TIMEOUT, REJECT_AFTER_TIME, shouldRekeyOnSend } from './timers.js';
+import {
+  now, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, S_TX_BYTES, S_RX_BYTES, D_MTU,
+  SEND_COUNTER_LIMIT, SEND_COUNTER_REKEY,
+} from './tables.js';
+import type { Device } from './device.js';
+import type { Peer } from './peer.js';
+
+/** Handshake messages the main thread will queue before declaring itself under load. */
+const HANDSHAKE_QUEUE_CAPACITY = 1024;
+const REKEY_TIMEOUT_MS = REKEY_TIMEOUT * 1000;
+const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
+
+/** What the tick last saw of a peer's data-plane timestamps. */
+interface Seen { dataSent: number; dataReceived: number; authSent: number; authReceived: number }
+
+export class Handshakes {
+  private readonly session = new SessionKeys();
+  private readonly transport = new TransportCrypto();
+  private readonly msg = new Uint8Array(2048);
+  private readonly source = new Uint8Array(18);
+  private readonly load = { untilMs: 0 };
+  private readonly seen: Seen[] = [];
+  private lastGcMs = 0;
+
+  constructor(private readonly d: Device) {}
+
+  peerAdded(peer: Peer): void {
+    this.seen[peer.slot] = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
+  }
+
+  // ---- records from the workers ----
+
+  onRecord(slot: number): void {
+    const slab = this.d.pool.slab;
+    const rec = slab.record(slot);
+    const kind = slab.meta[rec + META_KIND];
+    const peerSlot = slab.peer(slot);
+    const start = slab.base(slot) + slab.offset(slot);
+    const bytes = slab.bytes.subarray(start, start + slab.length(slot));
+    try {
+      switch (kind) {
+        case RecordKind.Handshake:
+          this.receiveHandshake(bytes, slot);
+          break;
+        case RecordKind.Staged: {
+          const peer = this.d.bySlot[peerSlot];
+          if (peer) {
+            peer.stage(bytes.slice());
+            this.sendStaged(peer);
+          }
+          break;
+        }
+        case RecordKind.Confirmed: {
+          const peer = this.d.bySlot[peerSlot];
+          if (peer && this.d.keypairs.confirm(peer.slot, slab.meta[rec + META_ARG]!)) {
+            this.d.timers.handshakeComplete(peer.slot);
+            peer.lastHandshakeWallMs = Date.now();
+            this.sendStaged(peer);
+          }
+          break;
+        }
+        case RecordKind.Roamed:
+          if (this.d.bySlot[peerSlot]) this.d.setEndpointFrom(peerSlot, this.d.pool.slotEndpoints, slot);
+          break;
+        case RecordKind.DeviceGone:
+          this.d.emit('gone');
+          break;
+      }
+    } finally {
+      slab.free(slot);
+    }
+  }
+
+  private queueDepth(): number {
+    return this.d.pool.pending();
+  }
+
+  private receiveHandshake(msg: Uint8Array, slot: number): void {
+    const d = this.d;
+    const type = messageType(msg, 0, msg.length);
+    const ms = now();
+    if (type === MSG_COOKIE_REPLY) {
+      const kp = d.keypairs.slotOf(readU32(msg, COOKIE_RECEIVER));
+      const peer = kp >= 0 ? d.bySlot[d.keypairs.peerOf(kp)] : undefined;
+      if (peer && peer.pendingIndex === readU32(msg, COOKIE_RECEIVER)) peer.cookies.consumeReply(msg, ms);
+      return;
+    }
+    if (!d.noise.hasPrivateKey || !d.checker.checkMac1(msg, msg.length)) return;
+    const ep = d.pool.slotEndpoints;
+    if (underLoad(this.load, this.queueDepth(), HANDSHAKE_QUEUE_CAPACITY, ms)) {
+      this.source.set(ep.addr.subarray(16 * slot, 16 * slot + 16));
+      this.source[16] = ep.port[slot]! >> 8;
+      this.source[17] = ep.port[slot]! & 0xff;
+      if (!d.checker.checkMac2(msg, msg.length, this.source, ms)) {
+        const sender = readU32(msg, type === MSG_INITIATION ? INIT_SENDER : RESP_SENDER);
+        const reply = this.msg.subarray(0, COOKIE_REPLY_LEN);
+        d.checker.createReply(reply, msg, msg.length, sender, this.source, ms);
+        sendTo(d.udpFds[0]!, reply, ep, slot);
+        return;
+      }
+      const v4 = ep.family[slot] === 4;
+      if (!d.limiter.allow(ep.addr, 16 * slot + (v4 ? 12 : 0), v4 ? 4 : 16, ms * 1e6)) return;
+    }
+    if (type === MSG_INITIATION) this.receiveInitiation(msg, slot, ms);
+    else if (type === MSG_RESPONSE) this.receiveResponse(msg, slot, ms);
+  }
+
+  private receiveInitiation(msg: Uint8Array, slot: number, ms: number): void {
+    const d = this.d;
+    const r = d.noise.consumeInitiation(msg, ms, (pk) => d.peers.get(Buffer.from(pk).toString('hex'))?.handshake);
+    if (!r.ok) {
+      d.log.debug({ reason: r.reason, from: formatEndpoint(d.pool.slotEndpoints, slot) }, 'initiation rejected');
+      return;
+    }
+    const peer = d.bySlot[r.handshake.peer]!;
+    this.countRx(peer, msg.length);
+    d.setEndpointFrom(peer.slot, d.pool.slotEndpoints, slot);
+    d.timers.anyAuthenticatedPacketReceived(peer.slot);
+    d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
+    this.sendResponse(peer, r.handshake, ms);
+  }
+
+  private sendResponse(peer: Peer, hs: Handshake, ms: number): void {
+    const d = this.d;
+    if (peer.pendingIndex >= 0) d.keypairs.release(peer.pendingIndex);
+    peer.pendingIndex = -1;
+    const index = d.keypairs.reserve(peer.slot);
+    if (index < 0) return;
+    const resp = this.msg.subarray(0, RESP_LEN);
+    if (!d.noise.createResponse(hs, index, resp) || !d.noise.beginSession(hs, this.session)) {
+      d.keypairs.release(index);
+      return;
+    }
+    peer.cookies.addMacs(resp, RESP_LEN, ms);
+    d.keypairs.install(peer.slot, this.session);
+    this.session.destroy();
+    this.send(peer, resp);
+    d.timers.sessionDerived(peer.slot, ms);
+    d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
+    d.timers.anyAuthenticatedPacketSent(peer.slot);
+    d.log.debug({ peer: peer.slot }, 'sent handshake response');
+  }
+
+  private receiveResponse(msg: Uint8Array, slot: number, ms: number): void {
+    const d = this.d;
+    const r = d.noise.consumeResponse(msg, (index) => {
+      const kp = d.keypairs.slotOf(index);
+      const peer = kp >= 0 ? d.bySlot[d.keypairs.peerOf(kp)] : undefined;
+      return peer && peer.pendingIndex === index ? peer.handshake : undefined;
+    });
+    if (!r.ok) {
+      d.log.debug({ reason: r.reason }, 'response rejected');
+      return;
+    }
+    const peer = d.bySlot[r.handshake.peer]!;
+    this.countRx(peer, msg.length);
+    if (!d.noise.beginSession(r.handshake, this.session)) return;
+    peer.pendingIndex = -1;
+    d.keypairs.install(peer.slot, this.session);
+    this.session.destroy();
+    d.setEndpointFrom(peer.slot, d.pool.slotEndpoints, slot);
+    peer.lastHandshakeWallMs = Date.now();
+    d.timers.anyAuthenticatedPacketReceived(peer.slot);
+    d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
+    d.timers.handshakeComplete(peer.slot);
+    d.timers.sessionDerived(peer.slot, ms);
+    d.log.debug({ peer: peer.slot }, 'handshake complete (initiator)');
+    // Staged packets confirm the session; with none, a keepalive does (kernel receive.c).
+    this.sendKeepalive(peer);
+  }
+
+  /** Sends a message to the peer's endpoint, counted in its tx bytes as the kernel does. */
+  private send(peer: Peer, msg: Uint8Array): void {
+    const d = this.d;
+    if (sendTo(d.udpFds[0]!, msg, d.tables.endpoints, peer.slot) > 0) {
+      d.tables.stats[d.tables.statsBase(d.mainRow, peer.slot) + S_TX_BYTES] += msg.length;
+    }
+  }
+
+  /** Authenticated handshake messages count in the peer's rx bytes (kernel, wireguard-go). */
+  private countRx(peer: Peer, len: number): void {
+    const d = this.d;
+    d.tables.stats[d.tables.statsBase(d.mainRow, peer.slot) + S_RX_BYTES] += len;
+  }
+
+  /** Sends an initiation unless one went out less than REKEY_TIMEOUT ago. */
+  sendInitiation(peer: Peer, isRetry: boolean): void {
+    const d = this.d;
+    const ms = now();
+    if (!isRetry) d.timers.handshakeRequested(peer.slot);
+    if (!d.noise.hasPrivateKey || ms - peer.lastInitiationSentMs < REKEY_TIMEOUT_MS) return;
+    if (d.tables.endpoints.family[peer.slot] === 0) return;
+    peer.lastInitiationSentMs = ms;
+    if (peer.pendingIndex >= 0) d.keypairs.release(peer.pendingIndex);
+    peer.pendingIndex = d.keypairs.reserve(peer.slot);
+    if (peer.pendingIndex < 0) return;
+    const init = this.msg.subarray(0, INIT_LEN);
+    if (!d.noise.createInitiation(peer.handshake, peer.pendingIndex, Date.now(), init)) return;
+    peer.cookies.addMacs(init, INIT_LEN, ms);
+    d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
+    d.timers.anyAuthenticatedPacketSent(peer.slot);
+    this.send(peer, init);
+    d.timers.handshakeInitiated(peer.slot, ms);
+    d.log.debug({ peer: peer.slot, retry: isRetry }, 'sent handshake initiation');
+  }
+
+  /** A keepalive is an empty staged packet: it also starts a handshake when there is no session. */
+  sendKeepalive(peer: Peer): void {
+    if (peer.staged.length === 0) peer.stage(new Uint8Array(0));
+    this.sendStaged(peer);
+  }
+
+  /** The keypair the main thread may send on for a peer, or -1 (same rule as the workers). */
+  private sendingKeypair(peer: Peer, ms: number): number {
+    const kps = this.d.keypairs;
+    const cur = kps.current(peer.slot);
+    if (cur < 0 || !kps.isConfirmed(cur) || ms - kps.birth(cur) >= REJECT_AFTER_MS) return -1;
+    return kps.sendCounter(cur) < SEND_COUNTER_LIMIT ? cur : -1;
+  }
+
+  /** Sends the peer's staged packets on its current keypair, or asks for a handshake. */
+  sendStaged(peer: Peer): void {
+    const d = this.d;
+    const ms = now();
+    const kp = this.sendingKeypair(peer, ms);
+    if (kp < 0 || d.tables.endpoints.family[peer.slot] === 0) {
+      this.sendInitiation(peer, false);
+      return;
+    }
+    const mtu = d.tables.device[D_MTU]!;
+    let sentData = false;
+    for (const packet of peer.staged) {
+      const counter = d.keypairs.nextCounter(kp);
+      if (counter >= SEND_COUNTER_LIMIT) break;
+      this.msg.set(packet, DATA_HEADER_LEN);
+      const len = this.transport.seal(this.msg, 0, packet.length, mtu, d.keypairs.remoteIndex(kp), counter, 0, d.keypairs.sendKey(kp));
+      this.send(peer, this.msg.subarray(0, len));
+      sentData ||= packet.length > 0;
+    }
+    peer.staged.length = 0;
+    d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
+    d.timers.anyAuthenticatedPacketSent(peer.slot);
+    if (sentData) d.timers.dataSent(peer.slot, ms);
+    this.keepKeyFresh(peer, kp, ms);
+  }
+
+  /** Rekey when the initiator's keypair is old or worn (kernel send.c keep_key_fresh). */
+  private keepKeyFresh(peer: Peer, kp: number, ms: number): void {
+    const kps = this.d.keypairs;
+    const counter = kps.sendCounter(kp);
+    if (counter >= SEND_COUNTER_REKEY || shouldRekeyOnSend(kps.isInitiator(kp), kps.birth(kp), counter, ms)) {
+      this.sendInitiation(peer, false);
+    }
+  }
+
+  // ---- the coarse tick ----
+
+  tick(): void {
+    const d = this.d;
+    const ms = now();
+    for (const peer of d.peers.values()) this.observe(peer, ms);
+    d.timers.tick(ms, (slot, action) => this.onTimer(slot, action));
+    if (ms - this.lastGcMs >= 1000) {
+      this.lastGcMs = ms;
+      d.limiter.gc(ms * 1e6);
+    }
+  }
+
+  /** Turns the workers' timestamps since the last tick into the timer events they stand for. */
+  private observe(peer: Peer, ms: number): void {
+    const d = this.d;
+    const t = d.tables;
+    const seen = this.seen[peer.slot]!;
+    let dataSent = 0, dataReceived = 0, authSent = 0, authReceived = 0;
+    for (let w = 0; w < d.mainRow; w++) {
+      const s = t.statsBase(w, peer.slot);
+      dataSent = Math.max(dataSent, t.stats[s + S_LAST_DATA_SENT]!);
+      dataReceived = Math.max(dataReceived, t.stats[s + S_LAST_DATA_RECEIVED]!);
+      authSent = Math.max(authSent, t.stats[s + S_LAST_AUTH_SENT]!);
+      authReceived = Math.max(authReceived, t.stats[s + S_LAST_AUTH_RECEIVED]!);
+    }
+    const sent = authSent > seen.authSent;
+    const received = authReceived > seen.authReceived;
+    if (!sent && !received) return;
+    const onSent = (): void => {
+      d.timers.anyAuthenticatedPacketTraversal(peer.slot, authSent);
+      d.timers.anyAuthenticatedPacketSent(peer.slot);
+      if (dataSent > seen.dataSent) d.timers.dataSent(peer.slot, dataSent);
+    };
+    const onReceived = (): void => {
+      d.timers.anyAuthenticatedPacketReceived(peer.slot);
+      d.timers.anyAuthenticatedPacketTraversal(peer.slot, authReceived);
+      if (dataReceived > seen.dataReceived) d.timers.dataReceived(peer.slot, dataReceived);
+    };
+    // Replay the two kinds of event in the order they happened.
+    if (sent && received && authSent < authReceived) {
+      onSent();
+      onReceived();
+    } else {
+      if (received) onReceived();
+      if (sent) onSent();
+    }
+    const kp = d.keypairs.current(peer.slot);
+    if (kp >= 0) {
+      if (dataSent > seen.dataSent) this.keepKeyFresh(peer, kp, ms);
+      if (dataReceived > seen.dataReceived && d.timers.lastMinuteHandshake(peer.slot, d.keypairs.isInitiator(kp), d.keypairs.birth(kp), ms)) {
+        this.sendInitiation(peer, false);
+      }
+    }
+    seen.dataSent = dataSent;
+    seen.dataReceived = dataReceived;
+    seen.authSent = authSent;
+    seen.authReceived = authReceived;
+  }
+
+  private onTimer(slot: number, action: TimerAction): void {
+    const peer = this.d.bySlot[slot];
+    if (!peer) return;
+    switch (action) {
+      case TimerAction.SendKeepalive:
+      case TimerAction.SendPersistentKeepalive:
+        this.sendKeepalive(peer);
+        break;
+      case TimerAction.RetryHandshake:
+        this.sendInitiation(peer, true);
+        break;
+      case TimerAction.NewHandshake:
+        this.sendInitiation(peer, false);
+        break;
+      case TimerAction.GiveUp:
+        peer.staged.length = 0;
+        break;
+      case TimerAction.ZeroKeys:
+        this.d.keypairs.clearPeer(slot);
+        peer.handshake.clear();
+        if (peer.pendingIndex >= 0) this.d.keypairs.release(peer.pendingIndex);
+        peer.pendingIndex = -1;
+        break;
+    }
+  }
+}

@@ -1,0 +1,125 @@
+// wireguard-ts command line, the contract of userspace WireGuard implementations that wg-quick
+// relies on (as wireguard-go):
+//
+//   wireguard-ts [-f|--foreground] [--workers N] IFNAME
+//
+// creates the TUN device IFNAME and the UAPI socket /var/run/wireguard/IFNAME.sock. Without -f
+// the process re-executes itself in the background and exits 0 only once the child reports
+// that both exist (non-zero with the child's error otherwise). The daemon exits cleanly on
+// SIGINT/SIGTERM, when its socket file is deleted and when the interface is deleted.
+import { spawn } from 'node:child_process';
+import { closeSync, writeSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Device } from './device/device.js';
+import { startUapiServer } from './uapi/server.js';
+import { createLogger } from './log.js';
+import { isValidName } from './tun/tun.js';
+
+const USAGE = `Usage: wireguard-ts [-f/--foreground] [--workers N] INTERFACE-NAME`;
+/** The background child reports readiness on this fd (a pipe to the parent). */
+const READY_FD = 3;
+const READY_ENV = 'WIREGUARD_TS_READY_FD';
+
+interface Args { foreground: boolean; workers: number; ifname: string }
+
+function parseArgs(argv: string[]): Args | string {
+  let foreground = false;
+  let workers = availableParallelism();
+  let ifname: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '-f' || a === '--foreground') foreground = true;
+    else if (a === '--workers') {
+      const n = Number(argv[++i]);
+      if (!Number.isInteger(n) || n < 1 || n > 64) return `--workers takes an integer from 1 to 64, got "${argv[i] ?? ''}"`;
+      workers = n;
+    } else if (a === '-h' || a === '--help') return USAGE;
+    else if (a.startsWith('-')) return `unknown option ${a}\n${USAGE}`;
+    else if (ifname === undefined) ifname = a;
+    else return USAGE;
+  }
+  if (ifname === undefined) return USAGE;
+  if (!isValidName(ifname)) return `invalid interface name "${ifname}" (1-15 characters, no '/', ':', '%' or spaces)`;
+  return { foreground, workers, ifname };
+}
+
+/** Re-executes in the background and waits for the child to report ready or fail. */
+function detach(argv: string[]): void {
+  const verbose = process.env.LOG_LEVEL === 'verbose' || process.env.LOG_LEVEL === 'debug';
+  const out = verbose ? 'inherit' : 'ignore';
+  const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--foreground', ...argv], {
+    detached: true,
+    stdio: ['ignore', out, out, 'pipe'],
+    env: { ...process.env, [READY_ENV]: String(READY_FD) },
+  });
+  let report = '';
+  const pipe = child.stdio[READY_FD] as NodeJS.ReadableStream;
+  pipe.setEncoding('utf8');
+  pipe.on('data', (chunk: string) => (report += chunk));
+  pipe.on('end', () => {
+    if (report.startsWith('ok')) {
+      child.unref();
+      process.exit(0);
+    }
+    process.stderr.write(report.replace(/^error: /, '') || 'wireguard-ts: the daemon exited during start-up\n');
+    process.exit(1);
+  });
+}
+
+function ready(message: string): void {
+  if (process.env[READY_ENV] === undefined) return;
+  delete process.env[READY_ENV];
+  try {
+    writeSync(READY_FD, message);
+    closeSync(READY_FD);
+  } catch {
+    // The parent is gone: nobody to tell.
+  }
+}
+
+async function runForeground(args: Args): Promise<void> {
+  const log = createLogger(args.ifname);
+  let device: Device;
+  try {
+    device = Device.open({ ifname: args.ifname, workers: args.workers, logger: log });
+  } catch (err) {
+    const msg = `wireguard-ts: cannot create interface ${args.ifname}: ${(err as Error).message}${process.getuid?.() !== 0 ? ' (are you root?)' : ''}\n`;
+    ready(`error: ${msg}`);
+    process.stderr.write(msg);
+    process.exit(1);
+  }
+  let uapi: Awaited<ReturnType<typeof startUapiServer>>;
+  try {
+    uapi = await startUapiServer(args.ifname, device);
+  } catch (err) {
+    await device.close();
+    const msg = `wireguard-ts: ${(err as Error).message}\n`;
+    ready(`error: ${msg}`);
+    process.stderr.write(msg);
+    process.exit(1);
+  }
+  let stopping = false;
+  const shutdown = async (why: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why }, 'shutting down');
+    await uapi.close();
+    await device.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  uapi.onSocketDeleted(() => void shutdown('UAPI socket deleted'));
+  device.on('gone', () => void shutdown('interface deleted'));
+  log.info({ workers: args.workers, port: device.listenPort }, 'device started');
+  ready('ok\n');
+}
+
+const args = parseArgs(process.argv.slice(2));
+if (typeof args === 'string') {
+  process.stderr.write(args.endsWith('\n') ? args : args + '\n');
+  process.exit(args === USAGE ? 1 : 2);
+}
+if (args.foreground) void runForeground(args);
+else detach(process.argv.slice(2));

@@ -1,0 +1,494 @@
+// The UAPI configuration protocol (what `wg` speaks to a userspace daemon), without I/O: a
+// `UapiSession` takes the bytes of one connection as they arrive and returns the replies
+// through a callback; the device is reached only through `UapiDevice` (types.ts).
+//
+// Behaviour follows wireguard-go (device/uapi.go, ipc/uapi_unix.go) as checked against
+// Debian's wireguard-go 0.0.20220316, with one deliberate difference: a `set` request is
+// parsed and validated whole and only then applied once, so a bad line anywhere means an
+// errno and no change at all (wireguard-go applies line by line and stops at the bad one).
+//
+// Errno table (the wire carries the negated value, "errno=-22"; `wg` negates it back):
+//   0   success
+//   5   EIO        a line longer than 65535 bytes (bufio.Scanner's limit); our request cap
+//   22  EINVAL     any bad value or key: hex key not 64 hex digits, number out of range or not
+//                  decimal, bad endpoint or CIDR, unknown key, a peer key before public_key,
+//                  a device key after it, a flag other than "true", protocol_version other
+//                  than 1, `get=1` followed by something else than an empty line; from the
+//                  device: too many peers
+//   71  EPROTO     a line without '='
+//   98  EADDRINUSE from the device: the listen port cannot be bound or the fwmark set
+//   55  ENOANO     the device failed unexpectedly (wireguard-go's IpcErrorUnknown)
+//   -   no reply, connection closed: an operation line other than "get=1" / "set=1"
+// Reading the rest of that table off wireguard-go: update_only or remove for an unknown peer
+// is 0; `private_key` of 64 zeros removes the key; keys are accepted in either case and
+// private keys are clamped; listen_port and persistent_keepalive_interval are 0..65535,
+// fwmark 0..2^32-1 (0 removes the mark), leading zeros allowed, no sign; endpoints are
+// literal "a.b.c.d:port" or "[v6%zone]:port", never host names; CIDR host bits are cleared.
+// Where Go versions differ we follow current Go: a prefix length with a sign or a leading
+// zero ("/+8", "/08") is EINVAL (Go >= 1.22; Debian's build accepts it), and we accept
+// `allowed_ip=-CIDR` (wireguard-go >= 0.0.20250522; Debian's rejects it).
+import {
+  CR, ChunkWriter, NL, equalsAscii, indexOfByte, parseCounter, parseEndpoint, parseKey, parsePrefix, parseUint,
+} from './text.js';
+import type { AllowedIpOp, DeviceState, PeerOp, PeerState, SetRequest, UapiDevice } from './types.js';
+
+export const UAPI_EIO = 5;
+export const UAPI_EINVAL = 22;
+export const UAPI_ENOANO = 55;
+export const UAPI_EPROTO = 71;
+export const UAPI_EADDRINUSE = 98;
+
+/** Longest line bufio.Scanner (and so wireguard-go) reads, newline excluded. */
+export const MAX_LINE_BYTES = 65535;
+/** Default cap on one `set` request: room for 1,000,000 peers with a few lines each. */
+export const DEFAULT_MAX_REQUEST_BYTES = 512 * 1024 * 1024;
+
+export interface UapiSessionOptions {
+  maxLineBytes?: number;
+  maxRequestBytes?: number;
+  /** Interface name → index for an endpoint's "%zone"; numeric zones work without it. */
+  resolveZone?: (name: string) => number | undefined;
+  /** Told about a device that threw (the client gets errno 55). */
+  onError?: (err: unknown) => void;
+}
+
+const encoder = new TextEncoder();
+
+const KEYS = [
+  'public_key', 'allowed_ip', 'endpoint', 'preshared_key', 'persistent_keepalive_interval', 'replace_allowed_ips',
+  'protocol_version', 'update_only', 'remove', 'private_key', 'listen_port', 'fwmark', 'replace_peers',
+  'last_handshake_time_sec', 'last_handshake_time_nsec', 'tx_bytes', 'rx_bytes', 'errno',
+] as const;
+type Key = (typeof KEYS)[number] | '';
+
+/** The key of a line as one of the known constants, '' for any other: no string is built. */
+function keyOf(b: Uint8Array, s: number, e: number): Key {
+  for (const k of KEYS) if (equalsAscii(b, s, e, k)) return k;
+  return '';
+}
+
+// ---- set ----
+
+/** Collects one `set` request; the first bad line fixes the errno and the rest is ignored. */
+class SetBuilder {
+  readonly req: SetRequest = { replacePeers: false, peers: [] };
+  errno = 0;
+  private peer: PeerOp | undefined;
+
+  constructor(private readonly resolveZone?: (name: string) => number | undefined) {}
+
+  line(b: Uint8Array, s: number, e: number): void {
+    if (this.errno === 0) this.errno = this.parse(b, s, e);
+  }
+
+  private parse(b: Uint8Array, s: number, e: number): number {
+    const eq = indexOfByte(b, 61, s, e);
+    if (eq < 0) return UAPI_EPROTO;
+    const key = keyOf(b, s, eq);
+    const v = eq + 1;
+    if (key === 'public_key') {
+      const publicKey = parseKey(b, v, e);
+      if (publicKey === null) return UAPI_EINVAL;
+      this.peer = { publicKey, remove: false, updateOnly: false, replaceAllowedIps: false, allowedIps: [] };
+      this.req.peers.push(this.peer);
+      return 0;
+    }
+    return this.peer === undefined ? this.device(key, b, v, e) : this.peerLine(this.peer, key, b, v, e);
+  }
+
+  private device(key: Key, b: Uint8Array, s: number, e: number): number {
+    const req = this.req;
+    switch (key) {
+      case 'private_key': {
+        const k = parseKey(b, s, e);
+        if (k === null) return UAPI_EINVAL;
+        if (k.every((x) => x === 0)) {
+          req.privateKey = null;
+        } else {
+          k[0]! &= 248;
+          k[31] = (k[31]! & 127) | 64;
+          req.privateKey = k;
+        }
+        return 0;
+      }
+      case 'listen_port': {
+        const port = parseUint(b, s, e, 0xffff);
+        if (port < 0) return UAPI_EINVAL;
+        req.listenPort = port;
+        return 0;
+      }
+      case 'fwmark': {
+        const mark = parseUint(b, s, e, 0xffffffff);
+        if (mark < 0) return UAPI_EINVAL;
+        req.fwmark = mark;
+        return 0;
+      }
+      case 'replace_peers':
+        if (!equalsAscii(b, s, e, 'true')) return UAPI_EINVAL;
+        req.replacePeers = true;
+        return 0;
+      default:
+        return UAPI_EINVAL;
+    }
+  }
+
+  private peerLine(op: PeerOp, key: Key, b: Uint8Array, s: number, e: number): number {
+    switch (key) {
+      case 'update_only':
+        if (!equalsAscii(b, s, e, 'true')) return UAPI_EINVAL;
+        op.updateOnly = true;
+        return 0;
+      case 'remove':
+        if (!equalsAscii(b, s, e, 'true')) return UAPI_EINVAL;
+        op.remove = true;
+        return 0;
+      case 'preshared_key': {
+        const k = parseKey(b, s, e);
+        if (k === null) return UAPI_EINVAL;
+        op.presharedKey = k;
+        return 0;
+      }
+      case 'endpoint': {
+        const ep = parseEndpoint(b, s, e, this.resolveZone);
+        if (ep === null) return UAPI_EINVAL;
+        op.endpoint = ep;
+        return 0;
+      }
+      case 'persistent_keepalive_interval': {
+        const secs = parseUint(b, s, e, 0xffff);
+        if (secs < 0) return UAPI_EINVAL;
+        op.persistentKeepaliveInterval = secs;
+        return 0;
+      }
+      case 'replace_allowed_ips':
+        if (!equalsAscii(b, s, e, 'true')) return UAPI_EINVAL;
+        // Earlier allowed_ip lines of this peer would be wiped by the replace: drop them. (One
+        // side effect is lost: in wireguard-go such a prefix, taken from another peer on
+        // insertion, is then gone from both; `wg` always sends the replace first.)
+        op.replaceAllowedIps = true;
+        op.allowedIps.length = 0;
+        return 0;
+      case 'allowed_ip': {
+        const remove = s < e && b[s] === 45;
+        const prefix = parsePrefix(b, remove ? s + 1 : s, e);
+        if (prefix === null) return UAPI_EINVAL;
+        const ip: AllowedIpOp = { addr: prefix.addr, cidr: prefix.cidr, remove };
+        op.allowedIps.push(ip);
+        return 0;
+      }
+      case 'protocol_version':
+        return equalsAscii(b, s, e, '1') ? 0 : UAPI_EINVAL;
+      default:
+        return UAPI_EINVAL;
+    }
+  }
+}
+
+function stripCR(b: Uint8Array, s: number, e: number): number {
+  return e > s && b[e - 1] === CR ? e - 1 : e;
+}
+
+/**
+ * Parses the body of a `set` request (the lines after "set=1", with or without the final empty
+ * line) without applying it: what a session hands to `device.apply`, or the errno it replies.
+ */
+export function parseSetRequest(body: string, opts: Pick<UapiSessionOptions, 'resolveZone'> = {}): { errno: number; request: SetRequest } {
+  const b = encoder.encode(body);
+  const builder = new SetBuilder(opts.resolveZone);
+  for (let s = 0; s < b.length; ) {
+    const nl = b.indexOf(NL, s);
+    const e = stripCR(b, s, nl < 0 ? b.length : nl);
+    if (e === s) break;
+    builder.line(b, s, e);
+    s = nl < 0 ? b.length : nl + 1;
+  }
+  return { errno: builder.errno, request: builder.req };
+}
+
+// ---- get ----
+
+function writeNumberLine(w: ChunkWriter, key: string, n: number | bigint): void {
+  w.line();
+  w.ascii(key);
+  w.uint(n);
+  w.byte(NL);
+}
+
+function writeKeyLine(w: ChunkWriter, key: string, bytes: Uint8Array): void {
+  w.line();
+  w.ascii(key);
+  w.hex(bytes);
+  w.byte(NL);
+}
+
+function writePeer(w: ChunkWriter, p: PeerState): void {
+  writeKeyLine(w, 'public_key=', p.publicKey);
+  writeKeyLine(w, 'preshared_key=', p.presharedKey);
+  w.line();
+  w.ascii('protocol_version=1\n');
+  if (p.endpoint !== undefined) {
+    w.line();
+    w.ascii('endpoint=');
+    w.endpoint(p.endpoint);
+    w.byte(NL);
+  }
+  writeNumberLine(w, 'last_handshake_time_sec=', p.lastHandshakeSec);
+  writeNumberLine(w, 'last_handshake_time_nsec=', p.lastHandshakeNsec);
+  writeNumberLine(w, 'tx_bytes=', p.txBytes);
+  writeNumberLine(w, 'rx_bytes=', p.rxBytes);
+  writeNumberLine(w, 'persistent_keepalive_interval=', p.persistentKeepaliveInterval);
+  for (const ip of p.allowedIps) {
+    w.line();
+    w.ascii('allowed_ip=');
+    w.prefix(ip.addr, ip.cidr);
+    w.byte(NL);
+  }
+}
+
+/**
+ * Writes a whole `get` reply, "errno=0" included, in chunks of at most 64 KiB: the device
+ * (listen_port and fwmark only when non-zero, private_key only when set), then every peer.
+ */
+export function writeGetResponse(device: UapiDevice, emit: (chunk: Uint8Array) => void): void {
+  const w = new ChunkWriter(emit);
+  const d = device.deviceState();
+  if (d.privateKey !== undefined && d.privateKey.some((x) => x !== 0)) writeKeyLine(w, 'private_key=', d.privateKey);
+  if (d.listenPort !== 0) writeNumberLine(w, 'listen_port=', d.listenPort);
+  if (d.fwmark !== 0) writeNumberLine(w, 'fwmark=', d.fwmark);
+  device.forEachPeer((p) => writePeer(w, p));
+  w.line();
+  w.ascii('errno=0\n\n');
+  w.flush();
+}
+
+/**
+ * Reads a `get` reply (ours or another implementation's) back into state, as `wg` does; null
+ * when a line is malformed or the reply does not end with "errno=N" and an empty line. The
+ * errno comes back positive, as the device reports it ("errno=-22" → 22).
+ */
+export function parseGetResponse(text: string): { errno: number; device: DeviceState; peers: PeerState[] } | null {
+  const device: DeviceState = { listenPort: 0, fwmark: 0 };
+  const peers: PeerState[] = [];
+  let peer: PeerState | undefined;
+  const b = encoder.encode(text);
+  for (let s = 0; s < b.length; ) {
+    const e = b.indexOf(NL, s);
+    const eq = e < 0 ? -1 : indexOfByte(b, 61, s, e);
+    if (eq < 0) return null;
+    const key = keyOf(b, s, eq);
+    const v = eq + 1;
+    s = e + 1;
+    if (key === 'errno') {
+      const minus = v < e && b[v] === 45;
+      const n = parseUint(b, minus ? v + 1 : v, e, 0x7fffffff);
+      if (n < 0 || s + 1 !== b.length || b[s] !== NL) return null;
+      return { errno: minus || n === 0 ? n : -n, device, peers };
+    }
+    if (key === 'public_key') {
+      const publicKey = parseKey(b, v, e);
+      if (publicKey === null) return null;
+      peer = {
+        publicKey, presharedKey: new Uint8Array(32), lastHandshakeSec: 0, lastHandshakeNsec: 0,
+        txBytes: 0n, rxBytes: 0n, persistentKeepaliveInterval: 0, allowedIps: [],
+      };
+      peers.push(peer);
+    } else if (!(peer === undefined ? readDeviceLine(device, key, b, v, e) : readPeerLine(peer, key, b, v, e))) {
+      return null;
+    }
+  }
+  return null;
+}
+
+function readDeviceLine(d: DeviceState, key: Key, b: Uint8Array, s: number, e: number): boolean {
+  if (key === 'private_key') {
+    const k = parseKey(b, s, e);
+    if (k !== null) d.privateKey = k;
+    return k !== null;
+  }
+  if (key === 'listen_port') return (d.listenPort = parseUint(b, s, e, 0xffff)) >= 0;
+  if (key === 'fwmark') return (d.fwmark = parseUint(b, s, e, 0xffffffff)) >= 0;
+  return false;
+}
+
+function readPeerLine(p: PeerState, key: Key, b: Uint8Array, s: number, e: number): boolean {
+  switch (key) {
+    case 'preshared_key': {
+      const k = parseKey(b, s, e);
+      if (k !== null) p.presharedKey = k;
+      return k !== null;
+    }
+    case 'endpoint': {
+      const ep = parseEndpoint(b, s, e);
+      if (ep !== null) p.endpoint = ep;
+      return ep !== null;
+    }
+    case 'allowed_ip': {
+      const prefix = parsePrefix(b, s, e);
+      if (prefix !== null) p.allowedIps.push(prefix);
+      return prefix !== null;
+    }
+    case 'protocol_version':
+      return equalsAscii(b, s, e, '1');
+    case 'last_handshake_time_sec':
+      return (p.lastHandshakeSec = parseUint(b, s, e, Number.MAX_SAFE_INTEGER)) >= 0;
+    case 'last_handshake_time_nsec':
+      return (p.lastHandshakeNsec = parseUint(b, s, e, 999999999)) >= 0;
+    case 'tx_bytes':
+      return (p.txBytes = parseCounter(b, s, e)) >= 0n;
+    case 'rx_bytes':
+      return (p.rxBytes = parseCounter(b, s, e)) >= 0n;
+    case 'persistent_keepalive_interval':
+      return (p.persistentKeepaliveInterval = parseUint(b, s, e, 0xffff)) >= 0;
+    default:
+      return false;
+  }
+}
+
+// ---- a connection ----
+
+const OP = 0;
+const GET_BLANK = 1;
+const SET = 2;
+const CLOSED = 3;
+
+const OP_LINE_BYTES = 5; // "get=1" and "set=1"
+
+/**
+ * One client connection. Requests may arrive split across chunks and several may follow one
+ * another; each gets its reply in order. After `feed` returns false the connection must be
+ * closed (its last reply, if any, was already sent).
+ */
+export class UapiSession {
+  private state = OP;
+  private carry = new Uint8Array(256);
+  private carryLen = 0;
+  private set: SetBuilder | undefined;
+  private setBytes = 0;
+  private readonly maxLine: number;
+  private readonly maxRequest: number;
+
+  constructor(
+    private readonly device: UapiDevice,
+    private readonly send: (chunk: Uint8Array) => void,
+    private readonly opts: UapiSessionOptions = {},
+  ) {
+    this.maxLine = opts.maxLineBytes ?? MAX_LINE_BYTES;
+    this.maxRequest = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+  }
+
+  feed(chunk: Uint8Array): boolean {
+    let p = 0;
+    while (p < chunk.length && this.state !== CLOSED) {
+      if (this.state === GET_BLANK) {
+        this.get(chunk[p++] === NL);
+        continue;
+      }
+      const nl = chunk.indexOf(NL, p);
+      const end = nl < 0 ? chunk.length : nl;
+      if (!this.withinLimits(this.carryLen + end - p, end - p + (nl < 0 ? 0 : 1))) break;
+      if (nl < 0) {
+        this.keep(chunk, p, end);
+        break;
+      }
+      if (this.carryLen > 0) {
+        this.keep(chunk, p, end);
+        this.line(this.carry, 0, this.carryLen);
+        this.carryLen = 0;
+      } else {
+        this.line(chunk, p, end);
+      }
+      p = nl + 1;
+    }
+    return this.state !== CLOSED;
+  }
+
+  /** The client will send nothing more: a `set` in progress ends here, as in wireguard-go. */
+  end(): void {
+    if (this.state === SET) {
+      const e = stripCR(this.carry, 0, this.carryLen);
+      if (e > 0) this.set!.line(this.carry, 0, e);
+      this.finishSet();
+    }
+    this.state = CLOSED;
+  }
+
+  private withinLimits(lineBytes: number, newBytes: number): boolean {
+    if (this.state === OP) {
+      // No operation is longer: the line can only be invalid, which closes without a reply.
+      if (lineBytes > OP_LINE_BYTES) this.state = CLOSED;
+    } else if (lineBytes > this.maxLine || (this.setBytes += newBytes) > this.maxRequest) {
+      this.reply(this.set!.errno || UAPI_EIO);
+      this.state = CLOSED;
+    }
+    return this.state !== CLOSED;
+  }
+
+  private keep(b: Uint8Array, s: number, e: number): void {
+    const need = this.carryLen + e - s;
+    if (need > this.carry.length) {
+      const bigger = new Uint8Array(Math.max(need, 2 * this.carry.length));
+      bigger.set(this.carry.subarray(0, this.carryLen));
+      this.carry = bigger;
+    }
+    this.carry.set(b.subarray(s, e), this.carryLen);
+    this.carryLen = need;
+  }
+
+  private line(b: Uint8Array, s: number, e: number): void {
+    if (this.state === OP) {
+      if (equalsAscii(b, s, e, 'get=1')) {
+        this.state = GET_BLANK;
+      } else if (equalsAscii(b, s, e, 'set=1')) {
+        this.state = SET;
+        this.set = new SetBuilder(this.opts.resolveZone);
+        this.setBytes = 0;
+      } else {
+        this.state = CLOSED;
+      }
+      return;
+    }
+    const end = stripCR(b, s, e);
+    if (end === s) this.finishSet();
+    else this.set!.line(b, s, end);
+  }
+
+  private get(blank: boolean): void {
+    this.state = OP;
+    if (!blank) {
+      this.reply(UAPI_EINVAL);
+      return;
+    }
+    try {
+      writeGetResponse(this.device, this.send);
+    } catch (err) {
+      this.failed(err);
+    }
+  }
+
+  private finishSet(): void {
+    const builder = this.set!;
+    this.set = undefined;
+    this.state = OP;
+    if (builder.errno !== 0) {
+      this.reply(builder.errno);
+      return;
+    }
+    let errno: number;
+    try {
+      errno = this.device.apply(builder.req);
+    } catch (err) {
+      this.failed(err);
+      return;
+    }
+    this.reply(errno);
+  }
+
+  private failed(err: unknown): void {
+    this.opts.onError?.(err);
+    this.reply(UAPI_ENOANO);
+  }
+
+  private reply(errno: number): void {
+    this.send(encoder.encode(`errno=${errno === 0 ? 0 : -errno}\n\n`));
+  }
+}

@@ -1,0 +1,182 @@
+// The UAPI unix socket: /var/run/wireguard/IFNAME.sock, where `wg` finds a userspace
+// interface. Each connection runs a UapiSession (protocol.ts); this file only carries bytes,
+// owns the socket file, and notices when that file is deleted (which, by convention, tells
+// the daemon to exit).
+//
+// Socket file life cycle, as wireguard-go's ipc/uapi_unix.go: the directory is created 0755;
+// the socket is bound under umask 077 (then chmod 0600), so there is no moment where another
+// user could connect; an existing file that refuses connections is a stale socket of a dead
+// daemon and is replaced; one that accepts is a live daemon, and we refuse to start.
+import { chmodSync, lstatSync, mkdirSync, readFileSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { UapiSession, type UapiSessionOptions } from './protocol.js';
+import type { UapiDevice } from './types.js';
+
+export const DEFAULT_SOCKET_DIR = '/var/run/wireguard';
+
+/** How often the socket file is checked when no inotify event came (a watch can be missed). */
+const POLL_MS = 1000;
+/** Replies queued for a client past which we stop reading its requests until it drains. */
+const WRITE_HIGH_WATER = 1 << 20;
+
+export interface UapiServerOptions extends Omit<UapiSessionOptions, 'resolveZone'> {
+  /** Directory of the socket (tests); default /var/run/wireguard. */
+  socketDir?: string;
+}
+
+export interface UapiServer {
+  readonly path: string;
+  /** Stops serving, closes every connection and removes the socket file (if still ours). */
+  close(): Promise<void>;
+  /** Called once when the socket file is deleted or replaced: the daemon should exit. */
+  onSocketDeleted(cb: () => void): void;
+}
+
+/** Starts serving `device` on IFNAME's UAPI socket. */
+export async function startUapiServer(ifname: string, device: UapiDevice, opts: UapiServerOptions = {}): Promise<UapiServer> {
+  if (!/^[^/\0]{1,255}$/.test(ifname) || ifname === '.' || ifname === '..') {
+    throw new Error(`invalid interface name ${JSON.stringify(ifname)}`);
+  }
+  const dir = opts.socketDir ?? DEFAULT_SOCKET_DIR;
+  const path = join(dir, `${ifname}.sock`);
+  if (mkdirSync(dir, { recursive: true, mode: 0o755 }) !== undefined) chmodSync(dir, 0o755);
+
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (socket) => serve(socket, device, opts, sockets));
+  if ((await listen(server, path)) === 'EADDRINUSE') {
+    if (await isLive(path)) throw new Error(`interface ${ifname} is already served by another process (${path})`);
+    unlinkSync(path);
+    const err = await listen(server, path);
+    if (err !== undefined) throw new Error(`cannot listen on ${path}: ${err}`);
+  }
+  chmodSync(path, 0o600);
+  const { ino, dev } = lstatSync(path);
+  const ours = (): boolean => {
+    try {
+      const st = lstatSync(path);
+      return st.ino === ino && st.dev === dev;
+    } catch {
+      return false;
+    }
+  };
+  const watcher = new DeletionWatcher(path, ours);
+  let closed = false;
+
+  return {
+    path,
+    onSocketDeleted: (cb) => watcher.add(cb),
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      watcher.stop();
+      if (ours()) unlinkSync(path);
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** Binds under umask 077: bind(2) happens synchronously inside listen(), so the window is closed. */
+function listen(server: Server, path: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      server.off('listening', onListening);
+      resolve(err.code ?? err.message);
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      resolve(undefined);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    const old = process.umask(0o077);
+    try {
+      server.listen(path);
+    } finally {
+      process.umask(old);
+    }
+  });
+}
+
+/** Whether a daemon answers on `path` (a stale socket or any other file refuses). */
+function isLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = createConnection(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+function serve(socket: Socket, device: UapiDevice, opts: UapiServerOptions, sockets: Set<Socket>): void {
+  sockets.add(socket);
+  const session = new UapiSession(device, (chunk) => void socket.write(chunk), { ...opts, resolveZone: interfaceIndex });
+  socket.on('data', (chunk: Buffer) => {
+    if (session.feed(chunk)) {
+      if (socket.writableLength > WRITE_HIGH_WATER) socket.pause();
+    } else if (!socket.writableEnded) {
+      // Like wireguard-go, a refused connection is closed outright once its reply is out.
+      socket.end(() => socket.destroy());
+    }
+  });
+  socket.on('drain', () => socket.resume());
+  socket.on('end', () => {
+    session.end();
+    if (!socket.writableEnded) socket.end();
+  });
+  socket.on('error', () => socket.destroy());
+  socket.on('close', () => sockets.delete(socket));
+}
+
+/** An interface's index by name, from sysfs (Node has no if_nametoindex). */
+function interfaceIndex(name: string): number | undefined {
+  if (name.includes('/') || name === '.' || name === '..') return undefined;
+  try {
+    return Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Notices that the socket file is gone or replaced: inotify on the file itself (an unlink
+ * changes its link count, so an event arrives at once), and a slow poll of its inode for when
+ * no watch could be set (inotify limits) or an event was missed.
+ */
+class DeletionWatcher {
+  private readonly callbacks: (() => void)[] = [];
+  private readonly timer: NodeJS.Timeout;
+  private fs: FSWatcher | undefined;
+  private fired = false;
+
+  constructor(path: string, private readonly ours: () => boolean) {
+    try {
+      this.fs = watch(path, { persistent: false }, () => this.check());
+      this.fs.on('error', () => this.check());
+    } catch {
+      this.fs = undefined;
+    }
+    this.timer = setInterval(() => this.check(), POLL_MS);
+    this.timer.unref();
+  }
+
+  add(cb: () => void): void {
+    this.callbacks.push(cb);
+    if (this.fired) cb();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.fs?.close();
+  }
+
+  private check(): void {
+    if (this.fired || this.ours()) return;
+    this.fired = true;
+    this.stop();
+    for (const cb of this.callbacks) cb();
+  }
+}

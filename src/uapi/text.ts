@@ -1,0 +1,318 @@
+// Text forms of UAPI values, read from and written to bytes without intermediate strings:
+// hex keys, decimal numbers, addresses, endpoints and prefixes, with the exact rules of Go's
+// net/netip and strconv that wireguard-go parses with, and netip's canonical output.
+import type { Endpoint } from './types.js';
+
+export const NL = 10;
+export const CR = 13;
+const COLON = 58;
+const HEX_DIGITS = '0123456789abcdef';
+
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
+export function latin1(b: Uint8Array, s: number, e: number): string {
+  let out = '';
+  for (let i = s; i < e; i++) out += String.fromCharCode(b[i]!);
+  return out;
+}
+
+export function indexOfByte(b: Uint8Array, c: number, s: number, e: number): number {
+  for (let i = s; i < e; i++) if (b[i] === c) return i;
+  return -1;
+}
+
+function lastIndexOfByte(b: Uint8Array, c: number, s: number, e: number): number {
+  for (let i = e - 1; i >= s; i--) if (b[i] === c) return i;
+  return -1;
+}
+
+export function equalsAscii(b: Uint8Array, s: number, e: number, text: string): boolean {
+  if (e - s !== text.length) return false;
+  for (let i = 0; i < text.length; i++) if (b[s + i] !== text.charCodeAt(i)) return false;
+  return true;
+}
+
+/** A 32-byte key from exactly 64 hex digits (Go's hex.DecodeString + length check). */
+export function parseKey(b: Uint8Array, s: number, e: number): Uint8Array | null {
+  if (e - s !== 64) return null;
+  const key = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) {
+    const hi = hexValue(b[s + 2 * i]!);
+    const lo = hexValue(b[s + 2 * i + 1]!);
+    if (hi < 0 || lo < 0) return null;
+    key[i] = (hi << 4) | lo;
+  }
+  return key;
+}
+
+/** Decimal digits only, at most `max` (strconv.ParseUint(v, 10, bits)); -1 when invalid. */
+export function parseUint(b: Uint8Array, s: number, e: number, max: number): number {
+  if (s === e) return -1;
+  let v = 0;
+  for (let i = s; i < e; i++) {
+    const d = b[i]! - 48;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+    if (v > max) return -1;
+  }
+  return v;
+}
+
+interface ParsedAddr {
+  family: 4 | 6;
+  addr: Uint8Array;
+  /** Where "%zone" starts (after the '%'; it runs to the end of the address), or -1. */
+  zone: number;
+}
+
+/** Go's parseIPv4: four decimal fields, no leading zeros, each <= 255. */
+function parseV4(b: Uint8Array, s: number, e: number, out: Uint8Array, off: number): boolean {
+  let field = 0;
+  let val = 0;
+  let digits = 0;
+  for (let i = s; i < e; i++) {
+    const c = b[i]!;
+    if (c >= 48 && c <= 57) {
+      if (digits === 1 && val === 0) return false;
+      val = val * 10 + c - 48;
+      digits++;
+      if (val > 255) return false;
+    } else if (c === 46 && digits > 0 && i !== e - 1 && field < 3) {
+      out[off + field++] = val;
+      val = 0;
+      digits = 0;
+    } else {
+      return false;
+    }
+  }
+  if (field !== 3 || digits === 0) return false;
+  out[off + 3] = val;
+  return true;
+}
+
+/** Go's parseIPv6: hex fields of value < 2^16, one "::", an optional trailing IPv4, "%zone". */
+function parseV6(b: Uint8Array, s: number, e: number): ParsedAddr | null {
+  const pct = indexOfByte(b, 37, s, e);
+  if (pct + 1 === e) return null;
+  const end = pct < 0 ? e : pct;
+  const zone = pct < 0 ? -1 : pct + 1;
+  const ip = new Uint8Array(16);
+  let ellipsis = -1;
+  let p = s;
+  let i = 0;
+  if (end - p >= 2 && b[p] === COLON && b[p + 1] === COLON) {
+    ellipsis = 0;
+    p += 2;
+    if (p === end) return { family: 6, addr: ip, zone };
+  }
+  while (i < 16) {
+    let off = 0;
+    let acc = 0;
+    for (; p + off < end; off++) {
+      const h = hexValue(b[p + off]!);
+      if (h < 0) break;
+      acc = acc * 16 + h;
+      if (acc > 0xffff) return null;
+    }
+    if (off === 0) return null;
+    if (p + off < end && b[p + off] === 46) {
+      if ((ellipsis < 0 && i !== 12) || i + 4 > 16 || !parseV4(b, p, end, ip, i)) return null;
+      p = end;
+      i += 4;
+      break;
+    }
+    ip[i] = acc >> 8;
+    ip[i + 1] = acc & 0xff;
+    i += 2;
+    p += off;
+    if (p === end) break;
+    if (b[p] !== COLON || p + 1 === end) return null;
+    p++;
+    if (b[p] === COLON) {
+      if (ellipsis >= 0) return null;
+      ellipsis = i;
+      if (++p === end) break;
+    }
+  }
+  if (p !== end) return null;
+  if (i < 16) {
+    if (ellipsis < 0) return null;
+    const n = 16 - i;
+    ip.copyWithin(ellipsis + n, ellipsis, i);
+    ip.fill(0, ellipsis, ellipsis + n);
+  } else if (ellipsis >= 0) {
+    return null;
+  }
+  return { family: 6, addr: ip, zone };
+}
+
+/** Go's netip.ParseAddr: the first '.', ':' or '%' decides the family. */
+function parseAddr(b: Uint8Array, s: number, e: number): ParsedAddr | null {
+  for (let i = s; i < e; i++) {
+    const c = b[i];
+    if (c === 46) {
+      const addr = new Uint8Array(4);
+      return parseV4(b, s, e, addr, 0) ? { family: 4, addr, zone: -1 } : null;
+    }
+    if (c === COLON) return parseV6(b, s, e);
+    if (c === 37) return null;
+  }
+  return null;
+}
+
+function maskAddr(addr: Uint8Array, cidr: number): void {
+  for (let i = 0; i < addr.length; i++) {
+    const bits = cidr - 8 * i;
+    if (bits < 8) addr[i]! &= bits <= 0 ? 0 : (0xff00 >> bits) & 0xff;
+  }
+}
+
+/** netip.ParsePrefix (Go >= 1.22: no sign, no leading zero in the length); host bits cleared. */
+export function parsePrefix(b: Uint8Array, s: number, e: number): { addr: Uint8Array; cidr: number } | null {
+  const slash = lastIndexOfByte(b, 47, s, e);
+  if (slash < 0) return null;
+  const ip = parseAddr(b, s, slash);
+  if (ip === null || ip.zone >= 0) return null;
+  if (e - slash > 2 && b[slash + 1] === 48) return null;
+  const cidr = parseUint(b, slash + 1, e, ip.family === 4 ? 32 : 128);
+  if (cidr < 0) return null;
+  maskAddr(ip.addr, cidr);
+  return { addr: ip.addr, cidr };
+}
+
+/** netip.ParseAddrPort: "a.b.c.d:port" or "[v6]:port"; a zone becomes the scope id. */
+export function parseEndpoint(b: Uint8Array, s: number, e: number, resolve?: (name: string) => number | undefined): Endpoint | null {
+  const colon = lastIndexOfByte(b, COLON, s, e);
+  if (colon <= s || colon + 1 === e) return null;
+  let is = s;
+  let ie = colon;
+  const bracketed = b[is] === 91;
+  if (bracketed) {
+    if (ie - is < 2 || b[ie - 1] !== 93) return null;
+    is++;
+    ie--;
+  }
+  const port = parseUint(b, colon + 1, e, 0xffff);
+  const ip = parseAddr(b, is, ie);
+  if (port < 0 || ip === null || bracketed !== (ip.family === 6)) return null;
+  const ep: Endpoint = { family: ip.family, addr: ip.addr, port };
+  if (ip.zone >= 0) {
+    // Like wireguard-go's zoneToUint32: an interface name first, then a number.
+    const scopeId = resolve?.(latin1(b, ip.zone, ie)) ?? parseUint(b, ip.zone, ie, 0xffffffff);
+    if (scopeId < 0) return null;
+    ep.scopeId = scopeId;
+  }
+  return ep;
+}
+
+/** Decimal digits only, at most 2^64 - 1 (the byte counters); -1n when invalid. */
+export function parseCounter(b: Uint8Array, s: number, e: number): bigint {
+  if (s === e || e - s > 20 || indexOfNonDigit(b, s, e) >= 0) return -1n;
+  const n = BigInt(latin1(b, s, e));
+  return n < 1n << 64n ? n : -1n;
+}
+
+function indexOfNonDigit(b: Uint8Array, s: number, e: number): number {
+  for (let i = s; i < e; i++) if (b[i]! < 48 || b[i]! > 57) return i;
+  return -1;
+}
+
+export const CHUNK_BYTES = 64 * 1024;
+/** Longer than any line of a `get` reply (a key line is 75 bytes). */
+const MAX_GET_LINE = 128;
+
+/** Writes ASCII into fixed-size chunks and hands each full one on, so no reply is one string. */
+export class ChunkWriter {
+  private buf = new Uint8Array(CHUNK_BYTES);
+  private pos = 0;
+
+  constructor(private readonly emit: (chunk: Uint8Array) => void) {}
+
+  line(): void {
+    if (this.pos + MAX_GET_LINE > this.buf.length) this.flush();
+  }
+
+  ascii(text: string): void {
+    for (let i = 0; i < text.length; i++) this.buf[this.pos++] = text.charCodeAt(i);
+  }
+
+  byte(c: number): void {
+    this.buf[this.pos++] = c;
+  }
+
+  hex(bytes: Uint8Array): void {
+    for (const x of bytes) {
+      this.buf[this.pos++] = HEX_DIGITS.charCodeAt(x >> 4);
+      this.buf[this.pos++] = HEX_DIGITS.charCodeAt(x & 15);
+    }
+  }
+
+  uint(n: number | bigint): void {
+    this.ascii(n.toString());
+  }
+
+  /** Go's netip.Addr.String: dotted IPv4, "::ffff:a.b.c.d" for mapped IPv4, RFC 5952 IPv6. */
+  addr(a: Uint8Array): void {
+    if (a.length === 4) {
+      this.uint(a[0]!);
+      for (let i = 1; i < 4; i++) {
+        this.byte(46);
+        this.uint(a[i]!);
+      }
+      return;
+    }
+    if (a.subarray(0, 10).every((x) => x === 0) && a[10] === 0xff && a[11] === 0xff) {
+      this.ascii('::ffff:');
+      this.addr(a.subarray(12));
+      return;
+    }
+    // The longest run of two or more zero groups becomes "::" (the first one on a tie).
+    let zs = 8;
+    let ze = 8;
+    for (let i = 0; i < 8; i++) {
+      let j = i;
+      while (j < 8 && a[2 * j] === 0 && a[2 * j + 1] === 0) j++;
+      if (j - i >= 2 && j - i > ze - zs) {
+        zs = i;
+        ze = j;
+      }
+    }
+    for (let i = 0; i < 8; i++) {
+      if (i === zs) {
+        this.ascii('::');
+        i = ze;
+        if (i >= 8) break;
+      } else if (i > 0) {
+        this.byte(COLON);
+      }
+      this.ascii(((a[2 * i]! << 8) | a[2 * i + 1]!).toString(16));
+    }
+  }
+
+  /** netip.AddrPort.String; like wireguard-go, without the zone of a link-local endpoint. */
+  endpoint(ep: Endpoint): void {
+    if (ep.family === 6) this.byte(91);
+    this.addr(ep.addr);
+    if (ep.family === 6) this.byte(93);
+    this.byte(COLON);
+    this.uint(ep.port);
+  }
+
+  prefix(addr: Uint8Array, cidr: number): void {
+    this.addr(addr);
+    this.byte(47);
+    this.uint(cidr);
+  }
+
+  flush(): void {
+    if (this.pos === 0) return;
+    this.emit(this.buf.subarray(0, this.pos));
+    this.buf = new Uint8Array(CHUNK_BYTES);
+    this.pos = 0;
+  }
+}

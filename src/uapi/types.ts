@@ -1,0 +1,88 @@
+// The contract between the UAPI server (src/uapi) and the device (src/device): a `set` request
+// arrives here already parsed and validated as a whole, so the device applies all of it or, on
+// a runtime failure such as a busy port, none of it.
+
+export interface Endpoint {
+  /** 4 or 6: the family the address was written in. */
+  family: 4 | 6;
+  /** 4 bytes for IPv4, 16 for IPv6. */
+  addr: Uint8Array;
+  port: number;
+  /**
+   * IPv6 only: the interface index of a "%zone" suffix (link-local endpoints), resolved like
+   * wireguard-go (interface name, else number). Used when sending; `get` never shows it.
+   */
+  scopeId?: number;
+}
+
+export interface AllowedIpOp {
+  addr: Uint8Array; // 4 or 16 bytes, host bits already cleared by the parser
+  cidr: number;
+  /** `allowed_ip=-CIDR`: remove this prefix instead of adding it. */
+  remove: boolean;
+}
+
+/**
+ * One `public_key=` section. The device applies sections in order (a key may appear twice).
+ * As in wireguard-go: a section whose key is the device's own public key is ignored.
+ */
+export interface PeerOp {
+  publicKey: Uint8Array;
+  /** Remove the peer (nothing if unknown: still errno 0) and ignore the rest of the section. */
+  remove: boolean;
+  /** Change the peer only if it exists; for an unknown peer do nothing and return 0. */
+  updateOnly: boolean;
+  /** All zeros clears the preshared key. */
+  presharedKey?: Uint8Array;
+  endpoint?: Endpoint;
+  persistentKeepaliveInterval?: number;
+  replaceAllowedIps: boolean;
+  /**
+   * In request order; applied after replace_allowed_ips (the parser drops lines that came
+   * before it). Adding a prefix another peer holds moves it to this peer; removing one only
+   * removes it from this peer (wireguard-go, kernel).
+   */
+  allowedIps: AllowedIpOp[];
+}
+
+export interface SetRequest {
+  /** null: `private_key=` with all zeros, which removes the key. Otherwise already clamped. */
+  privateKey?: Uint8Array | null;
+  listenPort?: number;
+  /** 0 removes the mark. */
+  fwmark?: number;
+  replacePeers: boolean;
+  peers: PeerOp[];
+}
+
+export interface PeerState {
+  publicKey: Uint8Array;
+  presharedKey: Uint8Array; // zeros when none
+  endpoint?: Endpoint;
+  lastHandshakeSec: number;
+  lastHandshakeNsec: number;
+  txBytes: bigint;
+  rxBytes: bigint;
+  persistentKeepaliveInterval: number;
+  allowedIps: { addr: Uint8Array; cidr: number }[];
+}
+
+export interface DeviceState {
+  privateKey?: Uint8Array;
+  listenPort: number;
+  fwmark: number;
+}
+
+/** What a device offers the UAPI server. */
+export interface UapiDevice {
+  deviceState(): DeviceState;
+  /** Calls `visit` once per peer, in a stable order (for `get=1`). */
+  forEachPeer(visit: (peer: PeerState) => void): void;
+  /**
+   * Applies a validated request, all or nothing; returns 0 or a positive errno, which goes on
+   * the wire negated. To answer as wireguard-go does: 98 (EADDRINUSE) when the listen port
+   * cannot be bound or the fwmark cannot be set, whatever the system error; 22 (EINVAL) when
+   * a new peer would pass the peer limit. A throw is answered with 55 (ENOANO).
+   */
+  apply(req: SetRequest): number;
+}

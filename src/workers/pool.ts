@@ -1,0 +1,147 @@
+// The data-plane workers and everything shared with them: the packet slab, one ring per worker
+// to the main thread (all sharing the main thread's doorbell), one eventfd per worker to wake
+// it, and the routes snapshot channel. The main thread drains the rings with Atomics.waitAsync,
+// so it never blocks.
+import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Slab } from '../queues/slab.js';
+import { Ring, Doorbell } from '../queues/ring.js';
+import { EndpointTable } from '../net/udp.js';
+import { EventFd } from '../net/libc.js';
+import { Tables, D_ROUTES_GEN, D_SHUTDOWN } from '../device/tables.js';
+import type { WorkerInit } from './control.js';
+
+export interface PoolOptions {
+  tables: Tables;
+  tunFds: number[];
+  udpFds: number[];
+  routes: SharedArrayBuffer;
+  batch: number;
+  /** Called for every control record; the callee frees the slot. */
+  onRecord: (slot: number) => void;
+  onWorkerError: (id: number, err: Error) => void;
+}
+
+const RING_CAPACITY = 1024;
+
+export class WorkerPool {
+  readonly slab: Slab;
+  readonly slotEndpoints: EndpointTable;
+  private readonly doorbell = Doorbell.create();
+  private readonly rings: Ring[] = [];
+  private readonly wakes: EventFd[] = [];
+  private readonly ports: MessagePort[] = [];
+  private workers: Worker[] = [];
+  private routesGen = 1;
+  /** The latest routes snapshot: what a (re)started worker begins with. */
+  private routes: SharedArrayBuffer;
+  private draining = false;
+  private stopped = false;
+  private readonly slots = new Uint32Array(256);
+
+  constructor(private readonly o: PoolOptions) {
+    const n = o.tunFds.length;
+    // Each worker holds two batches for its life; the rest serves control records.
+    this.slab = Slab.create({ slots: n * 2 * o.batch + 4096 });
+    this.slotEndpoints = new EndpointTable(this.slab.slotCount, new SharedArrayBuffer(EndpointTable.bytesFor(this.slab.slotCount)));
+    for (let i = 0; i < n; i++) {
+      this.rings.push(Ring.create(RING_CAPACITY, this.doorbell));
+      this.wakes.push(EventFd.create());
+    }
+    this.routes = o.routes;
+    this.start(o.udpFds);
+    void this.drain();
+  }
+
+  get size(): number {
+    return this.o.tunFds.length;
+  }
+
+  /** Starts one worker per queue on the given sockets (again after a port change). */
+  private start(udpFds: number[]): void {
+    Atomics.store(this.o.tables.device, D_SHUTDOWN, 0);
+    this.workers = this.o.tunFds.map((tunFd, id) => {
+      const { port1, port2 } = new MessageChannel();
+      this.ports[id] = port1;
+      const init: WorkerInit & { routesPort: MessagePort } = {
+        id,
+        tunFd,
+        udpFd: udpFds[id]!,
+        wakeFd: this.wakes[id]!.fd,
+        tables: this.o.tables.desc,
+        slab: this.slab.desc,
+        slotEndpoints: this.slotEndpoints.buffer as SharedArrayBuffer,
+        toMain: this.rings[id]!.desc,
+        routes: this.routes,
+        routesGen: this.routesGen,
+        batch: this.o.batch,
+        routesPort: port2,
+      };
+      const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, transferList: [port2] });
+      w.on('error', (err) => this.o.onWorkerError(id, err));
+      return w;
+    });
+  }
+
+  /** Publishes a new allowed-IPs snapshot; workers switch at their next batch. */
+  publishRoutes(routes: SharedArrayBuffer): void {
+    this.routesGen++;
+    this.routes = routes;
+    for (const port of this.ports) port.postMessage({ gen: this.routesGen, routes });
+    Atomics.store(this.o.tables.device, D_ROUTES_GEN, this.routesGen);
+    this.wakeAll();
+  }
+
+  /** Stops the workers and starts them again on new sockets (listen port change). */
+  async restart(udpFds: number[]): Promise<void> {
+    await this.join();
+    this.start(udpFds);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.join();
+    this.doorbell.ring();
+  }
+
+  private async join(): Promise<void> {
+    Atomics.store(this.o.tables.device, D_SHUTDOWN, 1);
+    this.wakeAll();
+    const exits = this.workers.map((w) => new Promise<void>((resolve) => (w.threadId < 0 ? resolve() : w.once('exit', () => resolve()))));
+    const timeout = new Promise<void>((resolve) => setTimeout(resolve, 3000).unref());
+    await Promise.race([Promise.all(exits), timeout]);
+    await Promise.all(this.workers.map((w) => w.terminate()));
+    this.workers = [];
+  }
+
+  private wakeAll(): void {
+    for (const w of this.wakes) w.signal();
+  }
+
+  /** The main thread's consumer loop over every worker's ring. */
+  private async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    const ready = (): boolean => this.stopped || this.rings.some((r) => r.size() > 0);
+    while (!this.stopped) {
+      await this.doorbell.waitAsync(ready, 1000);
+      for (const ring of this.rings) {
+        for (;;) {
+          const n = ring.popBatch(this.slots, this.slots.length);
+          if (n === 0) break;
+          for (let i = 0; i < n; i++) this.o.onRecord(this.slots[i]!);
+        }
+      }
+    }
+  }
+
+  /** Control records waiting in the rings: the depth of the handshake queue. */
+  pending(): number {
+    let n = 0;
+    for (const r of this.rings) n += r.size();
+    return n;
+  }
+
+  close(): void {
+    for (const w of this.wakes) w.close();
+  }
+}
