@@ -17,7 +17,7 @@ import { Tables, P_LIVE, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BY
 import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark, EndpointTable, copyEndpoint } from '../net/udp.js';
 import { SysError, closeFd } from '../net/libc.js';
-import { openQueues, setMtu, tunAttached } from '../tun/tun.js';
+import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/tun.js';
 import { zero } from '../crypto/memory.js';
 import type { DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
 import { Handshakes } from './handshakes.js';
@@ -59,10 +59,13 @@ export class Device extends EventEmitter implements UapiDevice {
   private readonly tunFds: number[];
   private tick: NodeJS.Timeout | undefined;
   private closed = false;
+  private readonly ifname: string;
+  private lastMtuCheckMs = 0;
 
   private constructor(o: DeviceOptions, tunFds: number[], udp: { fds: number[]; port: number }) {
     super();
     this.log = o.logger;
+    this.ifname = o.ifname;
     this.tunFds = tunFds;
     this.udpFds = udp.fds;
     this.listenPort = udp.port;
@@ -312,6 +315,25 @@ export class Device extends EventEmitter implements UapiDevice {
       return;
     }
     this.handshakes.tick();
+    this.followMtu();
+  }
+
+  /**
+   * Padding must never exceed the interface MTU, which wg-quick or a user may change at any time;
+   * poll it once a second. After the interface moved to another namespace it is out of sight
+   * (name lookups see only ours) and the last value stands.
+   */
+  private followMtu(): void {
+    const ms = Date.now();
+    if (ms - this.lastMtuCheckMs < 1000) return;
+    this.lastMtuCheckMs = ms;
+    if (interfaceIndex(this.ifname) === 0) return;
+    try {
+      const mtu = getMtu(this.ifname);
+      if (mtu !== this.tables.device[D_MTU]) Atomics.store(this.tables.device, D_MTU, mtu);
+    } catch {
+      // Raced with a rename or deletion: the tick's tunAttached check handles that.
+    }
   }
 
   async close(): Promise<void> {

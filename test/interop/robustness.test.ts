@@ -3,7 +3,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Cleanup, ensureTools, isRoot, sh, tryRun, waitFor } from './harness.js';
+import { Cleanup, createNetns, ensureTools, isRoot, sh, tryRun, waitFor } from './harness.js';
 import { createPair, peerDump, ping, type Host } from './topology.js';
 
 const skip = isRoot ? false : 'needs root for network namespaces';
@@ -87,5 +87,15 @@ describe('wireguard-ts facing a wireguard-go peer', { skip }, () => {
     }, 15_000);
     assert.ok(ping(A, B.tunnel4), 'traffic continues to the new endpoint');
     assert.match(A.wg('show', A.ifname, 'endpoints'), /10\.99\.0\.3:/);
+  });
+
+  test('the interface keeps working after it moves to another namespace (UDP stays behind)', { timeout: 30_000 }, () => {
+    const nsC = createNetns(cleanup, 'wgtsc');
+    sh('ip', ['-n', A.ns, 'link', 'set', A.ifname, 'netns', nsC]);
+    sh('ip', ['-n', nsC, 'addr', 'add', `${A.tunnel4}/24`, 'dev', A.ifname]);
+    sh('ip', ['-n', nsC, 'link', 'set', A.ifname, 'up']);
+    assert.ok(ping({ ...A, ns: nsC }, B.tunnel4), 'ping from the new namespace through the tunnel');
+    assert.equal(A.exited(), false);
+    assert.equal(tryRun('wg', ['show', A.ifname]).status, 0, 'the UAPI socket still answers');
   });
 });
