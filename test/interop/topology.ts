@@ -39,7 +39,9 @@ export interface PairOptions {
 
 /** Starts a daemon of `impl` in the foreground inside `ns` and waits for its UAPI socket. */
 export async function startDaemon(cleanup: Cleanup, impl: Impl, ns: string, ifname: string, extra: string[] = []): Promise<{ proc: ChildProcess; exited: () => boolean }> {
-  const cmd = impl === 'ours' ? [process.execPath, BIN, '-f', ...extra, ifname] : ['wireguard-go', '-f', ifname];
+  // WGTS_DAEMON_NODE_ARGS passes node flags (e.g. --cpu-prof) to our daemons, for profiling.
+  const nodeArgs = process.env.WGTS_DAEMON_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const cmd = impl === 'ours' ? [process.execPath, ...nodeArgs, BIN, '-f', ...extra, ifname] : ['wireguard-go', '-f', ifname];
   const proc = spawn('ip', ['netns', 'exec', ns, ...cmd], {
     env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error' },
     stdio: ['ignore', 'inherit', 'inherit'],
