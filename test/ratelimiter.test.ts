@@ -10,6 +10,7 @@ import {
   TOKEN_MAX,
   hsiphash,
 } from '../src/handshake/ratelimiter.js';
+import { seededRandom } from './helpers.js';
 
 const MS = 1e6; // ns
 const S = 1e9; // ns
@@ -30,18 +31,6 @@ function v6(words: readonly number[]): Uint8Array {
 
 function burst(rl: RateLimiter, addr: Uint8Array, len: 4 | 16, now: number, n: number): boolean[] {
   return Array.from({ length: n }, () => rl.allow(addr, 0, len, now));
-}
-
-/** Mulberry32: a small seeded PRNG so the random runs repeat exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 test('constants are the kernel values', () => {
@@ -172,7 +161,7 @@ test('a full table refuses new sources but still serves known ones', () => {
 });
 
 test('differential: same answers as a naive model of ratelimiter.c on random traffic', () => {
-  const random = prng(0x5eed);
+  const random = seededRandom(0x5eed);
   const maxEntries = 48; // a small table: long probe runs, wraps, and many deletions
   const rl = new RateLimiter({ maxEntries, key: [0x12345678, 0x9abcdef0] });
   const model = new Map<string, { last: number; tokens: number }>();

@@ -11,6 +11,7 @@ import {
   REPLAY_STATE_WORDS,
   ReplayWindow,
 } from '../src/replay/replay.js';
+import { seededRandom } from './helpers.js';
 
 type Row = readonly [counter: bigint, expected: boolean];
 /** One T_INIT block of the selftest: rows run in order on a fresh window. */
@@ -124,18 +125,6 @@ class NaiveWindow {
     if (c + 1n > this.next) this.next = c + 1n;
     return true;
   }
-}
-
-/** mulberry32: small, seedable, good enough to pick test cases. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
 }
 
 // ---- two workers on one window ----
@@ -259,7 +248,7 @@ if (!isMainThread) {
   test('agrees with a naive set-based model on seeded random sequences', () => {
     const starts = [0n, (1n << 32n) - 60_000n, (1n << 53n) - 5000n, R - 300_000n];
     for (let seed = 1; seed <= 8; seed++) {
-      const rand = prng(seed);
+      const rand = seededRandom(seed);
       const win = new ReplayWindow();
       const naive = new NaiveWindow();
       let head = starts[seed % starts.length]!;

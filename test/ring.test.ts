@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { Slab, SlotState, Meta, HEADROOM, SLOT_SIZE, type SlabDesc } from '../src/queues/slab.js';
 import { Ring, Doorbell, type RingDesc } from '../src/queues/ring.js';
+import { seededRandom } from './helpers.js';
 
 type Job =
   | { role: 'produce'; ring: RingDesc; total: number; seed: number }
@@ -13,22 +14,11 @@ type Job =
   | { role: 'slab-write'; slab: SlabDesc; slot: number }
   | { role: 'slab-churn'; slab: SlabDesc; id: number; rounds: number; seed: number };
 
-/** Small deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function runWorker(job: Job): unknown {
   switch (job.role) {
     case 'produce': {
       const ring = Ring.fromShared(job.ring);
-      const rand = rng(job.seed);
+      const rand = seededRandom(job.seed);
       const src = new Uint32Array(256);
       let next = 0;
       while (next < job.total) {
@@ -41,7 +31,7 @@ function runWorker(job: Job): unknown {
     }
     case 'consume': {
       const ring = Ring.fromShared(job.ring);
-      const rand = rng(job.seed);
+      const rand = seededRandom(job.seed);
       const dst = new Uint32Array(256);
       let expect = 0;
       while (expect < job.total) {
@@ -75,7 +65,7 @@ function runWorker(job: Job): unknown {
       // Each allocated slot is claimed in its PEER word with a compare-exchange: a slot handed
       // to two threads at once fails the claim.
       const slab = Slab.fromShared(job.slab);
-      const rand = rng(job.seed);
+      const rand = seededRandom(job.seed);
       const held = new Uint32Array(64);
       let allocs = 0;
       for (let r = 0; r < job.rounds; r++) {
@@ -223,7 +213,7 @@ if (!isMainThread) {
 
   test('ring: wrap-around with mixed batch sizes keeps order', () => {
     const ring = Ring.create(16);
-    const rand = rng(42);
+    const rand = seededRandom(42);
     const src = new Uint32Array(32);
     const dst = new Uint32Array(32);
     let next = 0;

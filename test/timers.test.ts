@@ -22,6 +22,7 @@ import {
   shouldRekeyOnReceive,
   shouldRekeyOnSend,
 } from '../src/device/timers.js';
+import { seededRandom } from './helpers.js';
 
 const S = 1000;
 const STEP = 100; // tick period of the fake clock, ms
@@ -90,18 +91,6 @@ function actions(fired: readonly Fired[]): TimerAction[] {
   return fired.map((f) => f.action);
 }
 
-/** Mulberry32: a small seeded PRNG so the random runs repeat exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 test('constants are the protocol values', () => {
   assert.equal(REKEY_AFTER_MESSAGES, 2 ** 60);
   assert.equal(REJECT_AFTER_MESSAGES, 2n ** 64n - 2n ** 13n - 1n);
@@ -127,7 +116,7 @@ test('retransmit: REKEY_TIMEOUT plus jitter in [0, 333) ms', () => {
 });
 
 test('retransmit: 19 retries, then give up, then zero the keys 540 s later', () => {
-  const random = prng(1);
+  const random = seededRandom(1);
   const t = newTimers(random);
   const clock = new Clock(t, device);
   t.handshakeInitiated(0, T0);
@@ -394,7 +383,7 @@ test('tick cost follows armed timers, not peers: 100k peers, few armed', () => {
 });
 
 test('the wheel fires every timer by one tick after its deadline (random deadlines)', () => {
-  const random = prng(7);
+  const random = seededRandom(7);
   const t = new Timers({ capacity: 2000, bucketMs: 100, buckets: 64, random }); // a short lap
   const due = new Map<number, number>();
   for (let p = 0; p < 2000; p++) {
@@ -548,7 +537,7 @@ class NaiveTimers implements Hooks {
 
 test('differential: same actions at the same ticks as a naive model of timers.c', () => {
   const PEERS = 24;
-  const random = prng(42);
+  const random = seededRandom(42);
   // Both get the same constant jitter, so the order in which they draw it cannot matter.
   const real = new Timers({ capacity: 4, random: () => 0.25 });
   const naive = new NaiveTimers(() => 0.25);
