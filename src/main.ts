@@ -1,7 +1,7 @@
 // wireguard-ts command line, the contract of userspace WireGuard implementations that wg-quick
 // relies on (as wireguard-go):
 //
-//   wireguard-ts [-f|--foreground] [--workers N] IFNAME
+//   wireguard-ts [-f|--foreground] [--workers N] [--max-peers N] [--no-offload] IFNAME
 //
 // creates the TUN device IFNAME and the UAPI socket /var/run/wireguard/IFNAME.sock. Without -f
 // the process re-executes itself in the background and exits 0 only once the child reports
@@ -11,21 +11,24 @@ import { spawn } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { Device } from './device/device.js';
+import { DEFAULT_MAX_PEERS, Device, MAX_PEERS_LIMIT } from './device/device.js';
 import { startUapiServer } from './uapi/server.js';
 import { createLogger } from './log.js';
 import { isValidName } from './tun/tun.js';
+import { isServerCommand } from './server/options.js';
 
-const USAGE = `Usage: wireguard-ts [-f/--foreground] [--workers N] INTERFACE-NAME`;
+const USAGE = `Usage: wireguard-ts [-f/--foreground] [--workers N] [--max-peers N] [--no-offload] INTERFACE-NAME`;
 /** The background child reports readiness on this fd (a pipe to the parent). */
 const READY_FD = 3;
 const READY_ENV = 'WIREGUARD_TS_READY_FD';
 
-interface Args { foreground: boolean; workers: number; ifname: string }
+interface Args { foreground: boolean; workers: number; maxPeers: number; offload: boolean; ifname: string }
 
 function parseArgs(argv: string[]): Args | string {
   let foreground = false;
   let workers = availableParallelism();
+  let offload = true;
+  let maxPeers = DEFAULT_MAX_PEERS;
   let ifname: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -34,14 +37,19 @@ function parseArgs(argv: string[]): Args | string {
       const n = Number(argv[++i]);
       if (!Number.isInteger(n) || n < 1 || n > 64) return `--workers takes an integer from 1 to 64, got "${argv[i] ?? ''}"`;
       workers = n;
-    } else if (a === '-h' || a === '--help') return USAGE;
+    } else if (a === '--max-peers') {
+      const n = Number(argv[++i]);
+      if (!Number.isInteger(n) || n < 1 || n > MAX_PEERS_LIMIT) return `--max-peers takes an integer from 1 to ${MAX_PEERS_LIMIT}, got "${argv[i] ?? ''}"`;
+      maxPeers = n;
+    } else if (a === '--no-offload') offload = false;
+    else if (a === '-h' || a === '--help') return USAGE;
     else if (a.startsWith('-')) return `unknown option ${a}\n${USAGE}`;
     else if (ifname === undefined) ifname = a;
     else return USAGE;
   }
   if (ifname === undefined) return USAGE;
   if (!isValidName(ifname)) return `invalid interface name "${ifname}" (1-15 characters, no '/', ':', '%' or spaces)`;
-  return { foreground, workers, ifname };
+  return { foreground, workers, maxPeers, offload, ifname };
 }
 
 /** Re-executes in the background and waits for the child to report ready or fail. */
@@ -82,7 +90,7 @@ async function runForeground(args: Args): Promise<void> {
   const log = createLogger(args.ifname);
   let device: Device;
   try {
-    device = Device.open({ ifname: args.ifname, workers: args.workers, logger: log });
+    device = Device.open({ ifname: args.ifname, workers: args.workers, peerCapacity: args.maxPeers, offload: args.offload, logger: log });
   } catch (err) {
     const msg = `wireguard-ts: cannot create interface ${args.ifname}: ${(err as Error).message}${process.getuid?.() !== 0 ? ' (are you root?)' : ''}\n`;
     ready(`error: ${msg}`);
@@ -116,10 +124,16 @@ async function runForeground(args: Args): Promise<void> {
   ready('ok\n');
 }
 
-const args = parseArgs(process.argv.slice(2));
-if (typeof args === 'string') {
-  process.stderr.write(args.endsWith('\n') ? args : args + '\n');
-  process.exit(args === USAGE ? 1 : 2);
+const argv = process.argv.slice(2);
+if (isServerCommand(argv[0])) {
+  const { runServerCli } = await import('./server/commands.js');
+  process.exitCode = await runServerCli(argv);
+} else {
+  const args = parseArgs(argv);
+  if (typeof args === 'string') {
+    process.stderr.write(args.endsWith('\n') ? args : args + '\n');
+    process.exit(args === USAGE ? 1 : 2);
+  }
+  if (args.foreground) void runForeground(args);
+  else detach(argv);
 }
-if (args.foreground) void runForeground(args);
-else detach(process.argv.slice(2));

@@ -18,13 +18,21 @@ import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark, EndpointTable, copyEndpoint } from '../net/udp.js';
 import { SysError, closeFd } from '../net/libc.js';
 import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/tun.js';
-import { zero } from '../crypto/memory.js';
+import { ctEqual, zero } from '../crypto/memory.js';
 import type { DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
 import { Handshakes } from './handshakes.js';
 
 export const DEFAULT_MTU = 1420;
 const EADDRINUSE = 98;
-const ENOSPC = 28;
+const EINVAL = 22;
+/**
+ * Peer slots by default: wireguard-go's limit. The shared tables are sized by it (~3.6 KB of
+ * address space per slot, mostly keypair replay windows) but pages are only touched when used:
+ * 65,536 slots cost ~3 MB of RSS at start-up, 1,048,576 ~70 MB.
+ */
+export const DEFAULT_MAX_PEERS = 65536;
+/** Receiver indices carry the keypair slot in KP_SLOT_BITS, three keypairs per peer. */
+export const MAX_PEERS_LIMIT = 1 << 20;
 /** Period of the coarse tick that drives every peer's timers. */
 export const TICK_MS = 100;
 
@@ -35,6 +43,8 @@ export interface DeviceOptions {
   peerCapacity?: number;
   keypairCapacity?: number;
   batch?: number;
+  /** TUN checksum and TCP segmentation offload (IFF_VNET_HDR); default on. */
+  offload?: boolean;
 }
 
 export class Device extends EventEmitter implements UapiDevice {
@@ -69,7 +79,7 @@ export class Device extends EventEmitter implements UapiDevice {
     this.tunFds = tunFds;
     this.udpFds = udp.fds;
     this.listenPort = udp.port;
-    const peerCapacity = o.peerCapacity ?? 4096;
+    const peerCapacity = o.peerCapacity ?? DEFAULT_MAX_PEERS;
     this.tables = Tables.create(peerCapacity, o.keypairCapacity ?? peerCapacity * 3 + 1, o.workers + 1);
     this.mainRow = o.workers;
     Atomics.store(this.tables.device, D_MTU, DEFAULT_MTU);
@@ -82,6 +92,7 @@ export class Device extends EventEmitter implements UapiDevice {
       udpFds: udp.fds,
       routes: this.allowed.snapshot(),
       batch: o.batch ?? 128,
+      offload: o.offload ?? true,
       onRecord: (slot) => this.handshakes.onRecord(slot),
       onWorkerError: (id, err) => this.log.error({ worker: id, err: err.message }, 'worker failed'),
     });
@@ -90,7 +101,7 @@ export class Device extends EventEmitter implements UapiDevice {
 
   /** Creates the TUN device (one queue per worker), binds a UDP port and starts the workers. */
   static open(o: DeviceOptions): Device {
-    const tunFds = openQueues(o.ifname, o.workers);
+    const tunFds = openQueues(o.ifname, o.workers, o.offload ?? true);
     try {
       setMtu(o.ifname, DEFAULT_MTU);
       const udp = openUdpSockets(0, o.workers);
@@ -158,7 +169,8 @@ export class Device extends EventEmitter implements UapiDevice {
     const freed = req.replacePeers ? this.peers.size : 0;
     if (creating > this.freeSlots.length + freed) {
       newUdp?.fds.forEach(closeFd);
-      return ENOSPC;
+      // As wireguard-go answers a peer past its limit.
+      return EINVAL;
     }
 
     if (req.privateKey !== undefined) this.setPrivateKey(req.privateKey);
@@ -238,6 +250,10 @@ export class Device extends EventEmitter implements UapiDevice {
   }
 
   private setPrivateKey(key: Uint8Array | null): void {
+    // `wg syncconf` and `wg setconf` send the key every time: the same key must not end every
+    // session (wireguard-go returns early too).
+    const has = this.noise.hasPrivateKey;
+    if (key === null ? !has : has && ctEqual(key, this.noise.privateKey)) return;
     this.noise.setPrivateKey(key);
     if (this.noise.hasPrivateKey) {
       this.checker.setPublicKey(this.noise.publicKey);

@@ -29,6 +29,8 @@ export const libc = {
   readv: lib.func('intptr_t readv(int fd, void *iov, int iovcnt)'),
   writev: lib.func('intptr_t writev(int fd, void *iov, int iovcnt)'),
   ioctl: lib.func('int ioctl(int fd, unsigned long request, void *arg)'),
+  /** ioctl whose third argument is a value, not a pointer (TUNSETOFFLOAD). */
+  ioctlValue: lib.func('ioctl', 'int', ['int', 'unsigned long', 'unsigned long']),
   poll: lib.func('int poll(void *fds, unsigned long nfds, int timeout)'),
   eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
   socket: lib.func('int socket(int domain, int type, int protocol)'),
@@ -151,7 +153,8 @@ export function checkBatch(offsets: Uint32Array, lens: Int32Array, count: number
   if (!(count >= 0 && count <= offsets.length && count <= lens.length)) {
     throw new RangeError(`batch of ${count} with ${offsets.length} offsets and ${lens.length} lengths`);
   }
-  if (!(maxLen >= 1 && maxLen <= 0xffff)) throw new RangeError(`bad maximum packet length ${maxLen}`);
+  // A TUN read with IFF_VNET_HDR can return a 64 KiB super-packet plus its 10-byte header.
+  if (!(maxLen >= 1 && maxLen <= 0xffff + 10)) throw new RangeError(`bad maximum packet length ${maxLen}`);
 }
 
 export function closeFd(fd: number): void {

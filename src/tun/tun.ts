@@ -18,6 +18,11 @@ import {
 } from '../net/libc.js';
 
 const TUNSETIFF = 0x400454ca;
+const TUNSETOFFLOAD = 0x400454d0;
+const IFF_VNET_HDR = 0x4000;
+const TUN_F_CSUM = 0x01;
+const TUN_F_TSO4 = 0x02;
+const TUN_F_TSO6 = 0x04;
 const SIOCGIFMTU = 0x8921;
 const SIOCSIFMTU = 0x8922;
 const IFF_TUN = 0x0001;
@@ -49,14 +54,22 @@ const SETIFF_HINTS: Record<number, string> = {
   [EINVAL]: ' (an interface with that name exists and is not a multi-queue TUN device)',
 };
 
-function openQueue(name: string, exclusive: boolean): number {
+function openQueue(name: string, exclusive: boolean, offload: boolean): number {
   const req = ifreq(name);
   const fd = check(libc.open('/dev/net/tun', O_RDWR | O_NONBLOCK | O_CLOEXEC), 'open /dev/net/tun');
-  req.view.setUint16(IFNAMSIZ, IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | (exclusive ? IFF_TUN_EXCL : 0), true);
+  const flags = IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | (exclusive ? IFF_TUN_EXCL : 0) | (offload ? IFF_VNET_HDR : 0);
+  req.view.setUint16(IFNAMSIZ, flags, true);
   if (libc.ioctl(fd, TUNSETIFF, req.bytes) < 0) {
     const e = errno();
     closeFd(fd);
     throw new SysError(`TUNSETIFF ${name}${SETIFF_HINTS[e] ?? ''}`, e);
+  }
+  // Checksum and TCP segmentation offload: the kernel may now hand over unfinished checksums
+  // and 64 KiB TCP super-packets, which src/tun/offload.ts completes and cuts.
+  if (offload && libc.ioctlValue(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) < 0) {
+    const e = errno();
+    closeFd(fd);
+    throw new SysError(`TUNSETOFFLOAD ${name}`, e);
   }
   return fd;
 }
@@ -64,13 +77,14 @@ function openQueue(name: string, exclusive: boolean): number {
 /**
  * Creates TUN device `name` and returns `n` non-blocking queue fds for it, one per worker. The
  * first open refuses an existing interface of that name, so two daemons never share a device.
- * Throws SysError (all fds closed) on failure. The device exists while any fd is open.
+ * Throws SysError (all fds closed) on failure. The device exists while any fd is open. With
+ * `offload`, every packet read or written starts with a virtio_net_hdr (IFF_VNET_HDR).
  */
-export function openQueues(name: string, n: number): number[] {
+export function openQueues(name: string, n: number, offload = false): number[] {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`queue count must be a positive integer, got ${n}`);
   const fds: number[] = [];
   try {
-    for (let i = 0; i < n; i++) fds.push(openQueue(name, i === 0));
+    for (let i = 0; i < n; i++) fds.push(openQueue(name, i === 0, offload));
   } catch (err) {
     fds.forEach(closeFd);
     throw err;

@@ -35,4 +35,6 @@ export interface WorkerInit {
   routes: SharedArrayBuffer;
   routesGen: number;
   batch: number;
+  /** The TUN queues were opened with IFF_VNET_HDR and offloads. */
+  offload: boolean;
 }

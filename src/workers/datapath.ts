@@ -20,6 +20,10 @@ import { TransportCrypto } from './transport.js';
 import { messageType, readU32, MSG_DATA, DATA_HEADER_LEN } from '../handshake/messages.js';
 import { RecordKind, META_KIND, META_ARG } from './control.js';
 import {
+  Segmenter, Coalescer, readVnetHeader, writeVnetHeader, completeChecksum, VNET_HDR_LEN, VNET_F_NEEDS_CSUM,
+  VNET_F_DATA_VALID, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_SUPER_PACKET, type VnetHeader,
+} from '../tun/offload.js';
+import {
   Tables, now, KP_FLAGS, KP_PEER, KP_LOCAL_INDEX, KP_REMOTE_INDEX, KP_SEND_COUNTER, KP_REPLAY, KP_STRIDE,
   KP_SLOT_MASK, KP_KEYS_BYTES, KPF_VALID, KPF_INITIATOR, KPF_CONFIRMED, SEND_COUNTER_LIMIT, P_CURRENT,
   P_NEXT, P_ENDPOINT_SEQ, P_STRIDE, D_MTU, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED,
@@ -31,6 +35,11 @@ import { REJECT_AFTER_TIME } from '../device/timers.js';
 const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
 /** A worker reports a peer's new source endpoint at most this often while the main thread catches up. */
 const ROAM_REPORT_INTERVAL_MS = 50;
+/** Super-packets merged per inbound batch at most (each takes one 64 KiB region). */
+const GRO_REGIONS = 8;
+const GRO_REGION_BYTES = MAX_SUPER_PACKET + 32;
+/** Super-packets are read here so the virtio header lands 2 bytes in and the IP header aligned. */
+const SUPER_AT = 2;
 
 /** The I/O a pipeline drives: batch-shaped, so tests can substitute memory doubles. */
 export interface TunIO {
@@ -67,6 +76,20 @@ export class DataPath {
   private nRecords = 0;
   private readonly maxPacket: number;
 
+  // TUN offload (IFF_VNET_HDR): super-packets in, cut into slots; merged runs out.
+  private readonly superBuf = new Uint8Array(new ArrayBuffer(SUPER_AT + VNET_HDR_LEN + MAX_SUPER_PACKET + 6));
+  private readonly superOffsets = Uint32Array.of(SUPER_AT);
+  private readonly superLens = new Int32Array(1);
+  private readonly vnet: VnetHeader = { flags: 0, gsoType: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
+  private readonly segmenter = new Segmenter();
+  private readonly coalescer = new Coalescer();
+  private readonly groArea = new Uint8Array(new ArrayBuffer(GRO_REGIONS * GRO_REGION_BYTES));
+  private groUsed = 0;
+  private readonly writeBufs: Uint8Array[];
+  private nWrites = 0;
+  private readonly runOffsets: Uint32Array;
+  private readonly runLens: Int32Array;
+
   constructor(
     private readonly id: number,
     private readonly t: Tables,
@@ -75,6 +98,8 @@ export class DataPath {
     private readonly toMain: Ring,
     private routes: AllowedIPsTables,
     private readonly batch: number,
+    /** The TUN queue was opened with IFF_VNET_HDR and TSO/checksum offload. */
+    private readonly offload = false,
   ) {
     this.bytes = slab.bytes;
     this.lastRoamReport = new Float64Array(t.desc.peerCapacity);
@@ -93,6 +118,9 @@ export class DataPath {
     this.writeOffsets = u32();
     this.writeLens = i32();
     this.records = new Uint32Array(2 * batch);
+    this.writeBufs = new Array<Uint8Array>(batch).fill(slab.bytes);
+    this.runOffsets = u32();
+    this.runLens = i32();
     // The worker keeps its batch slots for its whole life; packets leave only as copies.
     if (slab.allocBatch(this.tunSlots, batch) !== batch || slab.allocBatch(this.udpSlots, batch) !== batch) {
       throw new Error('slab too small for the worker batches');
@@ -117,7 +145,7 @@ export class DataPath {
 
   /** Reads one TUN batch and sends what can be sent. Returns the packet count or -errno. */
   outbound(tun: TunIO, udp: UdpIO): number {
-    const n = tun.readBatch(this.bytes, this.tunOffsets, this.maxPacket, this.tunLens, this.batch);
+    const n = this.offload ? this.readOffloaded(tun) : tun.readBatch(this.bytes, this.tunOffsets, this.maxPacket, this.tunLens, this.batch);
     if (n <= 0) return n;
     const t = this.t;
     const bytes = this.bytes;
@@ -187,9 +215,98 @@ export class DataPath {
       }
     }
     t.counters[this.id * C_STRIDE + C_RX_PACKETS] += m;
-    if (w > 0) tun.writeBatch(bytes, this.writeOffsets, this.writeLens, w);
+    if (w > 0) {
+      if (this.offload) this.writeOffloaded(tun, w);
+      else tun.writeBatch(bytes, this.writeOffsets, this.writeLens, w);
+    }
     this.flushRecords();
     return m;
+  }
+
+  /**
+   * Fills the batch's TUN slots from an offloading queue: plain packets get their checksum
+   * finished, super-packets are cut into segments (continuing in the next batch when they do
+   * not fit). Returns the packets placed, or -errno from the first read.
+   */
+  private readOffloaded(tun: TunIO): number {
+    const big = this.superBuf;
+    const pkt = SUPER_AT + VNET_HDR_LEN;
+    let n = 0;
+    while (n < this.batch) {
+      if (this.segmenter.pending) {
+        n += this.segmenter.emit(this.bytes, this.tunOffsets, this.tunLens, n, this.batch - n);
+        continue;
+      }
+      const r = tun.readBatch(big, this.superOffsets, VNET_HDR_LEN + MAX_SUPER_PACKET, this.superLens, 1);
+      if (r < 0) return n > 0 ? n : r;
+      if (r === 0) break;
+      const len = this.superLens[0]! - VNET_HDR_LEN;
+      if (len <= 0) continue;
+      const h = this.vnet;
+      readVnetHeader(big, SUPER_AT, h);
+      if (h.gsoType === GSO_NONE) {
+        if (len > this.maxPacket || ((h.flags & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(big, pkt, len, h.csumStart, h.csumOffset))) {
+          this.count(C_DROP_MALFORMED);
+          continue;
+        }
+        this.bytes.set(big.subarray(pkt, pkt + len), this.tunOffsets[n]!);
+        this.tunLens[n++] = len;
+      } else if ((h.gsoType !== GSO_TCPV4 && h.gsoType !== GSO_TCPV6) || h.gsoSize + 80 > this.maxPacket || !this.segmenter.begin(big, pkt, len, h.gsoType, h.gsoSize)) {
+        this.count(C_DROP_MALFORMED);
+      }
+    }
+    return n;
+  }
+
+  /**
+   * Writes the batch's decrypted packets to an offloading queue: consecutive TCP segments of a
+   * flow are merged into super-packets, everything else goes out in place behind a virtio
+   * header, in the original order.
+   */
+  private writeOffloaded(tun: TunIO, count: number): void {
+    const bytes = this.bytes;
+    const co = this.coalescer;
+    this.groUsed = 0;
+    this.nWrites = 0;
+    for (let i = 0; i < count; i++) {
+      const pkt = this.writeOffsets[i]!;
+      const len = this.writeLens[i]!;
+      if (co.size > 0 && co.add(bytes, pkt, len)) continue;
+      if (co.size > 0) this.finishRun();
+      if (this.groUsed < GRO_REGIONS && Coalescer.mergeable(bytes, pkt, len) > 0) {
+        co.start(bytes, pkt, len, this.groArea, this.groUsed * GRO_REGION_BYTES + 16);
+      } else {
+        writeVnetHeader(bytes, pkt - VNET_HDR_LEN, VNET_F_DATA_VALID, GSO_NONE, 0, 0, 0, 0);
+        this.queueWrite(bytes, pkt - VNET_HDR_LEN, len + VNET_HDR_LEN);
+      }
+    }
+    if (co.size > 0) this.finishRun();
+    // One writeBatch per run of writes from the same buffer, in order.
+    let i = 0;
+    while (i < this.nWrites) {
+      const buf = this.writeBufs[i]!;
+      let k = 0;
+      for (; i < this.nWrites && this.writeBufs[i] === buf; i++, k++) {
+        this.runOffsets[k] = this.writeOffsets[i]!;
+        this.runLens[k] = this.writeLens[i]!;
+      }
+      tun.writeBatch(buf, this.runOffsets, this.runLens, k);
+    }
+  }
+
+  private finishRun(): void {
+    const len = this.coalescer.finish();
+    const buf = this.coalescer.writeBuf;
+    if (buf === this.groArea) this.groUsed++;
+    this.queueWrite(buf, this.coalescer.writeAt, len);
+  }
+
+  /** Appends a write; reuses writeOffsets/Lens, whose entries before `nWrites` are consumed. */
+  private queueWrite(buf: Uint8Array, off: number, len: number): void {
+    const j = this.nWrites++;
+    this.writeBufs[j] = buf;
+    this.writeOffsets[j] = off;
+    this.writeLens[j] = len;
   }
 
   /**

@@ -16,6 +16,7 @@ export interface PoolOptions {
   udpFds: number[];
   routes: SharedArrayBuffer;
   batch: number;
+  offload: boolean;
   /** Called for every control record; the callee frees the slot. */
   onRecord: (slot: number) => void;
   onWorkerError: (id: number, err: Error) => void;
@@ -74,6 +75,7 @@ export class WorkerPool {
         routes: this.routes,
         routesGen: this.routesGen,
         batch: this.o.batch,
+        offload: this.o.offload,
         routesPort: port2,
       };
       const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, transferList: [port2] });
