@@ -1,0 +1,216 @@
+// Command line of the server mode. Every default can be overridden by a flag or an environment
+// variable (the flag wins); each value is validated before anything is done, and a bad one is
+// refused with a message that names the flag or variable it came from.
+import { resolve } from 'node:path';
+import { isIPv6 } from 'node:net';
+import { isValidName } from '../tun/tun.js';
+import { isCidr, parseIPv4, parseServerAddress, shown, type Subnet4 } from './addresses.js';
+import { clientNameProblem } from './config.js';
+import { DEFAULT_STATE_DIR } from './state.js';
+
+export const COMMANDS = ['up', 'down', 'add-client', 'remove-client', 'list-clients', 'show-client'] as const;
+export type CommandName = (typeof COMMANDS)[number];
+
+export const DEFAULT_INTERFACE = 'wg0';
+export const DEFAULT_PORT = 51820;
+export const DEFAULT_ADDRESS = '10.8.0.1/24';
+export const DEFAULT_CLIENT = 'client1';
+
+/** A mistake in the command line or environment: printed as is, exit status 2. */
+export class UsageError extends Error {}
+
+export interface ServerOptions {
+  command: CommandName;
+  /** The NAME of add-client, remove-client, show-client. */
+  name?: string;
+  ifname: string;
+  stateDir: string;
+  port?: number;
+  address?: Subnet4;
+  mtu?: number;
+  workers?: number;
+  /** "HOST" or "HOST:PORT", IPv6 hosts in brackets. */
+  endpoint?: string;
+  dns?: string[];
+  allowedIps?: string[];
+  /** Name of the first client (up). */
+  client?: string;
+  qr: boolean;
+}
+
+type Field = keyof Omit<ServerOptions, 'command' | 'name' | 'qr'> | 'noQr';
+
+interface Spec {
+  field: Field;
+  flag: string;
+  env: string;
+  arg?: string;
+  commands: readonly CommandName[];
+  help: string;
+}
+
+const ALL = COMMANDS;
+const CLIENT_CONFIG: CommandName[] = ['up', 'add-client', 'show-client'];
+const SPECS: Spec[] = [
+  { field: 'ifname', flag: '--interface', env: 'WG_TS_INTERFACE', arg: 'NAME', commands: ALL, help: `interface name (${DEFAULT_INTERFACE})` },
+  { field: 'stateDir', flag: '--state-dir', env: 'WG_TS_STATE_DIR', arg: 'DIR', commands: ALL, help: `keys and configuration (${DEFAULT_STATE_DIR})` },
+  { field: 'port', flag: '--port', env: 'WG_TS_PORT', arg: 'N', commands: ['up'], help: `UDP listen port (${DEFAULT_PORT})` },
+  { field: 'address', flag: '--address', env: 'WG_TS_ADDRESS', arg: 'CIDR', commands: ['up'], help: `server tunnel address and client subnet (${DEFAULT_ADDRESS})` },
+  { field: 'mtu', flag: '--mtu', env: 'WG_TS_MTU', arg: 'N', commands: ['up'], help: 'interface MTU (1420)' },
+  { field: 'workers', flag: '--workers', env: 'WG_TS_WORKERS', arg: 'N', commands: ['up'], help: 'data-plane worker threads (one per CPU)' },
+  { field: 'client', flag: '--client', env: 'WG_TS_CLIENT', arg: 'NAME', commands: ['up'], help: `name of the first client (${DEFAULT_CLIENT})` },
+  { field: 'endpoint', flag: '--endpoint', env: 'WG_TS_ENDPOINT', arg: 'HOST[:PORT]', commands: CLIENT_CONFIG, help: "server address in client configs (the default route's source address); `up` keeps it" },
+  { field: 'dns', flag: '--dns', env: 'WG_TS_DNS', arg: 'LIST', commands: ['up', 'add-client'], help: 'DNS servers for the client config (none)' },
+  { field: 'allowedIps', flag: '--allowed-ips', env: 'WG_TS_ALLOWED_IPS', arg: 'LIST', commands: ['up', 'add-client'], help: 'what the client routes into the tunnel (0.0.0.0/0, ::/0)' },
+  { field: 'noQr', flag: '--no-qr', env: 'WG_TS_NO_QR', commands: CLIENT_CONFIG, help: 'no QR code (it is only printed on a terminal anyway)' },
+];
+
+export const USAGE = `Usage: wireguard-ts COMMAND [options]
+  up                  start the VPN server; the first time, create it and a first client
+  down                stop the server
+  add-client NAME     add a client live and print its configuration and QR code
+  remove-client NAME  remove a client live
+  list-clients        clients with last handshake and transfer
+  show-client NAME    print a client's configuration again
+  wireguard-ts [-f] [--workers N] INTERFACE   the bare daemon, as wg-quick runs it
+
+Options (environment variable; default):
+${SPECS.map((s) => `  ${`${s.flag}${s.arg ? ' ' + s.arg : ''}`.padEnd(23)} ${s.env}; ${s.help}`).join('\n')}
+`;
+
+export function isServerCommand(arg: string | undefined): boolean {
+  return arg === 'help' || (COMMANDS as readonly string[]).includes(arg ?? '');
+}
+
+/** Parses `argv` (after the program name) and `env`; throws UsageError. Returns 'help' for help. */
+export function parseServerArgs(argv: readonly string[], env: NodeJS.ProcessEnv): ServerOptions | 'help' {
+  const [command, ...rest] = argv;
+  if (command === 'help' || rest.includes('--help') || rest.includes('-h')) return 'help';
+  if (!(COMMANDS as readonly string[]).includes(command ?? '')) throw new UsageError(`unknown command ${shown(command ?? '')}\n${USAGE}`);
+  const cmd = command as CommandName;
+  const raw = new Map<Field, { value: string; from: string }>();
+  for (const s of SPECS) {
+    const v = env[s.env];
+    if (s.commands.includes(cmd) && v !== undefined && v !== '') raw.set(s.field, { value: v, from: s.env });
+  }
+  const positional: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (!a.startsWith('-')) {
+      positional.push(a);
+      continue;
+    }
+    const eq = a.indexOf('=');
+    const flag = eq < 0 ? a : a.slice(0, eq);
+    const s = SPECS.find((x) => x.flag === flag);
+    if (s === undefined) throw new UsageError(`unknown option ${flag} (wireguard-ts help lists them)`);
+    if (!s.commands.includes(cmd)) throw new UsageError(`${flag} does not apply to ${cmd}`);
+    let value: string;
+    if (s.arg === undefined) {
+      if (eq >= 0) throw new UsageError(`${flag} takes no value`);
+      value = '1';
+    } else if (eq >= 0) value = a.slice(eq + 1);
+    else if (i + 1 < rest.length) value = rest[++i]!;
+    else throw new UsageError(`${flag} needs a value (${s.arg})`);
+    raw.set(s.field, { value, from: flag });
+  }
+
+  const takesName = cmd === 'add-client' || cmd === 'remove-client' || cmd === 'show-client';
+  if (positional.length > (takesName ? 1 : 0)) throw new UsageError(`unexpected argument ${shown(positional.at(-1)!)}`);
+  if (takesName && positional.length === 0) throw new UsageError(`${cmd} needs a client NAME`);
+  const opts: ServerOptions = { command: cmd, ifname: DEFAULT_INTERFACE, stateDir: DEFAULT_STATE_DIR, qr: true };
+  if (takesName) opts.name = checkName(positional[0]!, cmd);
+  for (const [field, { value, from }] of raw) apply(opts, field, value.trim(), from);
+  return opts;
+}
+
+function checkName(name: string, from: string): string {
+  const bad = clientNameProblem(name);
+  if (bad !== undefined) throw new UsageError(`${from}: ${bad}`);
+  return name;
+}
+
+function apply(o: ServerOptions, field: Field, v: string, from: string): void {
+  const fail = (what: string): never => {
+    throw new UsageError(`${from}: ${what}`);
+  };
+  const int = (min: number, max: number, what: string): number => (/^\d{1,6}$/.test(v) && +v >= min && +v <= max ? +v : fail(`${shown(v)} is not ${what} (${min}-${max})`));
+  switch (field) {
+    case 'ifname':
+      o.ifname = isValidName(v) ? v : fail(`${shown(v)} is not an interface name (1-15 characters without spaces, '/', ':' or '%')`);
+      return;
+    case 'stateDir':
+      o.stateDir = v !== '' ? resolve(v) : fail('empty path');
+      return;
+    case 'port':
+      o.port = int(1, 65535, 'a port number');
+      return;
+    case 'address': {
+      const a = parseServerAddress(v);
+      o.address = typeof a === 'string' ? fail(a) : a;
+      return;
+    }
+    case 'mtu':
+      o.mtu = int(1280, 9000, 'an MTU');
+      return;
+    case 'workers':
+      o.workers = int(1, 64, 'a number of workers');
+      return;
+    case 'client':
+      o.client = checkName(v, from);
+      return;
+    case 'endpoint': {
+      const e = parseEndpoint(v);
+      o.endpoint = typeof e === 'string' ? fail(e) : e.port === undefined ? e.host : `${e.host}:${e.port}`;
+      return;
+    }
+    case 'dns':
+      o.dns = list(v, from, (x) => isIP(x) || isDomain(x), 'an IP address or a domain name');
+      return;
+    case 'allowedIps':
+      o.allowedIps = list(v, from, isCidr, 'an IP prefix like 10.0.0.0/8 or ::/0');
+      return;
+    case 'noQr':
+      o.qr = /^(0|false|no)$/i.test(v);
+      return;
+  }
+}
+
+function list(v: string, from: string, ok: (x: string) => boolean, what: string): string[] {
+  const items = v.split(',').map((x) => x.trim());
+  if (items.every((x) => x === '')) throw new UsageError(`${from}: empty list`);
+  const bad = items.find((x) => !ok(x));
+  if (bad !== undefined) throw new UsageError(`${from}: ${shown(bad)} is not ${what}`);
+  return items;
+}
+
+const isIP = (s: string): boolean => parseIPv4(s) !== null || (isIPv6(s) && !s.includes('%'));
+
+function isDomain(s: string): boolean {
+  if (/^[\d.]+$/.test(s)) return false; // looks like a (bad) IPv4 address, not a name
+  return s.length <= 253 && /^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/.test(s);
+}
+
+/** HOST, HOST:PORT, [IPv6] or [IPv6]:PORT, or a bare IPv6 address; a message when malformed. */
+export function parseEndpoint(s: string): { host: string; port?: number } | string {
+  let host: string;
+  let port: string | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(s);
+  if (bracketed) {
+    if (!isIPv6(bracketed[1]!) || bracketed[1]!.includes('%')) return `${shown(s)}: ${shown(bracketed[1]!)} is not an IPv6 address`;
+    host = `[${bracketed[1]}]`;
+    port = bracketed[2];
+  } else if (isIPv6(s)) {
+    return { host: `[${s}]` };
+  } else {
+    const colon = s.lastIndexOf(':');
+    host = colon < 0 ? s : s.slice(0, colon);
+    port = colon < 0 ? undefined : s.slice(colon + 1);
+    if (parseIPv4(host) === null && !isDomain(host)) {
+      return `${shown(s)} is not HOST or HOST:PORT (HOST: an IPv4 address, [IPv6 address] or DNS name)`;
+    }
+  }
+  if (port === undefined) return { host };
+  if (!/^\d{1,5}$/.test(port) || +port < 1 || +port > 65535) return `${shown(port)} is not a port number (1-65535)`;
+  return { host, port: +port };
+}
