@@ -160,27 +160,57 @@ export class Device extends EventEmitter implements UapiDevice {
       try {
         newUdp = openUdpSockets(req.listenPort, this.tunFds.length);
       } catch (err) {
-        if (err instanceof SysError && err.errno === EADDRINUSE) return EADDRINUSE;
-        this.log.error({ err: (err as Error).message }, 'cannot bind the new listen port');
-        return 5;
+        // wireguard-go answers EADDRINUSE for any failure to bind.
+        if (!(err instanceof SysError && err.errno === EADDRINUSE)) this.log.error({ err: (err as Error).message }, 'cannot bind the new listen port');
+        return EADDRINUSE;
       }
     }
-    const creating = req.peers.filter((p) => !p.remove && !p.updateOnly && !this.peers.has(hex(p.publicKey))).length;
-    const freed = req.replacePeers ? this.peers.size : 0;
-    if (creating > this.freeSlots.length + freed) {
+    if (!this.peersFit(req)) {
       newUdp?.fds.forEach(closeFd);
       // As wireguard-go answers a peer past its limit.
       return EINVAL;
     }
 
+    // The mark goes on the sockets that will serve: setting it is the test (EPERM without
+    // CAP_NET_ADMIN), answered like wireguard-go with EADDRINUSE, before anything changes.
+    const mark = req.fwmark ?? (newUdp ? this.fwmark : undefined);
+    if (mark !== undefined && !this.markSockets(newUdp?.fds ?? this.udpFds, mark)) {
+      if (newUdp) newUdp.fds.forEach(closeFd);
+      else this.markSockets(this.udpFds, this.fwmark);
+      return EADDRINUSE;
+    }
     if (req.privateKey !== undefined) this.setPrivateKey(req.privateKey);
     if (newUdp) this.swapSockets(newUdp);
-    if (req.fwmark !== undefined) this.setFwmark(req.fwmark);
+    if (req.fwmark !== undefined) this.fwmark = req.fwmark;
     if (req.replacePeers) for (const peer of [...this.peers.values()]) this.removePeer(peer);
     let routesChanged = req.replacePeers;
     for (const op of req.peers) routesChanged = this.applyPeer(op) || routesChanged;
     if (routesChanged) this.pool.publishRoutes(this.allowed.snapshot());
     return 0;
+  }
+
+  /**
+   * Whether the peers never outnumber the slots while the request's sections apply in order:
+   * a removal frees its slot for the sections after it, as in wireguard-go, which creates and
+   * removes line by line under the same limit.
+   */
+  private peersFit(req: SetRequest): boolean {
+    const capacity = this.tables.desc.peerCapacity;
+    /** Peers the request has created (true) or removed (false) so far. */
+    const changed = new Map<string, boolean>();
+    let count = req.replacePeers ? 0 : this.peers.size;
+    for (const op of req.peers) {
+      const key = hex(op.publicKey);
+      const exists = changed.get(key) ?? (!req.replacePeers && this.peers.has(key));
+      if (op.remove && exists) {
+        count--;
+        changed.set(key, false);
+      } else if (!op.remove && !op.updateOnly && !exists) {
+        if (++count > capacity) return false;
+        changed.set(key, true);
+      }
+    }
+    return true;
   }
 
   /** Applies one peer's section; returns whether its allowed IPs changed. */
@@ -272,16 +302,18 @@ export class Device extends EventEmitter implements UapiDevice {
     const old = this.udpFds;
     this.udpFds = udp.fds;
     this.listenPort = udp.port;
-    if (this.fwmark !== 0) for (const fd of udp.fds) setMark(fd, this.fwmark);
     void this.pool.restart(udp.fds).then(() => old.forEach(closeFd));
   }
 
-  private setFwmark(mark: number): void {
-    this.fwmark = mark;
-    for (const fd of this.udpFds) {
+  private markSockets(fds: number[], mark: number): boolean {
+    for (const fd of fds) {
       const r = setMark(fd, mark);
-      if (r < 0) this.log.error({ errno: -r }, 'cannot set fwmark');
+      if (r < 0) {
+        this.log.error({ errno: -r }, 'cannot set fwmark');
+        return false;
+      }
     }
+    return true;
   }
 
   /** Writes a peer's endpoint under its seqlock (the main thread is the only writer). */

@@ -28,7 +28,7 @@
 // zero ("/+8", "/08") is EINVAL (Go >= 1.22; Debian's build accepts it), and we accept
 // `allowed_ip=-CIDR` (wireguard-go >= 0.0.20250522; Debian's rejects it).
 import {
-  CR, ChunkWriter, NL, equalsAscii, indexOfByte, parseCounter, parseEndpoint, parseKey, parsePrefix, parseUint,
+  ByteSlab, CR, ChunkWriter, NL, equalsAscii, indexOfByte, parseCounter, parseEndpoint, parseKey, parsePrefix, parseUint,
 } from './text.js';
 import type { AllowedIpOp, DeviceState, PeerOp, PeerState, SetRequest, UapiDevice } from './types.js';
 
@@ -74,6 +74,7 @@ class SetBuilder {
   readonly req: SetRequest = { replacePeers: false, peers: [] };
   errno = 0;
   private peer: PeerOp | undefined;
+  private readonly slab = new ByteSlab();
 
   constructor(private readonly resolveZone?: (name: string) => number | undefined) {}
 
@@ -87,7 +88,7 @@ class SetBuilder {
     const key = keyOf(b, s, eq);
     const v = eq + 1;
     if (key === 'public_key') {
-      const publicKey = parseKey(b, v, e);
+      const publicKey = parseKey(b, v, e, this.slab);
       if (publicKey === null) return UAPI_EINVAL;
       this.peer = { publicKey, remove: false, updateOnly: false, replaceAllowedIps: false, allowedIps: [] };
       this.req.peers.push(this.peer);
@@ -100,7 +101,7 @@ class SetBuilder {
     const req = this.req;
     switch (key) {
       case 'private_key': {
-        const k = parseKey(b, s, e);
+        const k = parseKey(b, s, e, this.slab);
         if (k === null) return UAPI_EINVAL;
         if (k.every((x) => x === 0)) {
           req.privateKey = null;
@@ -143,13 +144,13 @@ class SetBuilder {
         op.remove = true;
         return 0;
       case 'preshared_key': {
-        const k = parseKey(b, s, e);
+        const k = parseKey(b, s, e, this.slab);
         if (k === null) return UAPI_EINVAL;
         op.presharedKey = k;
         return 0;
       }
       case 'endpoint': {
-        const ep = parseEndpoint(b, s, e, this.resolveZone);
+        const ep = parseEndpoint(b, s, e, this.slab, this.resolveZone);
         if (ep === null) return UAPI_EINVAL;
         op.endpoint = ep;
         return 0;
@@ -170,7 +171,7 @@ class SetBuilder {
         return 0;
       case 'allowed_ip': {
         const remove = s < e && b[s] === 45;
-        const prefix = parsePrefix(b, remove ? s + 1 : s, e);
+        const prefix = parsePrefix(b, remove ? s + 1 : s, e, this.slab);
         if (prefix === null) return UAPI_EINVAL;
         const ip: AllowedIpOp = { addr: prefix.addr, cidr: prefix.cidr, remove };
         op.allowedIps.push(ip);
@@ -270,6 +271,7 @@ export function parseGetResponse(text: string): { errno: number; device: DeviceS
   const device: DeviceState = { listenPort: 0, fwmark: 0 };
   const peers: PeerState[] = [];
   let peer: PeerState | undefined;
+  const slab = new ByteSlab();
   const b = encoder.encode(text);
   for (let s = 0; s < b.length; ) {
     const e = b.indexOf(NL, s);
@@ -285,23 +287,23 @@ export function parseGetResponse(text: string): { errno: number; device: DeviceS
       return { errno: minus || n === 0 ? n : -n, device, peers };
     }
     if (key === 'public_key') {
-      const publicKey = parseKey(b, v, e);
+      const publicKey = parseKey(b, v, e, slab);
       if (publicKey === null) return null;
       peer = {
-        publicKey, presharedKey: new Uint8Array(32), lastHandshakeSec: 0, lastHandshakeNsec: 0,
+        publicKey, presharedKey: slab.take(32), lastHandshakeSec: 0, lastHandshakeNsec: 0,
         txBytes: 0n, rxBytes: 0n, persistentKeepaliveInterval: 0, allowedIps: [],
       };
       peers.push(peer);
-    } else if (!(peer === undefined ? readDeviceLine(device, key, b, v, e) : readPeerLine(peer, key, b, v, e))) {
+    } else if (!(peer === undefined ? readDeviceLine(device, key, b, v, e, slab) : readPeerLine(peer, key, b, v, e, slab))) {
       return null;
     }
   }
   return null;
 }
 
-function readDeviceLine(d: DeviceState, key: Key, b: Uint8Array, s: number, e: number): boolean {
+function readDeviceLine(d: DeviceState, key: Key, b: Uint8Array, s: number, e: number, slab: ByteSlab): boolean {
   if (key === 'private_key') {
-    const k = parseKey(b, s, e);
+    const k = parseKey(b, s, e, slab);
     if (k !== null) d.privateKey = k;
     return k !== null;
   }
@@ -310,20 +312,20 @@ function readDeviceLine(d: DeviceState, key: Key, b: Uint8Array, s: number, e: n
   return false;
 }
 
-function readPeerLine(p: PeerState, key: Key, b: Uint8Array, s: number, e: number): boolean {
+function readPeerLine(p: PeerState, key: Key, b: Uint8Array, s: number, e: number, slab: ByteSlab): boolean {
   switch (key) {
     case 'preshared_key': {
-      const k = parseKey(b, s, e);
+      const k = parseKey(b, s, e, slab);
       if (k !== null) p.presharedKey = k;
       return k !== null;
     }
     case 'endpoint': {
-      const ep = parseEndpoint(b, s, e);
+      const ep = parseEndpoint(b, s, e, slab);
       if (ep !== null) p.endpoint = ep;
       return ep !== null;
     }
     case 'allowed_ip': {
-      const prefix = parsePrefix(b, s, e);
+      const prefix = parsePrefix(b, s, e, slab);
       if (prefix !== null) p.allowedIps.push(prefix);
       return prefix !== null;
     }

@@ -17,6 +17,8 @@ export const DEFAULT_SOCKET_DIR = '/var/run/wireguard';
 
 /** How often the socket file is checked when no inotify event came (a watch can be missed). */
 const POLL_MS = 1000;
+/** sun_path holds 108 bytes with the terminating NUL. */
+const MAX_SOCKET_PATH = 107;
 /** Replies queued for a client past which we stop reading its requests until it drains. */
 const WRITE_HIGH_WATER = 1 << 20;
 
@@ -33,25 +35,35 @@ export interface UapiServer {
   onSocketDeleted(cb: () => void): void;
 }
 
-/** Starts serving `device` on IFNAME's UAPI socket. */
+/** Starts serving `device` on IFNAME's UAPI socket. Main thread only (it sets the umask). */
 export async function startUapiServer(ifname: string, device: UapiDevice, opts: UapiServerOptions = {}): Promise<UapiServer> {
   if (!/^[^/\0]{1,255}$/.test(ifname) || ifname === '.' || ifname === '..') {
     throw new Error(`invalid interface name ${JSON.stringify(ifname)}`);
   }
   const dir = opts.socketDir ?? DEFAULT_SOCKET_DIR;
   const path = join(dir, `${ifname}.sock`);
+  // libuv would silently bind a truncated path.
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new Error(`socket path too long: ${path}`);
   if (mkdirSync(dir, { recursive: true, mode: 0o755 }) !== undefined) chmodSync(dir, 0o755);
 
   const sockets = new Set<Socket>();
   const server = createServer({ allowHalfOpen: true }, (socket) => serve(socket, device, opts, sockets));
-  if ((await listen(server, path)) === 'EADDRINUSE') {
+  let err = await listen(server, path);
+  if (err === 'EADDRINUSE') {
     if (await isLive(path)) throw new Error(`interface ${ifname} is already served by another process (${path})`);
     unlinkSync(path);
-    const err = await listen(server, path);
-    if (err !== undefined) throw new Error(`cannot listen on ${path}: ${err}`);
+    err = await listen(server, path);
   }
-  chmodSync(path, 0o600);
-  const { ino, dev } = lstatSync(path);
+  if (err !== undefined) throw new Error(`cannot listen on ${path}: ${err}`);
+  let ino: number;
+  let dev: number;
+  try {
+    chmodSync(path, 0o600);
+    ({ ino, dev } = lstatSync(path));
+  } catch (e) {
+    server.close();
+    throw e;
+  }
   const ours = (): boolean => {
     try {
       const st = lstatSync(path);
@@ -157,7 +169,7 @@ class DeletionWatcher {
       this.fs = watch(path, { persistent: false }, () => this.check());
       this.fs.on('error', () => this.check());
     } catch {
-      this.fs = undefined;
+      // No watch (e.g. the inotify limit is reached): the poll alone will notice.
     }
     this.timer = setInterval(() => this.check(), POLL_MS);
     this.timer.unref();

@@ -45,6 +45,10 @@ export interface PeerOp {
   allowedIps: AllowedIpOp[];
 }
 
+/**
+ * A whole `set` request. Its byte arrays may be views of buffers shared with the other values
+ * of the request (the parser allocates them in slabs): copy what you keep.
+ */
 export interface SetRequest {
   /** null: `private_key=` with all zeros, which removes the key. Otherwise already clamped. */
   privateKey?: Uint8Array | null;
