@@ -12,7 +12,7 @@ import { RateLimiter } from '../handshake/ratelimiter.js';
 import { AllowedIPs } from '../allowedips/allowedips.js';
 import { Timers } from './timers.js';
 import { Keypairs } from './keypairs.js';
-import { Peer } from './peer.js';
+import { Peer, PEER_SECRET_BYTES } from './peer.js';
 import { Tables, P_LIVE, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU } from './tables.js';
 import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark, EndpointTable, copyEndpoint } from '../net/udp.js';
@@ -28,7 +28,7 @@ const EINVAL = 22;
 /**
  * Peer slots by default: wireguard-go's limit. The shared tables are sized by it (~3.6 KB of
  * address space per slot, mostly keypair replay windows) but pages are only touched when used:
- * 65,536 slots cost ~3 MB of RSS at start-up, 1,048,576 ~70 MB.
+ * at start-up 65,536 slots cost ~3 MB of RSS more than 4,096, and 1,048,576 ~45 MB more.
  */
 export const DEFAULT_MAX_PEERS = 65536;
 /** Receiver indices carry the keypair slot in KP_SLOT_BITS, three keypairs per peer. */
@@ -66,6 +66,8 @@ export class Device extends EventEmitter implements UapiDevice {
   listenPort: number;
   fwmark = 0;
   private readonly freeSlots: number[] = [];
+  /** Handshake and cookie state of every peer slot, one table instead of two buffers per peer. */
+  private readonly peerSecrets: Uint8Array;
   private readonly tunFds: number[];
   private tick: NodeJS.Timeout | undefined;
   private closed = false;
@@ -84,6 +86,7 @@ export class Device extends EventEmitter implements UapiDevice {
     this.mainRow = o.workers;
     Atomics.store(this.tables.device, D_MTU, DEFAULT_MTU);
     for (let s = peerCapacity - 1; s >= 0; s--) this.freeSlots.push(s);
+    this.peerSecrets = new Uint8Array(peerCapacity * PEER_SECRET_BYTES);
     this.keypairs = new Keypairs(this.tables);
     this.handshakes = new Handshakes(this);
     this.pool = new WorkerPool({
@@ -252,8 +255,9 @@ export class Device extends EventEmitter implements UapiDevice {
 
   private addPeer(publicKey: Uint8Array): Peer {
     const slot = this.freeSlots.pop()!;
-    const peer = new Peer(slot, Uint8Array.from(publicKey));
-    this.noise.precompute(peer.handshake);
+    const secrets = this.peerSecrets.subarray(slot * PEER_SECRET_BYTES, (slot + 1) * PEER_SECRET_BYTES);
+    secrets.fill(0);
+    const peer = new Peer(slot, publicKey, secrets);
     this.peers.set(peer.publicKeyHex, peer);
     this.bySlot[slot] = peer;
     const t = this.tables;
@@ -262,7 +266,6 @@ export class Device extends EventEmitter implements UapiDevice {
     t.endpoints.family[slot] = 0;
     this.timers.init(slot);
     Atomics.store(t.peers, slot * P_STRIDE + P_LIVE, 1);
-    this.handshakes.peerAdded(peer);
     return peer;
   }
 
@@ -273,6 +276,7 @@ export class Device extends EventEmitter implements UapiDevice {
     this.peers.delete(peer.publicKeyHex);
     this.bySlot[peer.slot] = undefined;
     this.timers.stop(peer.slot);
+    this.handshakes.peerRemoved(peer);
     this.keypairs.clearPeer(peer.slot);
     if (peer.pendingIndex >= 0) this.keypairs.release(peer.pendingIndex);
     peer.destroy();
@@ -292,7 +296,7 @@ export class Device extends EventEmitter implements UapiDevice {
       if (self) this.removePeer(self);
     }
     for (const peer of this.peers.values()) {
-      this.noise.precompute(peer.handshake);
+      this.noise.invalidate(peer.handshake);
       peer.handshake.clear();
       this.keypairs.clearPeer(peer.slot);
     }
@@ -393,6 +397,7 @@ export class Device extends EventEmitter implements UapiDevice {
     for (const peer of [...this.peers.values()]) this.removePeer(peer);
     this.noise.setPrivateKey(null);
     zero(this.tables.keys);
+    zero(this.peerSecrets);
     this.udpFds.forEach(closeFd);
     this.tunFds.forEach(closeFd);
   }

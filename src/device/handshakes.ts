@@ -2,7 +2,7 @@
 // send.c's handshake, keepalive and staged-packet sending): control records from the workers,
 // handshake messages in and out, cookies under load, and the coarse tick that turns the
 // workers' per-peer timestamps into timer events and runs every peer's timers.
-import { SessionKeys, type Handshake } from '../handshake/noise.js';
+import { SessionKeys, type Handshake, type Rejection } from '../handshake/noise.js';
 import { underLoad } from '../handshake/cookie.js';
 import {
   INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, INIT_SENDER, RESP_SENDER,
@@ -24,6 +24,11 @@ const HANDSHAKE_QUEUE_CAPACITY = 1024;
 const REKEY_TIMEOUT_MS = REKEY_TIMEOUT * 1000;
 const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
 
+/** Why a handshake message was rejected: before the Noise work, or by it (noise.ts). */
+export type HandshakeRejection = 'mac1' | 'cookie' | 'ratelimit' | Rejection;
+const noRejections = (): Record<HandshakeRejection, number> =>
+  ({ mac1: 0, cookie: 0, ratelimit: 0, dh: 0, decrypt: 0, 'unknown-peer': 0, replay: 0, flood: 0, state: 0 });
+
 /** What the tick last saw of a peer's data-plane timestamps. */
 interface Seen { dataSent: number; dataReceived: number; authSent: number; authReceived: number }
 
@@ -32,14 +37,45 @@ export class Handshakes {
   private readonly transport = new TransportCrypto();
   private readonly msg = new Uint8Array(2048);
   private readonly source = new Uint8Array(18);
-  private readonly load = { untilMs: 0 };
-  private readonly seen: Seen[] = [];
+  /** Under load until this time (on the shared clock `now()`); the metrics endpoint reads it too. */
+  readonly load = { untilMs: 0 };
+  /**
+   * Counters for the metrics endpoint (src/metrics). `cookie` rejections are the messages answered
+   * with a cookie reply instead (mac2 missing under load); `mac1` includes having no private key.
+   */
+  readonly stats = { completed: 0, cookieRepliesSent: 0, rejected: { initiation: noRejections(), response: noRejections() } };
+  /**
+   * Peers that hold or held a session until their keys were zeroed: only they can have data-plane
+   * activity, so the tick looks at them and not at every configured peer.
+   */
+  private readonly active = new Map<Peer, Seen>();
   private lastGcMs = 0;
+  private readonly scratch: Seen = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
 
   constructor(private readonly d: Device) {}
 
-  peerAdded(peer: Peer): void {
-    this.seen[peer.slot] = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
+  peerRemoved(peer: Peer): void {
+    this.active.delete(peer);
+  }
+
+  /** Starts watching a peer that has just got a session, from its current timestamps. */
+  private activate(peer: Peer): void {
+    if (this.active.has(peer)) return;
+    const seen = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
+    this.latest(peer, seen);
+    this.active.set(peer, seen);
+  }
+
+  /** The latest of each data-plane timestamp of a peer over all workers. */
+  private latest(peer: Peer, out: Seen): void {
+    const t = this.d.tables;
+    for (let w = 0; w < this.d.mainRow; w++) {
+      const s = t.statsBase(w, peer.slot);
+      out.dataSent = Math.max(out.dataSent, t.stats[s + S_LAST_DATA_SENT]!);
+      out.dataReceived = Math.max(out.dataReceived, t.stats[s + S_LAST_DATA_RECEIVED]!);
+      out.authSent = Math.max(out.authSent, t.stats[s + S_LAST_AUTH_SENT]!);
+      out.authReceived = Math.max(out.authReceived, t.stats[s + S_LAST_AUTH_RECEIVED]!);
+    }
   }
 
   // ---- records from the workers ----
@@ -69,6 +105,7 @@ export class Handshakes {
           if (peer && this.d.keypairs.confirm(peer.slot, slab.meta[rec + META_ARG]!)) {
             this.d.timers.handshakeComplete(peer.slot);
             peer.lastHandshakeWallMs = Date.now();
+            this.stats.completed++;
             this.sendStaged(peer);
           }
           break;
@@ -99,7 +136,11 @@ export class Handshakes {
       if (peer && peer.pendingIndex === readU32(msg, COOKIE_RECEIVER)) peer.cookies.consumeReply(msg, ms);
       return;
     }
-    if (!d.noise.hasPrivateKey || !d.checker.checkMac1(msg, msg.length)) return;
+    const rejected = type === MSG_INITIATION ? this.stats.rejected.initiation : this.stats.rejected.response;
+    if (!d.noise.hasPrivateKey || !d.checker.checkMac1(msg, msg.length)) {
+      rejected.mac1++;
+      return;
+    }
     const ep = d.pool.slotEndpoints;
     if (underLoad(this.load, this.queueDepth(), HANDSHAKE_QUEUE_CAPACITY, ms)) {
       this.source.set(ep.addr.subarray(16 * slot, 16 * slot + 16));
@@ -109,11 +150,15 @@ export class Handshakes {
         const sender = readU32(msg, type === MSG_INITIATION ? INIT_SENDER : RESP_SENDER);
         const reply = this.msg.subarray(0, COOKIE_REPLY_LEN);
         d.checker.createReply(reply, msg, msg.length, sender, this.source, ms);
-        sendTo(d.udpFds[0]!, reply, ep, slot);
+        if (sendTo(d.udpFds[0]!, reply, ep, slot) > 0) this.stats.cookieRepliesSent++;
+        rejected.cookie++;
         return;
       }
       const v4 = ep.family[slot] === 4;
-      if (!d.limiter.allow(ep.addr, 16 * slot + (v4 ? 12 : 0), v4 ? 4 : 16, ms * 1e6)) return;
+      if (!d.limiter.allow(ep.addr, 16 * slot + (v4 ? 12 : 0), v4 ? 4 : 16, ms * 1e6)) {
+        rejected.ratelimit++;
+        return;
+      }
     }
     if (type === MSG_INITIATION) this.receiveInitiation(msg, slot, ms);
     else if (type === MSG_RESPONSE) this.receiveResponse(msg, slot, ms);
@@ -123,6 +168,7 @@ export class Handshakes {
     const d = this.d;
     const r = d.noise.consumeInitiation(msg, ms, (pk) => d.peers.get(Buffer.from(pk).toString('hex'))?.handshake);
     if (!r.ok) {
+      this.stats.rejected.initiation[r.reason]++;
       d.log.debug({ reason: r.reason, from: formatEndpoint(d.pool.slotEndpoints, slot) }, 'initiation rejected');
       return;
     }
@@ -147,6 +193,7 @@ export class Handshakes {
     }
     peer.cookies.addMacs(resp, RESP_LEN, ms);
     d.keypairs.install(peer.slot, this.session);
+    this.activate(peer);
     this.session.destroy();
     this.send(peer, resp);
     d.timers.sessionDerived(peer.slot, ms);
@@ -163,6 +210,7 @@ export class Handshakes {
       return peer && peer.pendingIndex === index ? peer.handshake : undefined;
     });
     if (!r.ok) {
+      this.stats.rejected.response[r.reason]++;
       d.log.debug({ reason: r.reason }, 'response rejected');
       return;
     }
@@ -171,9 +219,11 @@ export class Handshakes {
     if (!d.noise.beginSession(r.handshake, this.session)) return;
     peer.pendingIndex = -1;
     d.keypairs.install(peer.slot, this.session);
+    this.activate(peer);
     this.session.destroy();
     d.setEndpointFrom(peer.slot, d.pool.slotEndpoints, slot);
     peer.lastHandshakeWallMs = Date.now();
+    this.stats.completed++;
     d.timers.anyAuthenticatedPacketReceived(peer.slot);
     d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
     d.timers.handshakeComplete(peer.slot);
@@ -251,7 +301,7 @@ export class Handshakes {
       this.send(peer, this.msg.subarray(0, len));
       sentData ||= packet.length > 0;
     }
-    peer.staged.length = 0;
+    peer.unstage();
     d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
     d.timers.anyAuthenticatedPacketSent(peer.slot);
     if (sentData) d.timers.dataSent(peer.slot, ms);
@@ -272,7 +322,7 @@ export class Handshakes {
   tick(): void {
     const d = this.d;
     const ms = now();
-    for (const peer of d.peers.values()) this.observe(peer, ms);
+    for (const [peer, seen] of this.active) this.observe(peer, seen, ms);
     d.timers.tick(ms, (slot, action) => this.onTimer(slot, action));
     if (ms - this.lastGcMs >= 1000) {
       this.lastGcMs = ms;
@@ -281,18 +331,12 @@ export class Handshakes {
   }
 
   /** Turns the workers' timestamps since the last tick into the timer events they stand for. */
-  private observe(peer: Peer, ms: number): void {
+  private observe(peer: Peer, seen: Seen, ms: number): void {
     const d = this.d;
-    const t = d.tables;
-    const seen = this.seen[peer.slot]!;
-    let dataSent = 0, dataReceived = 0, authSent = 0, authReceived = 0;
-    for (let w = 0; w < d.mainRow; w++) {
-      const s = t.statsBase(w, peer.slot);
-      dataSent = Math.max(dataSent, t.stats[s + S_LAST_DATA_SENT]!);
-      dataReceived = Math.max(dataReceived, t.stats[s + S_LAST_DATA_RECEIVED]!);
-      authSent = Math.max(authSent, t.stats[s + S_LAST_AUTH_SENT]!);
-      authReceived = Math.max(authReceived, t.stats[s + S_LAST_AUTH_RECEIVED]!);
-    }
+    const now: Seen = this.scratch;
+    now.dataSent = now.dataReceived = now.authSent = now.authReceived = 0;
+    this.latest(peer, now);
+    const { dataSent, dataReceived, authSent, authReceived } = now;
     const sent = authSent > seen.authSent;
     const received = authReceived > seen.authReceived;
     if (!sent && !received) return;
@@ -342,9 +386,10 @@ export class Handshakes {
         this.sendInitiation(peer, false);
         break;
       case TimerAction.GiveUp:
-        peer.staged.length = 0;
+        peer.unstage();
         break;
       case TimerAction.ZeroKeys:
+        this.active.delete(peer);
         this.d.keypairs.clearPeer(slot);
         peer.handshake.clear();
         if (peer.pendingIndex >= 0) this.d.keypairs.release(peer.pendingIndex);

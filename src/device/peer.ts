@@ -2,11 +2,15 @@
 // cookie state for talking to it, and the packets staged while it has no usable keypair.
 // What the data plane needs of it (keypairs, endpoint, statistics) lives in the shared tables
 // under the same slot number.
-import { Handshake } from '../handshake/noise.js';
-import { CookieGenerator } from '../handshake/cookie.js';
+import { Handshake, HANDSHAKE_BYTES } from '../handshake/noise.js';
+import { CookieGenerator, COOKIE_GENERATOR_BYTES } from '../handshake/cookie.js';
+
+/** Per-peer secret state bytes, kept in one table by slot (see PeerSecrets). */
+export const PEER_SECRET_BYTES = HANDSHAKE_BYTES + COOKIE_GENERATOR_BYTES;
 
 /** Packets kept per peer while a handshake is in flight (wireguard-go's MaxStagedPackets). */
 export const MAX_STAGED_PACKETS = 128;
+const NONE_STAGED: Uint8Array[] = Object.freeze([]) as unknown as Uint8Array[];
 
 export class Peer {
   readonly handshake: Handshake;
@@ -19,24 +23,38 @@ export class Peer {
   lastInitiationSentMs = -Infinity;
   /** Local index of the handshake in flight (its reserved keypair slot), or -1. */
   pendingIndex = -1;
-  readonly staged: Uint8Array[] = [];
+  /** Packets waiting for a session; shared empty array until the first one (most peers never stage). */
+  staged: Uint8Array[] = NONE_STAGED;
+
+  /** `secrets`: this slot's PEER_SECRET_BYTES region of the device's table (zeroed). */
   constructor(
     readonly slot: number,
-    readonly publicKey: Uint8Array,
+    publicKey: Uint8Array,
+    secrets: Uint8Array,
   ) {
-    this.handshake = new Handshake(publicKey, slot);
-    this.cookies = new CookieGenerator(publicKey);
+    this.handshake = new Handshake(publicKey, slot, secrets.subarray(0, HANDSHAKE_BYTES));
+    this.cookies = new CookieGenerator(publicKey, secrets.subarray(HANDSHAKE_BYTES, PEER_SECRET_BYTES));
     this.publicKeyHex = Buffer.from(publicKey).toString('hex');
   }
 
+  get publicKey(): Uint8Array {
+    return this.handshake.remoteStatic;
+  }
+
   stage(packet: Uint8Array): void {
+    if (this.staged === NONE_STAGED) this.staged = [];
     if (this.staged.length >= MAX_STAGED_PACKETS) this.staged.shift();
     this.staged.push(packet);
+  }
+
+  /** Drops the staged packets. */
+  unstage(): void {
+    this.staged = NONE_STAGED;
   }
 
   destroy(): void {
     this.handshake.destroy();
     this.cookies.destroy();
-    this.staged.length = 0;
+    this.unstage();
   }
 }

@@ -88,44 +88,54 @@ export class CookieChecker {
   }
 }
 
+// CookieGenerator's single buffer (one per peer, so one backing store instead of four).
+const G_MAC1_KEY = 0;
+const G_COOKIE_KEY = HASH_LEN;
+const G_COOKIE = 2 * HASH_LEN;
+const G_LAST_MAC1 = G_COOKIE + COOKIE_LEN;
+/** Bytes of state per generator; callers holding many may hand each one a region of a table. */
+export const COOKIE_GENERATOR_BYTES = G_LAST_MAC1 + MAC_LEN;
+
 /** The sending side, one per peer: adds mac1/mac2 to our messages, takes cookie replies. */
 export class CookieGenerator {
-  private readonly mac1Key = new Uint8Array(HASH_LEN);
-  private readonly cookieKey = new Uint8Array(HASH_LEN);
-  private readonly cookie = new Uint8Array(COOKIE_LEN);
+  private readonly b: Uint8Array;
   private cookieSetMs = -Infinity;
-  private readonly lastMac1 = new Uint8Array(MAC_LEN);
   private hasLastMac1 = false;
 
-  constructor(peerPublicKey: Uint8Array) {
-    deriveKeys(this.mac1Key, this.cookieKey, peerPublicKey);
+  /** `storage`: COOKIE_GENERATOR_BYTES to live in (default: its own). */
+  constructor(peerPublicKey: Uint8Array, storage: Uint8Array = new Uint8Array(COOKIE_GENERATOR_BYTES)) {
+    if (storage.length !== COOKIE_GENERATOR_BYTES) throw new RangeError(`cookie generator storage must be ${COOKIE_GENERATOR_BYTES} bytes`);
+    this.b = storage;
+    deriveKeys(this.b.subarray(G_MAC1_KEY, G_MAC1_KEY + HASH_LEN), this.b.subarray(G_COOKIE_KEY, G_COOKIE_KEY + HASH_LEN), peerPublicKey);
   }
 
   /** Writes mac1, and mac2 when we hold a fresh cookie (else zeros), into `msg`. */
   addMacs(msg: Uint8Array, len: number, nowMs: number): void {
+    const b = this.b;
     const off1 = mac1Offset(len);
     const mac1 = msg.subarray(off1, off1 + MAC_LEN);
-    mac(mac1, this.mac1Key, msg.subarray(0, off1));
-    this.lastMac1.set(mac1);
+    mac(mac1, b.subarray(G_MAC1_KEY, G_MAC1_KEY + HASH_LEN), msg.subarray(0, off1));
+    b.set(mac1, G_LAST_MAC1);
     this.hasLastMac1 = true;
     const off2 = mac2Offset(len);
     const mac2 = msg.subarray(off2, off2 + MAC_LEN);
     if (nowMs - this.cookieSetMs > COOKIE_REFRESH_TIME_MS) mac2.fill(0);
-    else mac(mac2, this.cookie, msg.subarray(0, off2));
+    else mac(mac2, b.subarray(G_COOKIE, G_COOKIE + COOKIE_LEN), msg.subarray(0, off2));
   }
 
   /** Decrypts a cookie reply to the last message we sent; false if it does not verify. */
   consumeReply(reply: Uint8Array, nowMs: number): boolean {
     if (!this.hasLastMac1) return false;
+    const b = this.b;
     const nonce = reply.subarray(COOKIE_NONCE, COOKIE_NONCE + COOKIE_NONCE_LEN);
     const sealed = reply.subarray(COOKIE_ENCRYPTED, COOKIE_ENCRYPTED + COOKIE_LEN + TAG_LEN);
-    if (!xopen(this.cookie, sealed, this.lastMac1, nonce, this.cookieKey)) return false;
-    this.cookieSetMs = nowMs;
-    return true;
+    const ok = xopen(b.subarray(G_COOKIE, G_COOKIE + COOKIE_LEN), sealed, b.subarray(G_LAST_MAC1, COOKIE_GENERATOR_BYTES), nonce, b.subarray(G_COOKIE_KEY, G_COOKIE_KEY + HASH_LEN));
+    if (ok) this.cookieSetMs = nowMs;
+    return ok;
   }
 
   destroy(): void {
-    zero(this.cookie);
+    zero(this.b.subarray(G_COOKIE, G_COOKIE + COOKIE_LEN));
     this.cookieSetMs = -Infinity;
   }
 }

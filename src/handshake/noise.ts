@@ -53,6 +53,22 @@ export type Rejection =
 
 export type ConsumeResult = { ok: true; handshake: Handshake } | { ok: false; reason: Rejection };
 
+// Layout of a Handshake's single buffer: a million peers must cost little, so one backing
+// store per peer with views made on access (short-lived) instead of eight typed arrays each.
+const H_REMOTE_STATIC = 0;
+const H_PRESHARED = 32;
+const H_STATIC_STATIC = 64;
+const H_HASH = 96;
+const H_CHAIN_KEY = 128;
+const H_LOCAL_EPHEMERAL = 160;
+const H_REMOTE_EPHEMERAL = 192;
+const H_TIMESTAMP = 224;
+/** Bytes of state per handshake; callers holding many may hand each one a region of a table. */
+export const HANDSHAKE_BYTES = H_TIMESTAMP + TIMESTAMP_LEN;
+
+/** Whether the cached static-static DH is computed, and with what result. */
+const enum StaticStatic { Unknown = 0, Valid = 1, Invalid = 2 }
+
 /** One peer's handshake state and the static parameters it is built from. */
 export class Handshake {
   state: HandshakeState = HandshakeState.Zeroed;
@@ -60,37 +76,41 @@ export class Handshake {
   remoteIndex = 0;
   /** Caller-defined tag (a peer slot) so a lookup by key or index leads back to the peer. */
   peer: number;
-  readonly remoteStatic = new Uint8Array(KEY_LEN);
-  readonly presharedKey = new Uint8Array(KEY_LEN);
-  /** DH(local static, remote static): the one DH that is the same for every handshake. */
-  readonly precomputedStaticStatic = new Uint8Array(KEY_LEN);
-  readonly hash = new Uint8Array(HASH_LEN);
-  readonly chainKey = new Uint8Array(HASH_LEN);
-  readonly localEphemeral = new Uint8Array(KEY_LEN);
-  readonly remoteEphemeral = new Uint8Array(KEY_LEN);
-  /** Greatest TAI64N timestamp accepted from this peer; survives handshakes, not restarts. */
-  readonly lastTimestamp = new Uint8Array(TIMESTAMP_LEN);
   lastInitiationConsumedMs = -Infinity;
+  /** DH(local static, remote static) is computed on first use and cached (see Noise.staticStatic). */
+  staticStatic: StaticStatic = StaticStatic.Unknown;
+  private readonly b: Uint8Array;
 
-  constructor(remoteStatic: Uint8Array, peer: number) {
-    this.remoteStatic.set(remoteStatic);
+  /** `storage`: HANDSHAKE_BYTES of zeroed memory to live in (default: its own). */
+  constructor(remoteStatic: Uint8Array, peer: number, storage: Uint8Array = new Uint8Array(HANDSHAKE_BYTES)) {
+    if (storage.length !== HANDSHAKE_BYTES) throw new RangeError(`handshake storage must be ${HANDSHAKE_BYTES} bytes`);
+    this.b = storage;
+    this.b.set(remoteStatic, H_REMOTE_STATIC);
     this.peer = peer;
   }
 
+  get remoteStatic(): Uint8Array { return this.b.subarray(H_REMOTE_STATIC, H_REMOTE_STATIC + KEY_LEN); }
+  get presharedKey(): Uint8Array { return this.b.subarray(H_PRESHARED, H_PRESHARED + KEY_LEN); }
+  /** DH(local static, remote static): the one DH that is the same for every handshake. */
+  get precomputedStaticStatic(): Uint8Array { return this.b.subarray(H_STATIC_STATIC, H_STATIC_STATIC + KEY_LEN); }
+  get hash(): Uint8Array { return this.b.subarray(H_HASH, H_HASH + HASH_LEN); }
+  get chainKey(): Uint8Array { return this.b.subarray(H_CHAIN_KEY, H_CHAIN_KEY + HASH_LEN); }
+  get localEphemeral(): Uint8Array { return this.b.subarray(H_LOCAL_EPHEMERAL, H_LOCAL_EPHEMERAL + KEY_LEN); }
+  get remoteEphemeral(): Uint8Array { return this.b.subarray(H_REMOTE_EPHEMERAL, H_REMOTE_EPHEMERAL + KEY_LEN); }
+  /** Greatest TAI64N timestamp accepted from this peer; survives handshakes, not restarts. */
+  get lastTimestamp(): Uint8Array { return this.b.subarray(H_TIMESTAMP, H_TIMESTAMP + TIMESTAMP_LEN); }
+
   /** Forgets the ephemeral state of a handshake in flight (not the replay timestamp). */
   clear(): void {
-    zero(this.hash);
-    zero(this.chainKey);
-    zero(this.localEphemeral);
-    zero(this.remoteEphemeral);
+    zero(this.b.subarray(H_HASH, H_TIMESTAMP));
     this.state = HandshakeState.Zeroed;
   }
 
   /** Wipes everything secret: the peer is being removed. */
   destroy(): void {
-    this.clear();
-    zero(this.presharedKey);
-    zero(this.precomputedStaticStatic);
+    zero(this.b);
+    this.staticStatic = StaticStatic.Unknown;
+    this.state = HandshakeState.Zeroed;
   }
 }
 
@@ -154,16 +174,27 @@ export class Noise {
   }
 
   /**
-   * Recomputes a peer's cached static-static DH; call after the private key or the peer's
-   * public key changes. Returns false when it is all zeros (the peer's key is a low-order point
-   * or equals ours): no handshake with that peer can succeed then.
+   * Forgets a peer's cached static-static DH so the next handshake recomputes it; call after
+   * the private key or the peer's public key changes. Cheap, so configuring a million peers
+   * costs no DH at all (wireguard-go computes each one up front, ~30 µs apiece).
+   */
+  invalidate(hs: Handshake): void {
+    zero(hs.precomputedStaticStatic);
+    hs.staticStatic = StaticStatic.Unknown;
+  }
+
+  /**
+   * Computes the peer's static-static DH now if needed. Returns false when it is all zeros (the
+   * peer's key is a low-order point): no handshake with that peer can succeed then.
    */
   precompute(hs: Handshake): boolean {
-    if (!this.hasKey || !dh(hs.precomputedStaticStatic, this.privateKey, hs.remoteStatic)) {
-      zero(hs.precomputedStaticStatic);
-      return false;
+    if (!this.hasKey) return false;
+    if (hs.staticStatic === StaticStatic.Unknown) {
+      const out = hs.precomputedStaticStatic;
+      hs.staticStatic = dh(out, this.privateKey, hs.remoteStatic) ? StaticStatic.Valid : StaticStatic.Invalid;
+      if (hs.staticStatic === StaticStatic.Invalid) zero(out);
     }
-    return true;
+    return hs.staticStatic === StaticStatic.Valid;
   }
 
   /**
@@ -171,7 +202,7 @@ export class Noise {
    * `unixMs` is the wall clock for the TAI64N timestamp.
    */
   createInitiation(hs: Handshake, localIndex: number, unixMs: number, msg: Uint8Array): boolean {
-    if (!this.hasKey || isZero(hs.precomputedStaticStatic)) return false;
+    if (!this.precompute(hs)) return false;
     const key = this.sKey;
     const ok = this.writeInitiation(hs, unixMs, msg, key);
     zero(key);
@@ -235,7 +266,7 @@ export class Noise {
 
       const hs = lookup(this.sStatic);
       if (hs === undefined) return { ok: false, reason: 'unknown-peer' };
-      if (isZero(hs.precomputedStaticStatic)) return { ok: false, reason: 'dh' };
+      if (!this.precompute(hs)) return { ok: false, reason: 'dh' };
       kdf(ck, hs.precomputedStaticStatic, ck, key);
       const encTimestamp = msg.subarray(INIT_TIMESTAMP, INIT_TIMESTAMP + TIMESTAMP_LEN + TAG_LEN);
       if (!open(this.sTimestamp, encTimestamp, h, ZERO_NONCE, key)) return { ok: false, reason: 'decrypt' };
