@@ -3,12 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc -p tsconfig.json
-for b in replay ring timers allowedips; do
+for b in replay ring timers allowedips pipeline; do
   [ -f "dist/bench/$b.js" ] && node "dist/bench/$b.js"
 done
 if [ "$(id -u)" -eq 0 ]; then
   node dist/bench/syscalls.js
   node dist/bench/throughput.js
+  node dist/bench/udp.js
+  node dist/bench/latency.js
+  node dist/bench/rss.js
+  node dist/bench/peers.js
 else
-  echo "bench: skipping syscalls and throughput (they need root for TUN devices and namespaces)"
+  echo "bench: skipping syscalls, throughput, udp, latency, rss and peers (they need root for TUN devices and namespaces)"
 fi

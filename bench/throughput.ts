@@ -1,62 +1,45 @@
-// iperf3 TCP through the tunnel on a veth pair between two network namespaces, for every
-// pairing of wireguard-ts and wireguard-go, each row measured in the same run as the
-// wireguard-go <-> wireguard-go baseline it is compared with.
+// iperf3 TCP through the tunnel on a veth pair between two network namespaces, 1 and 4 streams,
+// for every pairing of wireguard-ts and wireguard-go (bench/pairings.ts), each row measured in
+// the same run as the wireguard-go <-> wireguard-go baseline it is divided by.
 //
-//   node dist/bench/throughput.js [--seconds N] [--streams N]
-import { Cleanup, ensureTools, isRoot } from '../test/interop/harness.js';
-import { createPair, iperf, ping, type Impl } from '../test/interop/topology.js';
+//   node dist/bench/throughput.js [--seconds N] [--quick] [--streams 1,4]
+//                                 [--pair A-B] [--workers N|default] [--pids FILE]
+//
+// --quick: 3 s per measurement, a smoke run of every pairing. --pids FILE writes the daemons'
+// process ids as {"PID": "sender" | "receiver"} (CPU profiles are named by pid: scripts/profile.sh).
+import { writeFileSync } from 'node:fs';
+import { iperf } from '../test/interop/topology.js';
+import {
+  flag, isBaseline, listArg, loadNow, mbit, numberArg, pairName, printTable, ratio, requireRoot,
+  selectedPairings, stringArg, withPair, workersName,
+} from './pairings.js';
 
-const arg = (name: string, def: number): number => {
-  const i = process.argv.indexOf(name);
-  return i >= 0 ? Number(process.argv[i + 1]) : def;
-};
-const seconds = arg('--seconds', 10);
-const streams = arg('--streams', 1);
-
-interface Row { a: Impl; b: Impl; workers?: number }
-const rows: Row[] = [
-  { a: 'wggo', b: 'wggo' },
-  { a: 'ours', b: 'wggo', workers: 1 },
-  { a: 'ours', b: 'wggo' },
-  { a: 'wggo', b: 'ours', workers: 1 },
-  { a: 'wggo', b: 'ours' },
-  { a: 'ours', b: 'ours', workers: 1 },
-  { a: 'ours', b: 'ours' },
-];
-
-async function measure(r: Row): Promise<number> {
-  const cleanup = new Cleanup();
-  try {
-    const oursArgs = r.workers ? ['--workers', String(r.workers)] : [];
-    const { a, b } = await createPair(cleanup, { a: r.a, b: r.b, oursArgs });
-    if (!ping(a, b.tunnel4)) throw new Error('tunnel did not come up');
-    return await iperf(cleanup, a, b, seconds, streams);
-  } finally {
-    await cleanup.run();
-  }
-}
+const seconds = numberArg('--seconds', flag('--quick') ? 3 : 10);
+const streams = listArg('--streams', ['1', '4']).map(Number);
+const pidsFile = stringArg('--pids');
 
 async function main(): Promise<void> {
-  if (!isRoot) throw new Error('run as root: the bench creates network namespaces');
-  ensureTools();
-  const results: { row: Row; bps: number }[] = [];
-  for (const row of rows) {
-    const bps = await measure(row);
-    results.push({ row, bps });
-    process.stderr.write(`${label(row)}: ${(bps / 1e6).toFixed(0)} Mbit/s\n`);
+  requireRoot();
+  const load = loadNow();
+  const pairings = selectedPairings();
+  const results: number[][] = [];
+  for (const p of pairings) {
+    const bps = await withPair(p, async (a, b, cleanup) => {
+      if (pidsFile !== undefined) writeFileSync(pidsFile, JSON.stringify({ [a.proc.pid!]: 'sender', [b.proc.pid!]: 'receiver' }));
+      const r: number[] = [];
+      for (const n of streams) r.push(await iperf(cleanup, a, b, seconds, n));
+      return r;
+    });
+    results.push(bps);
+    process.stderr.write(`${pairName(p)} workers ${workersName(p)}: ${bps.map(mbit).join(' / ')} Mbit/s\n`);
   }
-  const base = results[0]!.bps;
-  console.log(`\niperf3 TCP, ${streams} stream(s), ${seconds} s, veth between two namespaces, MTU 1420`);
-  console.log('| sender -> receiver | workers | Mbit/s | vs wggo<->wggo |');
-  console.log('|---|---|---|---|');
-  for (const { row, bps } of results) {
-    const w = row.a === 'wggo' && row.b === 'wggo' ? '-' : row.workers ? String(row.workers) : 'default';
-    console.log(`| ${row.a} -> ${row.b} | ${w} | ${(bps / 1e6).toFixed(0)} | ${(bps / base).toFixed(2)}x |`);
-  }
-}
-
-function label(r: Row): string {
-  return `${r.a} -> ${r.b}${r.workers ? ` (--workers ${r.workers})` : ''}`;
+  const base = pairings.findIndex(isBaseline);
+  const header = ['sender -> receiver', 'workers', ...streams.flatMap((n) => [`${n} stream${n > 1 ? 's' : ''} Mbit/s`, 'vs wggo'])];
+  const rows = pairings.map((p, i) => [
+    pairName(p), workersName(p),
+    ...results[i]!.flatMap((bps, j) => [mbit(bps), ratio(bps, base < 0 ? undefined : results[base]![j])]),
+  ]);
+  printTable(`iperf3 TCP, ${seconds} s per cell, veth between two namespaces, MTU 1420`, load, header, rows);
 }
 
 await main();

@@ -1,12 +1,16 @@
 // wireguard-ts command line, the contract of userspace WireGuard implementations that wg-quick
 // relies on (as wireguard-go):
 //
-//   wireguard-ts [-f|--foreground] [--workers N] [--max-peers N] [--no-offload] IFNAME
+//   wireguard-ts [-f|--foreground] [--workers N] [--max-peers N] [--no-offload]
+//                [--metrics [[ADDR:]PORT]] [--metrics-peers none|all|N] IFNAME
 //
 // creates the TUN device IFNAME and the UAPI socket /var/run/wireguard/IFNAME.sock. Without -f
 // the process re-executes itself in the background and exits 0 only once the child reports
 // that both exist (non-zero with the child's error otherwise). The daemon exits cleanly on
 // SIGINT/SIGTERM, when its socket file is deleted and when the interface is deleted.
+//
+// In front of that contract sits the one-command VPN server (src/server): `wireguard-ts up`,
+// `down`, `add-client NAME`... (`wireguard-ts help`); an interface cannot be named like one.
 import { spawn } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -16,13 +20,27 @@ import { startUapiServer } from './uapi/server.js';
 import { createLogger } from './log.js';
 import { isValidName } from './tun/tun.js';
 import { isServerCommand } from './server/options.js';
+import { deviceSource } from './metrics/source.js';
+import {
+  DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT, looksLikeListen, parseListen, parsePeerLimit, startMetricsServer, type MetricsListen,
+} from './metrics/server.js';
 
-const USAGE = `Usage: wireguard-ts [-f/--foreground] [--workers N] [--max-peers N] [--no-offload] INTERFACE-NAME`;
+const USAGE = `Usage: wireguard-ts [-f/--foreground] [--workers N] [--max-peers N] [--no-offload]
+                    [--metrics [[ADDR:]PORT]] [--metrics-peers none|all|N] INTERFACE-NAME
+  --metrics [[ADDR:]PORT]     serve Prometheus metrics at http://ADDR:PORT/metrics (default
+                              ${DEFAULT_METRICS_HOST}:${DEFAULT_METRICS_PORT}). Loopback by default, unlike exporters that bind all
+                              addresses: the page names every peer's public key, allowed IPs and
+                              traffic without authentication, and would be open to the VPN's own
+                              clients too. Give ADDR (0.0.0.0, [::], one address) to scrape remotely.
+  --metrics-peers none|all|N  per-peer series for all peers (default), none, or the first N`;
 /** The background child reports readiness on this fd (a pipe to the parent). */
 const READY_FD = 3;
 const READY_ENV = 'WIREGUARD_TS_READY_FD';
 
-interface Args { foreground: boolean; workers: number; maxPeers: number; offload: boolean; ifname: string }
+interface Args {
+  foreground: boolean; workers: number; maxPeers: number; offload: boolean; ifname: string;
+  metrics?: MetricsListen; metricsPeers: number;
+}
 
 function parseArgs(argv: string[]): Args | string {
   let foreground = false;
@@ -30,6 +48,8 @@ function parseArgs(argv: string[]): Args | string {
   let offload = true;
   let maxPeers = DEFAULT_MAX_PEERS;
   let ifname: string | undefined;
+  let metrics: MetricsListen | undefined;
+  let metricsPeers = Infinity;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '-f' || a === '--foreground') foreground = true;
@@ -41,6 +61,15 @@ function parseArgs(argv: string[]): Args | string {
       const n = Number(argv[++i]);
       if (!Number.isInteger(n) || n < 1 || n > MAX_PEERS_LIMIT) return `--max-peers takes an integer from 1 to ${MAX_PEERS_LIMIT}, got "${argv[i] ?? ''}"`;
       maxPeers = n;
+    } else if (a === '--metrics') {
+      const value = argv[i + 1];
+      const listen = value !== undefined && looksLikeListen(value) ? parseListen(argv[++i]!) : { host: DEFAULT_METRICS_HOST, port: DEFAULT_METRICS_PORT };
+      if (typeof listen === 'string') return listen;
+      metrics = listen;
+    } else if (a === '--metrics-peers') {
+      const n = parsePeerLimit(argv[++i] ?? '');
+      if (n === null) return `--metrics-peers takes none, all or a number of peers, got "${argv[i] ?? ''}"`;
+      metricsPeers = n;
     } else if (a === '--no-offload') offload = false;
     else if (a === '-h' || a === '--help') return USAGE;
     else if (a.startsWith('-')) return `unknown option ${a}\n${USAGE}`;
@@ -49,7 +78,7 @@ function parseArgs(argv: string[]): Args | string {
   }
   if (ifname === undefined) return USAGE;
   if (!isValidName(ifname)) return `invalid interface name "${ifname}" (1-15 characters, no '/', ':', '%' or spaces)`;
-  return { foreground, workers, maxPeers, offload, ifname };
+  return { foreground, workers, maxPeers, offload, ifname, metrics, metricsPeers };
 }
 
 /** Re-executes in the background and waits for the child to report ready or fail. */
@@ -99,7 +128,11 @@ async function runForeground(args: Args): Promise<void> {
   }
   let uapi: Awaited<ReturnType<typeof startUapiServer>>;
   try {
-    uapi = await startUapiServer(args.ifname, device);
+    // Ready means packets flow: wait for the workers to load before answering on the socket.
+    await device.pool.ready;
+    uapi = await startUapiServer(args.ifname, device, {
+      onError: (err) => log.error({ err: err instanceof Error ? err.stack : String(err) }, 'UAPI request failed inside the device'),
+    });
   } catch (err) {
     await device.close();
     const msg = `wireguard-ts: ${(err as Error).message}\n`;
@@ -107,11 +140,25 @@ async function runForeground(args: Args): Promise<void> {
     process.stderr.write(msg);
     process.exit(1);
   }
+  let metrics: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  if (args.metrics) {
+    try {
+      metrics = await startMetricsServer(args.metrics, deviceSource(device, args.ifname), { maxPeers: args.metricsPeers, logger: log });
+    } catch (err) {
+      await uapi.close();
+      await device.close();
+      const msg = `wireguard-ts: ${(err as Error).message}\n`;
+      ready(`error: ${msg}`);
+      process.stderr.write(msg);
+      process.exit(1);
+    }
+  }
   let stopping = false;
   const shutdown = async (why: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info({ why }, 'shutting down');
+    await metrics?.close();
     await uapi.close();
     await device.close();
     process.exit(0);
@@ -128,6 +175,9 @@ const argv = process.argv.slice(2);
 if (isServerCommand(argv[0])) {
   const { runServerCli } = await import('./server/commands.js');
   process.exitCode = await runServerCli(argv);
+} else if (argv[0] === 'loadgen') {
+  const { runLoadgenCli } = await import('./loadgen/cli.js');
+  process.exitCode = await runLoadgenCli(argv.slice(1));
 } else {
   const args = parseArgs(argv);
   if (typeof args === 'string') {

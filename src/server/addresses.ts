@@ -1,6 +1,7 @@
-// IPv4 subnets of the server mode and the allocation of client tunnel addresses: the server
-// holds one address of its subnet (10.8.0.1/24 by default), each client gets a /32 from the
-// rest, lowest free first, so an address freed by remove-client is handed out again.
+// Addresses of the server mode: its IPv4 subnet and the allocation of client tunnel addresses
+// (the server holds one address of its subnet, 10.8.0.1/24 by default, each client gets a /32
+// from the rest, lowest free first, so an address freed by remove-client is handed out again),
+// and the forms of the other values that name a place: prefixes, DNS servers, the endpoint.
 import { isIPv6 } from 'node:net';
 
 export interface Subnet4 {
@@ -93,4 +94,35 @@ export function isCidr(s: string): boolean {
   const v4 = parseIPv4(m[1]!) !== null;
   if (!v4 && !isIPv6(m[1]!)) return false;
   return m[2] === undefined || Number(m[2]) <= (v4 ? 32 : 128);
+}
+
+export const isIP = (s: string): boolean => parseIPv4(s) !== null || (isIPv6(s) && !s.includes('%'));
+
+export function isDomain(s: string): boolean {
+  if (/^[\d.]+$/.test(s)) return false; // looks like a (bad) IPv4 address, not a name
+  return s.length <= 253 && /^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/.test(s);
+}
+
+/** HOST, HOST:PORT, [IPv6] or [IPv6]:PORT, or a bare IPv6 address; a message when malformed. */
+export function parseEndpoint(s: string): { host: string; port?: number } | string {
+  let host: string;
+  let port: string | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(s);
+  if (bracketed) {
+    if (!isIPv6(bracketed[1]!) || bracketed[1]!.includes('%')) return `${shown(s)}: ${shown(bracketed[1]!)} is not an IPv6 address`;
+    host = `[${bracketed[1]}]`;
+    port = bracketed[2];
+  } else if (isIPv6(s)) {
+    return { host: `[${s}]` };
+  } else {
+    const colon = s.lastIndexOf(':');
+    host = colon < 0 ? s : s.slice(0, colon);
+    port = colon < 0 ? undefined : s.slice(colon + 1);
+    if (parseIPv4(host) === null && !isDomain(host)) {
+      return `${shown(s)} is not HOST or HOST:PORT (HOST: an IPv4 address, [IPv6 address] or DNS name)`;
+    }
+  }
+  if (port === undefined) return { host };
+  if (!/^\d{1,5}$/.test(port) || +port < 1 || +port > 65535) return `${shown(port)} is not a port number (1-65535)`;
+  return { host, port: +port };
 }

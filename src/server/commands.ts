@@ -11,13 +11,13 @@
 import { ctEqual } from '../crypto/memory.js';
 import { UapiError, uapiAlive, uapiGet, uapiSet } from '../uapi/client.js';
 import type { PeerState } from '../uapi/types.js';
-import { contains, formatIPv4, formatNetwork, formatSubnet, nextFreeAddress, parseServerAddress, type Subnet4 } from './addresses.js';
+import { contains, formatIPv4, formatNetwork, formatSubnet, nextFreeAddress, parseEndpoint, parseServerAddress, type Subnet4 } from './addresses.js';
 import {
   DEFAULT_MTU, DEFAULT_ROUTES, clientAddress, formatClientConfig, type ClientEntry, type ServerConfig,
 } from './config.js';
 import { keyBytes, keyHex, newKeyPair, newPresharedKey, publicKeyFromPrivate } from './keys.js';
 import {
-  DEFAULT_ADDRESS, DEFAULT_CLIENT, DEFAULT_PORT, USAGE, UsageError, parseEndpoint, parseServerArgs, type CommandName, type ServerOptions,
+  DEFAULT_ADDRESS, DEFAULT_CLIENT, DEFAULT_PORT, USAGE, UsageError, parseServerArgs, type CommandName, type ServerOptions,
 } from './options.js';
 import { renderQr } from './qr.js';
 import {
@@ -80,8 +80,8 @@ async function up(ctx: Ctx): Promise<void> {
     const status = await daemonStatus(opts.ifname, existing);
     if (status === 'foreign') throw foreign(ctx);
     const first = existing === undefined ? createClient(config, opts.client ?? DEFAULT_CLIENT, opts) : undefined;
-    if (existing !== undefined && (opts.dns !== undefined || opts.allowedIps !== undefined)) {
-      ctx.err('note: --dns and --allowed-ips of `up` only shape the first client; give them to add-client\n');
+    if (existing !== undefined && (opts.client ?? opts.dns ?? opts.allowedIps) !== undefined) {
+      ctx.err('note: --client, --dns and --allowed-ips of `up` only shape the first client, made with the server; give them to add-client\n');
     }
     if (status === 'ours') {
       const changed = liveChanges(existing!, config);
@@ -338,7 +338,7 @@ function findEndpoint(ctx: Ctx, config: ServerConfig): string {
     return `SERVER_ADDRESS:${config.listenPort}`;
   }
   const e = parseEndpoint(host);
-  if (typeof e === 'string') throw new ServerError(`${ctx.paths.config}: # Endpoint: ${e}`);
+  if (typeof e === 'string') throw new ServerError(`endpoint ${host}: ${e}`);
   if (given === undefined) {
     ctx.err(`note: the endpoint given to clients is ${e.host}, this host's address on its default route; ` +
       'if clients reach the server through NAT or by a DNS name, pass --endpoint HOST\n');

@@ -5,7 +5,7 @@
 // Table, a hand-written comment...) are kept in place so a hand edit survives a rewrite.
 //
 // Nothing here touches the file system: parse text, write text.
-import { contains, formatIPv4, formatSubnet, isCidr, parseIPv4, parseServerAddress, shown, type Subnet4 } from './addresses.js';
+import { contains, formatIPv4, formatSubnet, isCidr, isDomain, isIP, parseEndpoint, parseIPv4, parseServerAddress, shown, type Subnet4 } from './addresses.js';
 import { isBase64Key } from './keys.js';
 
 export interface ClientEntry {
@@ -33,6 +33,9 @@ export interface ServerConfig {
 }
 
 export const DEFAULT_MTU = 1420;
+/** IPv6 inside the tunnel needs 1280; jumbo frames end around 9000. */
+export const MIN_MTU = 1280;
+export const MAX_MTU = 9000;
 export const DEFAULT_ROUTES = ['0.0.0.0/0', '::/0'];
 export const PERSISTENT_KEEPALIVE = 25;
 
@@ -99,19 +102,21 @@ export function parseServerConfig(text: string, file: string): ServerConfig {
     const key = (meta ?? kv)?.[1]!.toLowerCase();
     const value = (meta ?? kv)?.[2]!.replace(/\s*#.*$/, '').trim() ?? '';
     if (section === 'interface') {
-      if (meta && key === 'endpoint') iface.endpoint = value;
-      else if (kv && key === 'privatekey') iface.privateKey = isBase64Key(value) ? value : fail('PrivateKey is not a base64 key');
+      if (meta && key === 'endpoint') {
+        const e = parseEndpoint(value);
+        iface.endpoint = typeof e === 'string' ? fail(`Endpoint: ${e}`) : value;
+      } else if (kv && key === 'privatekey') iface.privateKey = isBase64Key(value) ? value : fail('PrivateKey is not a base64 key');
       else if (kv && key === 'address') {
         const a = parseServerAddress(value);
         iface.address = typeof a === 'string' ? fail(`Address: ${a}`) : a;
       } else if (kv && key === 'listenport') iface.listenPort = /^\d{1,5}$/.test(value) && +value >= 1 && +value <= 65535 ? +value : fail(`ListenPort: ${shown(value)} is not a port number (1-65535)`);
-      else if (kv && key === 'mtu') iface.mtu = /^\d{3,5}$/.test(value) ? +value : fail(`MTU: ${shown(value)} is not a number`);
+      else if (kv && key === 'mtu') iface.mtu = /^\d{4}$/.test(value) && +value >= MIN_MTU && +value <= MAX_MTU ? +value : fail(`MTU: ${shown(value)} is not an MTU (${MIN_MTU}-${MAX_MTU})`);
       else if (line !== '' && !HEADER.includes(line)) iface.extra.push(raw);
     } else if (section === 'peer') {
       const p = clients.at(-1)!;
       if (meta && key === 'name') p.name = value;
-      else if (meta && key === 'clientdns') p.dns = list(value);
-      else if (meta && key === 'clientallowedips') p.routes = list(value);
+      else if (meta && key === 'clientdns') p.dns = list(value).every((x) => isIP(x) || isDomain(x)) ? list(value) : fail(`ClientDNS: ${shown(value)} is not a list of IP addresses or domain names`);
+      else if (meta && key === 'clientallowedips') p.routes = list(value).every(isCidr) ? list(value) : fail(`ClientAllowedIPs: ${shown(value)} is not a list of prefixes`);
       else if (kv && key === 'publickey') p.publicKey = isBase64Key(value) ? value : fail('PublicKey is not a base64 key');
       else if (kv && key === 'presharedkey') p.presharedKey = isBase64Key(value) ? value : fail('PresharedKey is not a base64 key');
       else if (kv && key === 'allowedips') p.allowedIps = list(value).every(isCidr) ? list(value) : fail(`AllowedIPs: ${shown(value)} is not a list of prefixes`);

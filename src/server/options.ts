@@ -2,10 +2,9 @@
 // variable (the flag wins); each value is validated before anything is done, and a bad one is
 // refused with a message that names the flag or variable it came from.
 import { resolve } from 'node:path';
-import { isIPv6 } from 'node:net';
 import { isValidName } from '../tun/tun.js';
-import { isCidr, parseIPv4, parseServerAddress, shown, type Subnet4 } from './addresses.js';
-import { clientNameProblem } from './config.js';
+import { isCidr, isDomain, isIP, parseEndpoint, parseServerAddress, shown, type Subnet4 } from './addresses.js';
+import { DEFAULT_MTU, MAX_MTU, MIN_MTU, clientNameProblem } from './config.js';
 import { DEFAULT_STATE_DIR } from './state.js';
 
 export const COMMANDS = ['up', 'down', 'add-client', 'remove-client', 'list-clients', 'show-client'] as const;
@@ -49,14 +48,13 @@ interface Spec {
   help: string;
 }
 
-const ALL = COMMANDS;
 const CLIENT_CONFIG: CommandName[] = ['up', 'add-client', 'show-client'];
 const SPECS: Spec[] = [
-  { field: 'ifname', flag: '--interface', env: 'WG_TS_INTERFACE', arg: 'NAME', commands: ALL, help: `interface name (${DEFAULT_INTERFACE})` },
-  { field: 'stateDir', flag: '--state-dir', env: 'WG_TS_STATE_DIR', arg: 'DIR', commands: ALL, help: `keys and configuration (${DEFAULT_STATE_DIR})` },
+  { field: 'ifname', flag: '--interface', env: 'WG_TS_INTERFACE', arg: 'NAME', commands: COMMANDS, help: `interface name (${DEFAULT_INTERFACE})` },
+  { field: 'stateDir', flag: '--state-dir', env: 'WG_TS_STATE_DIR', arg: 'DIR', commands: COMMANDS, help: `keys and configuration (${DEFAULT_STATE_DIR})` },
   { field: 'port', flag: '--port', env: 'WG_TS_PORT', arg: 'N', commands: ['up'], help: `UDP listen port (${DEFAULT_PORT})` },
   { field: 'address', flag: '--address', env: 'WG_TS_ADDRESS', arg: 'CIDR', commands: ['up'], help: `server tunnel address and client subnet (${DEFAULT_ADDRESS})` },
-  { field: 'mtu', flag: '--mtu', env: 'WG_TS_MTU', arg: 'N', commands: ['up'], help: 'interface MTU (1420)' },
+  { field: 'mtu', flag: '--mtu', env: 'WG_TS_MTU', arg: 'N', commands: ['up'], help: `interface MTU (${DEFAULT_MTU})` },
   { field: 'workers', flag: '--workers', env: 'WG_TS_WORKERS', arg: 'N', commands: ['up'], help: 'data-plane worker threads (one per CPU)' },
   { field: 'client', flag: '--client', env: 'WG_TS_CLIENT', arg: 'NAME', commands: ['up'], help: `name of the first client (${DEFAULT_CLIENT})` },
   { field: 'endpoint', flag: '--endpoint', env: 'WG_TS_ENDPOINT', arg: 'HOST[:PORT]', commands: CLIENT_CONFIG, help: "server address in client configs (the default route's source address); `up` keeps it" },
@@ -151,7 +149,7 @@ function apply(o: ServerOptions, field: Field, v: string, from: string): void {
       return;
     }
     case 'mtu':
-      o.mtu = int(1280, 9000, 'an MTU');
+      o.mtu = int(MIN_MTU, MAX_MTU, 'an MTU');
       return;
     case 'workers':
       o.workers = int(1, 64, 'a number of workers');
@@ -182,35 +180,4 @@ function list(v: string, from: string, ok: (x: string) => boolean, what: string)
   const bad = items.find((x) => !ok(x));
   if (bad !== undefined) throw new UsageError(`${from}: ${shown(bad)} is not ${what}`);
   return items;
-}
-
-const isIP = (s: string): boolean => parseIPv4(s) !== null || (isIPv6(s) && !s.includes('%'));
-
-function isDomain(s: string): boolean {
-  if (/^[\d.]+$/.test(s)) return false; // looks like a (bad) IPv4 address, not a name
-  return s.length <= 253 && /^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/.test(s);
-}
-
-/** HOST, HOST:PORT, [IPv6] or [IPv6]:PORT, or a bare IPv6 address; a message when malformed. */
-export function parseEndpoint(s: string): { host: string; port?: number } | string {
-  let host: string;
-  let port: string | undefined;
-  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(s);
-  if (bracketed) {
-    if (!isIPv6(bracketed[1]!) || bracketed[1]!.includes('%')) return `${shown(s)}: ${shown(bracketed[1]!)} is not an IPv6 address`;
-    host = `[${bracketed[1]}]`;
-    port = bracketed[2];
-  } else if (isIPv6(s)) {
-    return { host: `[${s}]` };
-  } else {
-    const colon = s.lastIndexOf(':');
-    host = colon < 0 ? s : s.slice(0, colon);
-    port = colon < 0 ? undefined : s.slice(colon + 1);
-    if (parseIPv4(host) === null && !isDomain(host)) {
-      return `${shown(s)} is not HOST or HOST:PORT (HOST: an IPv4 address, [IPv6 address] or DNS name)`;
-    }
-  }
-  if (port === undefined) return { host };
-  if (!/^\d{1,5}$/.test(port) || +port < 1 || +port > 65535) return `${shown(port)} is not a port number (1-65535)`;
-  return { host, port: +port };
 }

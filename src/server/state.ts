@@ -9,7 +9,7 @@
 // Every file that holds a key is created with its final mode (open with O_EXCL and mode 0600),
 // never chmod-ed afterwards, so no other user can open it in between. A rewrite goes to a
 // temporary file renamed over the old one: a crash leaves the old file or the new one.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, formatServerConfig, parseServerConfig, type ServerConfig } from './config.js';
 
@@ -113,10 +113,11 @@ export function removeClientKey(p: StatePaths, name: string): void {
 
 /**
  * Runs `fn` holding IFNAME's lock file, so two commands never interleave their read-modify-write
- * of the configuration. A lock left by a process that no longer exists is taken over.
+ * of the configuration. A lock left by a process that no longer exists is taken over. Without a
+ * state directory there is no state to protect (and `down` or a typo must not create one).
  */
 export async function withLock<T>(p: StatePaths, fn: () => Promise<T>): Promise<T> {
-  ensureStateDir(p);
+  if (!existsSync(p.dir)) return fn();
   for (let attempt = 0; ; attempt++) {
     try {
       writeNew(p.lock, `${process.pid}\n`);

@@ -38,6 +38,8 @@ export class WorkerPool {
   private draining = false;
   private stopped = false;
   private readonly slots = new Uint32Array(256);
+  /** Settles once every worker of the latest start has loaded and entered its loop. */
+  ready: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: PoolOptions) {
     const n = o.tunFds.length;
@@ -82,6 +84,10 @@ export class WorkerPool {
       w.on('error', (err) => this.o.onWorkerError(id, err));
       return w;
     });
+    this.ready = Promise.all(this.workers.map((w) => new Promise<void>((resolve, reject) => {
+      w.once('message', () => resolve());
+      w.once('exit', (code) => reject(new Error(`worker exited with code ${code} during start-up`)));
+    }))).then(() => undefined);
   }
 
   /** Publishes a new allowed-IPs snapshot; workers switch at their next batch. */

@@ -3,7 +3,7 @@
 // thread writes to wake it (new routes, shutdown). Routes arrive as SharedArrayBuffer
 // snapshots on a MessagePort, picked up synchronously at a batch boundary when the shared
 // generation word says a newer one exists (receiveMessageOnPort: no event loop turn needed).
-import { workerData, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { workerData, parentPort, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { Slab } from '../queues/slab.js';
 import { Ring } from '../queues/ring.js';
 import { EndpointTable, UdpBatch } from '../net/udp.js';
@@ -57,5 +57,7 @@ function run(): void {
   }
 }
 
+// Everything is loaded and attached: the daemon may now report itself ready.
+parentPort?.postMessage('ready');
 run();
 path.dispose();

@@ -2,22 +2,26 @@
 // namespaces and veth pairs with unique names, runs wireguard-go under our control, waits for
 // conditions instead of sleeping, and tears everything down even when a test fails.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const isRoot = process.getuid?.() === 0;
 
+/** Room for `wg show dump` of many thousands of peers (spawnSync's default cap is 1 MiB). */
+const MAX_OUTPUT = 256 << 20;
+
 /** Runs a command and returns its stdout; a failure throws with the command's stderr in it. */
 export function sh(cmd: string, args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', input: opts.input, env: opts.env });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', input: opts.input, env: opts.env, maxBuffer: MAX_OUTPUT });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr || r.error?.message || ''}`.trim());
   return r.stdout;
 }
 
 /** Runs a command, returning its status and output instead of throwing. */
 export function tryRun(cmd: string, args: string[]): { status: number; out: string } {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: MAX_OUTPUT });
   return { status: r.status ?? -1, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
 }
 
@@ -146,4 +150,57 @@ export function keyFile(key: string): string {
   const path = join(keyDir, `${uniqueName('k')}.key`);
   writeFileSync(path, key + '\n', { mode: 0o600 });
   return path;
+}
+
+export interface PeerConfig {
+  publicKey: string;
+  presharedKey?: string;
+  allowedIps?: string[];
+  endpoint?: string;
+  persistentKeepalive?: number;
+}
+
+export interface InterfaceConfig {
+  privateKey: string;
+  listenPort: number;
+  fwmark?: number;
+  peers: PeerConfig[];
+}
+
+/** A `wg setconf` file, laid out exactly as `wg showconf` prints one (so the two compare as text). */
+export function wgConfig(c: InterfaceConfig): string {
+  const head = ['[Interface]', `ListenPort = ${c.listenPort}`];
+  if (c.fwmark) head.push(`FwMark = 0x${c.fwmark.toString(16)}`);
+  head.push(`PrivateKey = ${c.privateKey}`, '');
+  return [head.join('\n'), ...c.peers.map(peerSection)].join('\n');
+}
+
+/** One `[Peer]` section as `wg showconf` prints it. */
+export function peerSection(p: PeerConfig): string {
+  const lines = ['[Peer]', `PublicKey = ${p.publicKey}`];
+  if (p.presharedKey) lines.push(`PresharedKey = ${p.presharedKey}`);
+  if (p.allowedIps?.length) lines.push(`AllowedIPs = ${p.allowedIps.join(', ')}`);
+  if (p.endpoint) lines.push(`Endpoint = ${p.endpoint}`);
+  if (p.persistentKeepalive) lines.push(`PersistentKeepalive = ${p.persistentKeepalive}`);
+  return lines.join('\n') + '\n';
+}
+
+/** A public key no one holds (any 32 bytes are a valid X25519 public key to `wg`). */
+export function randomPublicKey(): string {
+  return randomBytes(32).toString('base64');
+}
+
+/** `n` peers with random keys, peer i owning 10.x.y.z/32 and fd00::1:i/128 (i in the low bits of both). */
+export function numberedPeers(n: number): PeerConfig[] {
+  return Array.from({ length: n }, (_, i) => ({
+    publicKey: randomPublicKey(),
+    allowedIps: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, `fd00::1:${i.toString(16)}/128`],
+  }));
+}
+
+/** The resident set of a process, in KiB. */
+export function rssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(m[1]);
 }

@@ -1,0 +1,533 @@
+// The load generator's engine: many simulated WireGuard clients on one thread, as initiators
+// against one server. Stages of a run:
+//
+//   1. sending phase (at most the duration): initiations leave at the offered rate, round-robin
+//      over the clients; a response is checked (mac1), consumed and turned into a session, and
+//      the client sends a keepalive on it at once, as a real initiator does, so the server
+//      confirms the keypair. A cookie reply is decrypted, stored in the client's
+//      CookieGenerator, and the same initiation goes out again with mac2 right away. Data
+//      packets go round-robin over the established clients at the data rate.
+//   2. drain (at most 2 s, or the timeout if shorter): nothing new is sent; answers still due
+//      (responses, cookie replies, echo replies) are taken in.
+//   3. whatever is still in flight then counts as unanswered.
+//
+// An initiation unanswered for the timeout (Rekey-Timeout, 5 s, by default) is retransmitted
+// during the sending phase as a new initiation, as a real client does; the latency of the
+// handshake that finally completes counts from the client's first attempt.
+//
+// A client may have several initiations in flight (each with its own Handshake and sender
+// index), so the offered rate is kept even when the server is slow (an open-loop generator);
+// one client still never initiates more often than every MIN_INITIATION_INTERVAL_MS.
+// Sockets: one connected node:dgram socket per source address. The kernel then delivers each
+// reply to the socket of the address it was sent to, and a cookie (bound to source address
+// and port) is naturally per socket; at tens of thousands of packets per second the ~3 µs of
+// a dgram send is far below the ~100+ µs of X25519 work per handshake.
+import dgram from 'node:dgram';
+import { Noise, Handshake, SessionKeys } from '../handshake/noise.js';
+import { CookieChecker, CookieGenerator } from '../handshake/cookie.js';
+import {
+  INIT_LEN, RESP_LEN, RESP_RECEIVER, COOKIE_RECEIVER, DATA_RECEIVER, DATA_HEADER_LEN, TAG_LEN, KEY_LEN,
+  MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, MSG_DATA, messageType, readU32,
+} from '../handshake/messages.js';
+import { TransportCrypto, paddingFor } from '../workers/transport.js';
+import { dh } from '../crypto/x25519.js';
+import { zero } from '../crypto/memory.js';
+import { isEchoReply, writeEchoRequest, writeUdp } from './packets.js';
+import { LatencyHistogram, countError, copyCounters, newCounters, type Counters, type RunResult } from './stats.js';
+import { MAX_PACKET_LEN, MIN_INITIATION_INTERVAL_MS } from './options.js';
+import type { ClientKey } from './keys.js';
+
+/** A client re-initiates when its session is this old (RekeyAfterTime), as a real one does. */
+const REKEY_AFTER_MS = 120_000;
+/** The most cookie replies one initiation is resent after: more means the cookie never works. */
+const MAX_COOKIE_ROUNDS = 3;
+/** Longest stretch of sending before received messages get their turn on the event loop. */
+const TICK_BUDGET_MS = 4;
+const MAX_DRAIN_MS = 2000;
+const SOCKET_BUFFER_BYTES = 4 << 20;
+const UDP_SOURCE_PORT_BASE = 20000;
+
+export interface EngineOptions {
+  /** The server's IP address (not a name) and port. */
+  serverAddress: string;
+  serverPort: number;
+  serverKey: Uint8Array;
+  clients: readonly ClientKey[];
+  /** Source addresses, one socket each; empty: one socket on the wildcard address. */
+  sources: readonly string[];
+  family: 4 | 6;
+  rate: number;
+  initiations: number;
+  durationMs: number;
+  timeoutMs: number;
+  dataRate: number;
+  packets: number;
+  size: number;
+  proto: 'icmp' | 'udp';
+  target?: number;
+  targetPort: number;
+}
+
+class Session {
+  readonly keys = new SessionKeys();
+  counter = 0;
+  constructor(readonly client: Client, readonly birthMs: number) {}
+}
+
+class Client {
+  readonly noise = new Noise();
+  /** Checks mac1 of responses, which is keyed by our own public key. */
+  readonly checker = new CookieChecker();
+  readonly cookies: CookieGenerator;
+  readonly staticStatic = new Uint8Array(KEY_LEN);
+  readonly tunnel: number;
+  lastInitiationMs = -Infinity;
+  /** The client's latest initiation: only it is worth resending after a cookie reply. */
+  newest: Pending | undefined;
+  pending = 0;
+  current: Session | undefined;
+  previous: Session | undefined;
+  echoSeq = 0;
+  answered = false;
+
+  constructor(readonly id: number, key: ClientKey, serverKey: Uint8Array, readonly socket: dgram.Socket) {
+    this.noise.setPrivateKey(key.privateKey);
+    this.checker.setPublicKey(key.publicKey);
+    this.cookies = new CookieGenerator(serverKey);
+    // Every initiation of this client reuses the one DH that never changes.
+    if (!dh(this.staticStatic, key.privateKey, serverKey)) throw new Error('the server key is a low-order point: no handshake can succeed');
+    this.tunnel = key.tunnel;
+  }
+
+  get echoId(): number {
+    return this.id & 0xffff;
+  }
+
+  destroy(): void {
+    this.noise.setPrivateKey(null);
+    this.cookies.destroy();
+    zero(this.staticStatic);
+    this.current?.keys.destroy();
+    this.previous?.keys.destroy();
+  }
+}
+
+/** One initiation in flight. */
+class Pending {
+  cookieRounds = 0;
+  done = false;
+  /** `attemptMs`: when the client's first try of this handshake left (earlier than `sentMs` for a retransmit). */
+  constructor(readonly client: Client, readonly hs: Handshake, readonly index: number, readonly msg: Buffer, readonly sentMs: number, readonly attemptMs: number) {}
+}
+
+type Phase = 'idle' | 'sending' | 'draining' | 'done';
+
+export class Engine {
+  readonly counters: Counters = newCounters();
+  readonly latency = new LatencyHistogram();
+  private readonly clients: Client[] = [];
+  private readonly sockets: dgram.Socket[] = [];
+  private readonly byIndex = new Map<number, Pending | Session>();
+  /** In-flight initiations in the order they were sent, so timeouts expire from the front. */
+  private expiry: Pending[] = [];
+  private expiryHead = 0;
+  private inFlight = 0;
+  private readonly handshakePool: Handshake[] = [];
+  private readonly established: Client[] = [];
+  private readonly transport = new TransportCrypto();
+  private nextIndex = (Math.random() * 0x100000000) >>> 0;
+  private initCursor = 0;
+  private dataCursor = 0;
+  /** Initiations sent by the rate schedule (rekeys and resends not included). */
+  private scheduled = 0;
+  private phase: Phase = 'idle';
+  private startMs = 0;
+  private phaseEndMs = 0;
+  private dataStartMs = -1;
+  private lastInitiationMs = 0;
+  private lastHandshakeMs = 0;
+  private lastDataMs = 0;
+  private finished: (() => void) | undefined;
+  private readonly onSent = (err: Error | null): void => {
+    if (err) countError(this.counters, `send:${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  };
+
+  private constructor(private readonly o: EngineOptions) {}
+
+  /** Opens one socket per source address, connected to the server, and sets up the clients. */
+  static async open(o: EngineOptions): Promise<Engine> {
+    const e = new Engine(o);
+    try {
+      for (const address of o.sources.length > 0 ? o.sources : [undefined]) e.sockets.push(await e.openSocket(address));
+      o.clients.forEach((key, i) => e.clients.push(new Client(i, key, o.serverKey, e.sockets[i % e.sockets.length]!)));
+    } catch (err) {
+      e.close();
+      throw err;
+    }
+    return e;
+  }
+
+  private async openSocket(address: string | undefined): Promise<dgram.Socket> {
+    const sock = dgram.createSocket({ type: this.o.family === 6 ? 'udp6' : 'udp4', recvBufferSize: SOCKET_BUFFER_BYTES, sendBufferSize: SOCKET_BUFFER_BYTES });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sock.once('error', reject);
+        sock.bind({ address, port: 0 }, () => {
+          sock.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      sock.close();
+      const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+      const hint = code === 'EADDRNOTAVAIL' ? ' (it must be configured on an interface of this host)' : '';
+      throw new Error(`cannot bind a UDP socket to ${address ?? 'the wildcard address'}: ${code}${hint}`);
+    }
+    // Connected: sends skip the per-datagram address lookup, and only the server's datagrams
+    // arrive. ICMP errors (port unreachable...) then surface as socket errors: count them.
+    await new Promise<void>((resolve) => sock.connect(this.o.serverPort, this.o.serverAddress, resolve));
+    sock.on('error', (err: NodeJS.ErrnoException) => countError(this.counters, `socket:${err.code ?? 'error'}`));
+    sock.on('message', (msg) => this.receive(msg));
+    return sock;
+  }
+
+  get clientCount(): number {
+    return this.clients.length;
+  }
+
+  get sourceCount(): number {
+    return this.o.sources.length > 0 ? this.o.sources.length : 1;
+  }
+
+  /** Runs the sending phase and the drain; resolves when the run is over. */
+  run(): Promise<RunResult> {
+    if (this.phase !== 'idle') throw new Error('an engine runs once');
+    this.phase = 'sending';
+    this.startMs = performance.now();
+    return new Promise<void>((resolve) => {
+      this.finished = resolve;
+      this.tick();
+    }).then(() => this.result());
+  }
+
+  /** Ends the sending phase now (e.g. on SIGINT); the drain still happens. */
+  stop(): void {
+    if (this.phase === 'sending') this.endSending(performance.now());
+  }
+
+  snapshot(): Counters {
+    return copyCounters(this.counters);
+  }
+
+  private result(): RunResult {
+    const since = (ms: number): number => Math.max(0, ms - this.startMs);
+    return {
+      counters: this.snapshot(),
+      latency: this.latency,
+      elapsedMs: since(performance.now()),
+      initiationWindowMs: since(this.lastInitiationMs),
+      handshakeWindowMs: Math.max(since(this.lastInitiationMs), since(this.lastHandshakeMs)),
+      // The first packet is due 1/rate after data starts, so n packets span n/rate.
+      dataWindowMs: this.dataStartMs < 0 ? 0 : Math.max(0, this.lastDataMs - this.dataStartMs),
+      clients: this.clients.length,
+      sources: this.sourceCount,
+      offeredRate: this.o.rate,
+      established: this.established.length,
+      tunnelsWithReplies: this.clients.reduce((n, c) => n + (c.answered ? 1 : 0), 0),
+    };
+  }
+
+  close(): void {
+    this.phase = 'done';
+    for (const s of this.sockets) s.close();
+    this.sockets.length = 0;
+    for (const c of this.clients) c.destroy();
+    for (const entry of this.byIndex.values()) if (entry instanceof Pending) entry.hs.destroy();
+    this.byIndex.clear();
+  }
+
+  // ---- the pacing loop ----
+
+  private tick(): void {
+    if (this.phase === 'done') return;
+    const now = performance.now();
+    this.expire(now);
+    let behind = false;
+    if (this.phase === 'sending') {
+      const t = now - this.startMs;
+      if (t >= this.o.durationMs || this.sendingDone()) this.endSending(now);
+      else behind = this.sendDue(now, t);
+    }
+    if (this.phase === 'draining') {
+      const outstanding = this.inFlight > 0 || this.counters.echoReplies < this.counters.echoRequests;
+      if (!outstanding || now - this.phaseEndMs >= Math.min(MAX_DRAIN_MS, this.o.timeoutMs)) {
+        this.finish();
+        return;
+      }
+    }
+    if (behind) setImmediate(() => this.tick());
+    else setTimeout(() => this.tick(), 1);
+  }
+
+  /** True when every bounded kind of work is complete and nothing waits for an answer. */
+  private sendingDone(): boolean {
+    const o = this.o;
+    const initiationsDone = this.scheduled >= o.initiations;
+    const dataDone = o.dataRate === 0 || this.counters.dataPackets >= o.packets;
+    return initiationsDone && dataDone && this.inFlight === 0;
+  }
+
+  private endSending(now: number): void {
+    this.phase = 'draining';
+    this.phaseEndMs = now;
+  }
+
+  private finish(): void {
+    this.phase = 'done';
+    // What is still in flight after the drain was never answered.
+    for (let i = this.expiryHead; i < this.expiry.length; i++) {
+      const p = this.expiry[i]!;
+      if (!p.done) {
+        countError(this.counters, 'unanswered');
+        this.release(p);
+      }
+    }
+    this.finished?.();
+  }
+
+  /** Sends what the schedules say is due by now, within the tick's budget; true if some is left. */
+  private sendDue(now: number, t: number): boolean {
+    const o = this.o;
+    const budgetEnd = now + TICK_BUDGET_MS;
+    let due = Math.min(o.initiations, Math.floor((o.rate * t) / 1000)) - this.scheduled;
+    while (due > 0 && performance.now() < budgetEnd) {
+      const client = this.clients[this.initCursor]!;
+      // Only timer jitter brings a client round again this soon: wait for the next tick.
+      if (now - client.lastInitiationMs < MIN_INITIATION_INTERVAL_MS) break;
+      this.initCursor = (this.initCursor + 1) % this.clients.length;
+      this.initiate(client, performance.now());
+      this.countInitiation(now);
+      this.scheduled++;
+      due--;
+    }
+    let dataDue = 0;
+    if (o.dataRate > 0 && this.dataStartMs >= 0) {
+      dataDue = Math.min(o.packets, Math.floor((o.dataRate * (now - this.dataStartMs)) / 1000)) - this.counters.dataPackets;
+      while (dataDue > 0 && performance.now() < budgetEnd) {
+        const client = this.established[this.dataCursor]!;
+        this.dataCursor = (this.dataCursor + 1) % this.established.length;
+        this.sendData(client, now);
+        dataDue--;
+      }
+    }
+    return (due > 0 && now - this.clients[this.initCursor]!.lastInitiationMs >= MIN_INITIATION_INTERVAL_MS) || dataDue > 0;
+  }
+
+  // ---- handshakes ----
+
+  private allocateIndex(): number {
+    while (this.byIndex.has(this.nextIndex)) this.nextIndex = (this.nextIndex + 1) >>> 0;
+    const index = this.nextIndex;
+    this.nextIndex = (this.nextIndex + 1) >>> 0;
+    return index;
+  }
+
+  private initiate(client: Client, now: number, attemptMs = now): void {
+    const hs = this.handshakePool.pop() ?? new Handshake(this.o.serverKey, 0);
+    hs.peer = client.id;
+    hs.precomputedStaticStatic.set(client.staticStatic);
+    const index = this.allocateIndex();
+    const msg = Buffer.allocUnsafe(INIT_LEN);
+    if (!client.noise.createInitiation(hs, index, Date.now(), msg)) {
+      countError(this.counters, 'initiation:create');
+      this.handshakePool.push(hs);
+      return;
+    }
+    client.cookies.addMacs(msg, INIT_LEN, now);
+    const p = new Pending(client, hs, index, msg, now, attemptMs);
+    this.byIndex.set(index, p);
+    this.expiry.push(p);
+    this.inFlight++;
+    client.pending++;
+    client.lastInitiationMs = now;
+    client.newest = p;
+    client.socket.send(msg, this.onSent);
+  }
+
+  /** A new handshake (not a retransmit): what the rate offers. */
+  private countInitiation(now: number): void {
+    this.counters.initiations++;
+    this.lastInitiationMs = now;
+  }
+
+  /** Forgets an initiation that completed, timed out or failed; its index is free again. */
+  private release(p: Pending): void {
+    p.done = true;
+    this.byIndex.delete(p.index);
+    this.inFlight--;
+    p.client.pending--;
+    p.hs.clear();
+    this.handshakePool.push(p.hs);
+  }
+
+  private expire(now: number): void {
+    const q = this.expiry;
+    while (this.expiryHead < q.length && now - q[this.expiryHead]!.sentMs >= this.o.timeoutMs) {
+      const p = q[this.expiryHead++]!;
+      if (p.done) continue;
+      countError(this.counters, 'timeout');
+      this.release(p);
+      const c = p.client;
+      if (this.phase === 'sending' && p === c.newest && now - c.lastInitiationMs >= MIN_INITIATION_INTERVAL_MS) {
+        this.counters.retransmits++;
+        this.initiate(c, now, p.attemptMs);
+      }
+    }
+    if (this.expiryHead > 4096 && this.expiryHead * 2 > q.length) {
+      this.expiry = q.slice(this.expiryHead);
+      this.expiryHead = 0;
+    }
+  }
+
+  private pendingFor(index: number, what: string): Pending | undefined {
+    const p = this.byIndex.get(index);
+    if (p instanceof Pending) return p;
+    // A late answer to an initiation that timed out, or one that is not for us.
+    countError(this.counters, `${what}:unknown-index`);
+    return undefined;
+  }
+
+  private onResponse(msg: Buffer, now: number): void {
+    const p = this.pendingFor(readU32(msg, RESP_RECEIVER), 'response');
+    if (p === undefined) return;
+    const c = p.client;
+    if (!c.checker.checkMac1(msg, RESP_LEN)) {
+      countError(this.counters, 'response:mac1');
+      return;
+    }
+    const r = c.noise.consumeResponse(msg, (i) => (i === p.index ? p.hs : undefined));
+    if (!r.ok) {
+      countError(this.counters, `response:${r.reason}`);
+      return;
+    }
+    const s = new Session(c, now);
+    if (!c.noise.beginSession(p.hs, s.keys)) {
+      countError(this.counters, 'response:session');
+      this.release(p);
+      return;
+    }
+    this.release(p);
+    this.counters.handshakes++;
+    this.latency.record((now - p.attemptMs) * 1000);
+    this.lastHandshakeMs = now;
+    this.byIndex.set(s.keys.localIndex, s);
+    if (c.previous !== undefined) {
+      this.byIndex.delete(c.previous.keys.localIndex);
+      c.previous.keys.destroy();
+    }
+    c.previous = c.current;
+    c.current = s;
+    if (c.previous === undefined) {
+      this.established.push(c);
+      if (this.dataStartMs < 0) this.dataStartMs = now;
+    }
+    this.seal(s, 0);
+  }
+
+  private onCookieReply(msg: Buffer, now: number): void {
+    const p = this.pendingFor(readU32(msg, COOKIE_RECEIVER), 'cookie');
+    if (p === undefined) return;
+    this.counters.cookieReplies++;
+    const c = p.client;
+    // The reply is sealed with the mac1 of the message it answers: make that message the
+    // generator's last one again (its mac1 is recomputed, the same bytes) before consuming.
+    c.cookies.addMacs(p.msg, INIT_LEN, now);
+    if (!c.cookies.consumeReply(msg, now)) {
+      countError(this.counters, 'cookie:decrypt');
+      return;
+    }
+    if (p !== c.newest) {
+      // A newer initiation left since: resending this one would only be a flood to the server
+      // (or a replay once the newer one is consumed). The newer one gets its own answer.
+      countError(this.counters, 'cookie:superseded');
+      this.release(p);
+      return;
+    }
+    if (++p.cookieRounds > MAX_COOKIE_ROUNDS) {
+      countError(this.counters, 'cookie:rounds');
+      return;
+    }
+    c.cookies.addMacs(p.msg, INIT_LEN, now);
+    this.counters.retries++;
+    // The resend counts as the client's latest initiation for the server's flood rule.
+    c.lastInitiationMs = now;
+    c.socket.send(p.msg, this.onSent);
+  }
+
+  // ---- data ----
+
+  /**
+   * Seals an inner packet of `len` bytes (0: a keepalive) on session `s` and sends it; `write`
+   * puts the packet at the offset it is given.
+   */
+  private seal(s: Session, len: number, write?: (buf: Buffer, off: number) => void): void {
+    const buf = Buffer.allocUnsafe(DATA_HEADER_LEN + len + paddingFor(len, MAX_PACKET_LEN) + TAG_LEN);
+    write?.(buf, DATA_HEADER_LEN);
+    const c = s.counter++;
+    const n = this.transport.seal(buf, 0, len, MAX_PACKET_LEN, s.keys.remoteIndex, c >>> 0, Math.floor(c / 0x100000000), s.keys.sendKey);
+    s.client.socket.send(buf.subarray(0, n), this.onSent);
+  }
+
+  private sendData(client: Client, now: number): void {
+    const o = this.o;
+    const s = client.current!;
+    if (now - s.birthMs >= REKEY_AFTER_MS && client.pending === 0 && now - client.lastInitiationMs >= MIN_INITIATION_INTERVAL_MS) {
+      this.initiate(client, now);
+      this.countInitiation(now);
+    }
+    const target = o.target!;
+    if (o.proto === 'icmp') {
+      const seq = client.echoSeq++ & 0xffff;
+      this.seal(s, o.size, (buf, off) => writeEchoRequest(buf, off, client.tunnel, target, client.echoId, seq, o.size));
+      this.counters.echoRequests++;
+    } else {
+      this.seal(s, o.size, (buf, off) => writeUdp(buf, off, client.tunnel, target, UDP_SOURCE_PORT_BASE + (client.id % 40000), o.targetPort, o.size));
+    }
+    this.counters.dataPackets++;
+    this.counters.dataBytes += o.size;
+    this.lastDataMs = now;
+  }
+
+  private onData(msg: Buffer): void {
+    const s = this.byIndex.get(readU32(msg, DATA_RECEIVER));
+    if (!(s instanceof Session)) {
+      countError(this.counters, 'data:unknown-index');
+      return;
+    }
+    const n = this.transport.open(msg, 0, msg.length, s.keys.receiveKey);
+    if (n < 0) {
+      countError(this.counters, 'data:decrypt');
+      return;
+    }
+    this.counters.rxPackets++;
+    this.counters.rxBytes += n;
+    const c = s.client;
+    if (this.o.proto === 'icmp' && isEchoReply(msg, DATA_HEADER_LEN, n, this.o.target!, c.tunnel, c.echoId)) {
+      this.counters.echoReplies++;
+      c.answered = true;
+    }
+  }
+
+  private receive(msg: Buffer): void {
+    const now = performance.now();
+    switch (messageType(msg, 0, msg.length)) {
+      case MSG_RESPONSE: return this.onResponse(msg, now);
+      case MSG_COOKIE_REPLY: return this.onCookieReply(msg, now);
+      case MSG_DATA: return this.onData(msg);
+      // The server wants a handshake of its own (it has something to send and no session):
+      // a simulated client only ever initiates.
+      case MSG_INITIATION: return countError(this.counters, 'server-initiation');
+      default: return countError(this.counters, 'malformed');
+    }
+  }
+}

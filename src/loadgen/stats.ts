@@ -1,0 +1,241 @@
+// What the load generator counts and how it reports it: a latency histogram of fixed size with
+// ~1% resolution (log-linear buckets as HdrHistogram's, so recording is O(1), memory does not
+// grow with the run and two histograms merge by adding counts), the run's counters, and the
+// final report built from them, as text for people and as JSON for machines.
+
+/** Values below 2 * SUB_BUCKETS are exact; above, each power of two is cut into SUB_BUCKETS. */
+const SUB_BITS = 6;
+const SUB_BUCKETS = 1 << SUB_BITS;
+/** Values are clamped below 2^32 µs (71 minutes, longer than any run). */
+const MAX_VALUE = 0xffffffff;
+const MAX_SHIFT = 31 - SUB_BITS;
+const BUCKETS = 2 * SUB_BUCKETS + MAX_SHIFT * SUB_BUCKETS;
+
+function bucketOf(v: number): number {
+  if (v < 2 * SUB_BUCKETS) return v;
+  const shift = 31 - Math.clz32(v) - SUB_BITS;
+  return 2 * SUB_BUCKETS + (shift - 1) * SUB_BUCKETS + ((v >>> shift) - SUB_BUCKETS);
+}
+
+/** The middle of bucket `b`'s range of values. */
+function valueOf(b: number): number {
+  if (b < 2 * SUB_BUCKETS) return b;
+  const shift = Math.floor((b - 2 * SUB_BUCKETS) / SUB_BUCKETS) + 1;
+  const m = ((b - 2 * SUB_BUCKETS) % SUB_BUCKETS) + SUB_BUCKETS;
+  return m * 2 ** shift + (2 ** shift - 1) / 2;
+}
+
+/** Latencies in whole microseconds. */
+export class LatencyHistogram {
+  private readonly counts = new Float64Array(BUCKETS);
+  count = 0;
+  min = Infinity;
+  max = 0;
+  private sum = 0;
+
+  record(us: number): void {
+    const v = Math.min(MAX_VALUE, Math.max(0, Math.round(us)));
+    this.counts[bucketOf(v)]! += 1;
+    this.count++;
+    this.sum += v;
+    if (v < this.min) this.min = v;
+    if (v > this.max) this.max = v;
+  }
+
+  merge(other: LatencyHistogram): void {
+    for (let b = 0; b < BUCKETS; b++) this.counts[b]! += other.counts[b]!;
+    this.count += other.count;
+    this.sum += other.sum;
+    this.min = Math.min(this.min, other.min);
+    this.max = Math.max(this.max, other.max);
+  }
+
+  mean(): number {
+    return this.count === 0 ? NaN : this.sum / this.count;
+  }
+
+  /**
+   * The value at or below which `p` percent of the recordings fall (nearest rank), within the
+   * bucket's resolution and never outside [min, max]; NaN when empty.
+   */
+  percentile(p: number): number {
+    if (this.count === 0) return NaN;
+    const rank = Math.max(1, Math.ceil((p / 100) * this.count));
+    if (rank >= this.count) return this.max;
+    let seen = 0;
+    for (let b = 0; b < BUCKETS; b++) {
+      seen += this.counts[b]!;
+      if (seen >= rank) return Math.min(this.max, Math.max(this.min, valueOf(b)));
+    }
+    return this.max;
+  }
+}
+
+/** Everything the engine counts, cumulative since the start of the run. */
+export interface Counters {
+  /** New handshakes begun: by the rate, or to rekey an old session. */
+  initiations: number;
+  /** New initiations sent because the last one went unanswered for the timeout. */
+  retransmits: number;
+  /** Initiations sent again, now with mac2, after the server answered with a cookie reply. */
+  retries: number;
+  /** Responses consumed: completed handshakes. */
+  handshakes: number;
+  cookieReplies: number;
+  /** Transport messages sent carrying a packet (keepalives not included). */
+  dataPackets: number;
+  /** Bytes of inner packets sent. */
+  dataBytes: number;
+  echoRequests: number;
+  echoReplies: number;
+  /** Transport messages received that decrypted (keepalives included), and their inner bytes. */
+  rxPackets: number;
+  rxBytes: number;
+  /** Problems by kind: 'timeout', 'send:ENOBUFS', 'response:decrypt', ... */
+  errors: Record<string, number>;
+}
+
+export function newCounters(): Counters {
+  return {
+    initiations: 0, retransmits: 0, retries: 0, handshakes: 0, cookieReplies: 0, dataPackets: 0, dataBytes: 0,
+    echoRequests: 0, echoReplies: 0, rxPackets: 0, rxBytes: 0, errors: {},
+  };
+}
+
+export function countError(c: Counters, kind: string): void {
+  c.errors[kind] = (c.errors[kind] ?? 0) + 1;
+}
+
+export function errorTotal(c: Counters): number {
+  let n = 0;
+  for (const k in c.errors) n += c.errors[k]!;
+  return n;
+}
+
+/** What a finished run hands to `buildReport`. Windows are measured from the start of the run. */
+export interface RunResult {
+  counters: Counters;
+  latency: LatencyHistogram;
+  /** Start to end, drain included. */
+  elapsedMs: number;
+  /** Start to the last new initiation sent: n initiations at rate r take n / r. */
+  initiationWindowMs: number;
+  /** Start to the last handshake completed or initiation sent, whichever is later. */
+  handshakeWindowMs: number;
+  /** First established session (data starts then) to the last data packet sent. */
+  dataWindowMs: number;
+  clients: number;
+  sources: number;
+  offeredRate: number;
+  /** Clients that completed at least one handshake. */
+  established: number;
+  /** Clients that got at least one echo reply back through their tunnel. */
+  tunnelsWithReplies: number;
+}
+
+export interface LoadgenReport {
+  elapsedS: number;
+  clients: number;
+  sources: number;
+  offeredRate: number;
+  initiations: number;
+  initiationsPerS: number;
+  retransmits: number;
+  retries: number;
+  handshakes: number;
+  handshakesPerS: number;
+  cookieReplies: number;
+  cookieRepliesPerS: number;
+  established: number;
+  /** Initiation first sent -> response consumed (cookie rounds and retransmits included); null when none completed. */
+  latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number } | null;
+  data: {
+    packets: number;
+    bytes: number;
+    pps: number;
+    mbps: number;
+    echoRequests: number;
+    echoReplies: number;
+    /** Echo requests without a reply, in percent; null when no echo was sent. */
+    lossPercent: number | null;
+    tunnelsWithReplies: number;
+    rxPackets: number;
+    rxBytes: number;
+  };
+  errors: Record<string, number>;
+}
+
+const round = (v: number, digits: number): number => Number(v.toFixed(digits));
+const ms = (us: number): number => round(us / 1000, 3);
+
+/** `n` events over `windowMs` as a rate per second (0 for an empty window). */
+function perSecond(n: number, windowMs: number): number {
+  return windowMs > 0 ? round((n * 1000) / windowMs, 1) : 0;
+}
+
+export function buildReport(r: RunResult): LoadgenReport {
+  const c = r.counters;
+  const h = r.latency;
+  return {
+    elapsedS: round(r.elapsedMs / 1000, 3),
+    clients: r.clients,
+    sources: r.sources,
+    offeredRate: r.offeredRate,
+    initiations: c.initiations,
+    initiationsPerS: perSecond(c.initiations, r.initiationWindowMs),
+    retransmits: c.retransmits,
+    retries: c.retries,
+    handshakes: c.handshakes,
+    handshakesPerS: perSecond(c.handshakes, r.handshakeWindowMs),
+    cookieReplies: c.cookieReplies,
+    cookieRepliesPerS: perSecond(c.cookieReplies, r.handshakeWindowMs),
+    established: r.established,
+    latencyMs: h.count === 0 ? null : { p50: ms(h.percentile(50)), p90: ms(h.percentile(90)), p99: ms(h.percentile(99)), max: ms(h.max), mean: ms(h.mean()) },
+    data: {
+      packets: c.dataPackets,
+      bytes: c.dataBytes,
+      pps: perSecond(c.dataPackets, r.dataWindowMs),
+      mbps: r.dataWindowMs > 0 ? round((c.dataBytes * 8) / (r.dataWindowMs * 1000), 3) : 0,
+      echoRequests: c.echoRequests,
+      echoReplies: c.echoReplies,
+      lossPercent: c.echoRequests === 0 ? null : round((100 * Math.max(0, c.echoRequests - c.echoReplies)) / c.echoRequests, 2),
+      tunnelsWithReplies: r.tunnelsWithReplies,
+      rxPackets: c.rxPackets,
+      rxBytes: c.rxBytes,
+    },
+    errors: { ...c.errors },
+  };
+}
+
+export function formatReport(r: LoadgenReport): string {
+  const l = r.latencyMs;
+  const d = r.data;
+  const lines = [
+    `loadgen: ${r.clients} clients from ${r.sources} source address${r.sources === 1 ? '' : 'es'}, ${r.elapsedS} s, ${r.offeredRate} initiations/s offered`,
+    `  initiations      ${r.initiations} (${r.initiationsPerS}/s), ${r.retries} resent with a cookie, ${r.retransmits} retransmitted after a timeout`,
+    `  handshakes       ${r.handshakes} (${r.handshakesPerS}/s), ${r.established} of ${r.clients} clients established`,
+    `  cookie replies   ${r.cookieReplies} (${r.cookieRepliesPerS}/s)`,
+    `  latency ms       ${l ? `p50 ${l.p50}  p90 ${l.p90}  p99 ${l.p99}  max ${l.max}  mean ${l.mean}` : '-'}`,
+    `  data sent        ${d.packets} packets (${d.pps}/s), ${d.bytes} bytes (${d.mbps} Mbit/s)`,
+  ];
+  if (d.echoRequests > 0) {
+    lines.push(`  echo             ${d.echoReplies} of ${d.echoRequests} replied (${d.lossPercent}% lost), ${d.tunnelsWithReplies} tunnels answered`);
+  }
+  lines.push(`  received         ${d.rxPackets} transport packets, ${d.rxBytes} inner bytes`);
+  const kinds = Object.keys(r.errors).sort();
+  lines.push(`  errors           ${kinds.length === 0 ? 'none' : kinds.map((k) => `${k} ${r.errors[k]}`).join(', ')}`);
+  return lines.join('\n') + '\n';
+}
+
+/** One line of live progress: what happened between two snapshots `dtS` seconds apart. */
+export function formatProgress(tS: number, prev: Counters, cur: Counters, dtS: number): string {
+  const rate = (a: number, b: number): string => (dtS > 0 ? Math.round((b - a) / dtS) : 0).toString();
+  const mbps = dtS > 0 ? (((cur.dataBytes - prev.dataBytes) * 8) / dtS / 1e6).toFixed(1) : '0.0';
+  return `${tS.toFixed(0).padStart(4)}s  handshakes ${rate(prev.handshakes, cur.handshakes)}/s (${cur.handshakes})  ` +
+    `initiations ${rate(prev.initiations, cur.initiations)}/s  cookies ${rate(prev.cookieReplies, cur.cookieReplies)}/s  ` +
+    `data ${mbps} Mbit/s  echo ${rate(prev.echoReplies, cur.echoReplies)}/s  errors ${errorTotal(cur) - errorTotal(prev)}`;
+}
+
+export function copyCounters(c: Counters): Counters {
+  return { ...c, errors: { ...c.errors } };
+}
