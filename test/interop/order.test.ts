@@ -27,7 +27,9 @@ describe('packet order within one UDP flow', { skip }, () => {
           const received = udp.packets - udp.lost;
           console.log(`# ours -> ${receiver}, ${workers} worker(s): received ${received} of ${DATAGRAMS}, ${udp.outOfOrder} late`);
           assert.equal(udp.outOfOrder, 0, `${udp.outOfOrder} datagrams arrived after a higher-numbered one`);
-          assert.ok(received >= DATAGRAMS * 0.9, `received ${received} of ${DATAGRAMS}`);
+          // Enough arrived for the order check to mean something; loss itself depends on how busy
+          // the machine is (UDP has no flow control) and is what bench/udp.ts measures.
+          assert.ok(received >= DATAGRAMS * 0.5, `received ${received} of ${DATAGRAMS}`);
         } finally {
           await cleanup.run();
         }
