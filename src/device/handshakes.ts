@@ -25,7 +25,7 @@ const REKEY_TIMEOUT_MS = REKEY_TIMEOUT * 1000;
 const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
 
 /** Why a handshake message was rejected: before the Noise work, or by it (noise.ts). */
-export type HandshakeRejection = 'mac1' | 'cookie' | 'ratelimit' | Rejection;
+type HandshakeRejection = 'mac1' | 'cookie' | 'ratelimit' | Rejection;
 const noRejections = (): Record<HandshakeRejection, number> =>
   ({ mac1: 0, cookie: 0, ratelimit: 0, dh: 0, decrypt: 0, 'unknown-peer': 0, replay: 0, flood: 0, state: 0 });
 

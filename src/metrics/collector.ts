@@ -12,7 +12,7 @@
 // keep being served during a long scrape. A peer added or removed meanwhile may be in some
 // families and not others, as with any scrape of a changing system.
 import type { PeerState } from '../uapi/types.js';
-import type { HandshakeRejection } from '../device/handshakes.js';
+import type { Handshakes } from '../device/handshakes.js';
 import { ExpositionWriter, formatValue, labelPairs } from './exposition.js';
 
 /**
@@ -30,11 +30,8 @@ export interface WorkerCounters {
   values: ArrayLike<number>;
 }
 
-export interface HandshakeStats {
-  completed: number;
-  cookieRepliesSent: number;
-  rejected: { initiation: Record<HandshakeRejection, number>; response: Record<HandshakeRejection, number> };
-}
+/** Handshakes completed, rejected by message type and reason, cookie replies sent. */
+export type HandshakeStats = Handshakes['stats'];
 
 /** What a scrape reads; the device's adapter is in source.ts. */
 export interface MetricsSource {

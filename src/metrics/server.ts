@@ -105,10 +105,21 @@ async function serve(req: IncomingMessage, res: ServerResponse, source: MetricsS
   }
 }
 
-/** Waits for a full socket buffer to drain, else yields one turn; false once the client is gone. */
-async function pause(res: ServerResponse): Promise<boolean> {
-  if (res.destroyed) return false;
-  if (res.writableNeedDrain) {
+/** What pause() needs of a response. */
+interface Drainable {
+  readonly writableNeedDrain: boolean;
+  readonly destroyed: boolean;
+  on(event: 'drain' | 'close', listener: () => void): unknown;
+  off(event: 'drain' | 'close', listener: () => void): unknown;
+}
+
+/**
+ * Waits for a full socket buffer to drain, then yields one event-loop turn either way: 'drain'
+ * can come from a nextTick (the response uncorks there), so waiting for it alone could run
+ * the whole scrape in microtasks without ever letting timers or I/O in.
+ */
+export async function pause(res: Drainable): Promise<boolean> {
+  if (res.writableNeedDrain && !res.destroyed) {
     await new Promise<void>((resolve) => {
       const done = (): void => {
         res.off('drain', done);
@@ -118,8 +129,7 @@ async function pause(res: ServerResponse): Promise<boolean> {
       res.on('drain', done);
       res.on('close', done);
     });
-  } else {
-    await nextTurn();
   }
+  await nextTurn();
   return !res.destroyed;
 }

@@ -190,11 +190,11 @@ export function randomPublicKey(): string {
   return randomBytes(32).toString('base64');
 }
 
-/** `n` peers with random keys, peer i owning 10.x.y.z/32 and fd00::1:i/128 (i in the low bits of both). */
+/** `n` peers with random keys, peer i owning 10.x.y.z/32 and fd00::1:hi:lo/128 (i in the low bits of both). */
 export function numberedPeers(n: number): PeerConfig[] {
   return Array.from({ length: n }, (_, i) => ({
     publicKey: randomPublicKey(),
-    allowedIps: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, `fd00::1:${i.toString(16)}/128`],
+    allowedIps: [`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`, `fd00::1:${(i >>> 16).toString(16)}:${(i & 0xffff).toString(16)}/128`],
   }));
 }
 

@@ -92,6 +92,16 @@ describe('metrics: wireguard-ts with --metrics, paired with wireguard-go', { ski
     await waitFor('three no_route drops', () => drops() >= before + 3, 5000);
   });
 
+  test('an initiation with a bad mac1 counts as rejected for that reason', { timeout: 20_000 }, async () => {
+    const mac1 = (): number => total(scrape(A), 'wireguard_handshakes_rejected_total', 'type="initiation",reason="mac1"');
+    const before = mac1();
+    // Type 1, three zero bytes, then 144 zero bytes: the size of an initiation, the MACs of none
+    // (dd makes it one write, so one datagram).
+    const initiation = `{ printf '\\x01\\x00\\x00\\x00'; head -c 144 /dev/zero; } | dd bs=148 count=1 iflag=fullblock status=none`;
+    B.exec('bash', ['-c', `${initiation} > /dev/udp/${A.outer}/${A.port}`]);
+    await waitFor('a mac1 rejection', () => mac1() === before + 1, 5000);
+  });
+
   test('the endpoint listens on loopback only by default', { timeout: 20_000 }, () => {
     for (const addr of [A.outer, A.tunnel4]) {
       const r = fetchIn(B.ns, `http://${addr}:${PORT}/metrics`);
