@@ -25,7 +25,7 @@ describe('packet order within one UDP flow', { skip }, () => {
           const { udp } = await iperfReport(cleanup, a, b, { udpRate: '100M', length: PAYLOAD, packets: DATAGRAMS });
           assert.ok(udp !== undefined);
           const received = udp.packets - udp.lost;
-          console.log(`# ours -> ${receiver}, ${workers} worker(s): received ${received} of ${DATAGRAMS}, ${udp.outOfOrder} late`);
+          console.log(`ours -> ${receiver}, ${workers} worker(s): received ${received} of ${DATAGRAMS}, ${udp.outOfOrder} late`);
           assert.equal(udp.outOfOrder, 0, `${udp.outOfOrder} datagrams arrived after a higher-numbered one`);
           // Enough arrived for the order check to mean something; loss itself depends on how busy
           // the machine is (UDP has no flow control) and is what bench/udp.ts measures.
