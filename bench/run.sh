@@ -13,6 +13,7 @@ if [ "$(id -u)" -eq 0 ]; then
   node dist/bench/latency.js
   node dist/bench/rss.js
   node dist/bench/peers.js
+  node dist/bench/handshakes.js
 else
-  echo "bench: skipping syscalls, throughput, udp, latency, rss and peers (they need root for TUN devices and namespaces)"
+  echo "bench: skipping syscalls, throughput, udp, latency, rss, peers and handshakes (they need root for TUN devices and namespaces)"
 fi

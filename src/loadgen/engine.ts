@@ -45,6 +45,7 @@ const MAX_COOKIE_ROUNDS = 3;
 const TICK_BUDGET_MS = 4;
 const MAX_DRAIN_MS = 2000;
 const SOCKET_BUFFER_BYTES = 4 << 20;
+/** Inner UDP datagrams leave from this port + the client's number: one flow per client. */
 const UDP_SOURCE_PORT_BASE = 20000;
 
 export interface EngineOptions {
@@ -123,8 +124,8 @@ class Pending {
 type Phase = 'idle' | 'sending' | 'draining' | 'done';
 
 export class Engine {
-  readonly counters: Counters = newCounters();
-  readonly latency = new LatencyHistogram();
+  private readonly counters: Counters = newCounters();
+  private readonly latency = new LatencyHistogram();
   private readonly clients: Client[] = [];
   private readonly sockets: dgram.Socket[] = [];
   private readonly byIndex = new Map<number, Pending | Session>();
@@ -158,7 +159,8 @@ export class Engine {
   static async open(o: EngineOptions): Promise<Engine> {
     const e = new Engine(o);
     try {
-      for (const address of o.sources.length > 0 ? o.sources : [undefined]) e.sockets.push(await e.openSocket(address));
+      // More sockets than clients would only sit idle.
+      for (const address of o.sources.length > 0 ? o.sources.slice(0, o.clients.length) : [undefined]) e.sockets.push(await e.openSocket(address));
       o.clients.forEach((key, i) => e.clients.push(new Client(i, key, o.serverKey, e.sockets[i % e.sockets.length]!)));
     } catch (err) {
       e.close();
@@ -189,14 +191,6 @@ export class Engine {
     sock.on('error', (err: NodeJS.ErrnoException) => countError(this.counters, `socket:${err.code ?? 'error'}`));
     sock.on('message', (msg) => this.receive(msg));
     return sock;
-  }
-
-  get clientCount(): number {
-    return this.clients.length;
-  }
-
-  get sourceCount(): number {
-    return this.o.sources.length > 0 ? this.o.sources.length : 1;
   }
 
   /** Runs the sending phase and the drain; resolves when the run is over. */
@@ -230,7 +224,7 @@ export class Engine {
       // The first packet is due 1/rate after data starts, so n packets span n/rate.
       dataWindowMs: this.dataStartMs < 0 ? 0 : Math.max(0, this.lastDataMs - this.dataStartMs),
       clients: this.clients.length,
-      sources: this.sourceCount,
+      sources: this.sockets.length,
       offeredRate: this.o.rate,
       established: this.established.length,
       tunnelsWithReplies: this.clients.reduce((n, c) => n + (c.answered ? 1 : 0), 0),

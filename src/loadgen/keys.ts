@@ -38,7 +38,7 @@ export function generateClients(count: number, subnet: Subnet4): ClientKey[] {
   });
 }
 
-export const KEYS_FILE_HEADER = '# wireguard-ts loadgen clients: private key, tunnel address. Secret: keep it 0600.';
+const KEYS_FILE_HEADER = '# wireguard-ts loadgen clients: private key, tunnel address. Secret: keep it 0600.';
 
 export function formatKeysFile(clients: readonly ClientKey[]): string {
   return [KEYS_FILE_HEADER, ...clients.map((c) => `${b64(c.privateKey)} ${formatIPv4(c.tunnel)}`)].join('\n') + '\n';

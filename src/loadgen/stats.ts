@@ -88,7 +88,7 @@ export interface Counters {
   dataBytes: number;
   echoRequests: number;
   echoReplies: number;
-  /** Transport messages received that decrypted (keepalives included), and their inner bytes. */
+  /** Transport messages received that decrypted (keepalives included), and their plaintext bytes, padding included. */
   rxPackets: number;
   rxBytes: number;
   /** Problems by kind: 'timeout', 'send:ENOBUFS', 'response:decrypt', ... */
@@ -221,7 +221,7 @@ export function formatReport(r: LoadgenReport): string {
   if (d.echoRequests > 0) {
     lines.push(`  echo             ${d.echoReplies} of ${d.echoRequests} replied (${d.lossPercent}% lost), ${d.tunnelsWithReplies} tunnels answered`);
   }
-  lines.push(`  received         ${d.rxPackets} transport packets, ${d.rxBytes} inner bytes`);
+  lines.push(`  received         ${d.rxPackets} transport packets, ${d.rxBytes} bytes decrypted (padding included)`);
   const kinds = Object.keys(r.errors).sort();
   lines.push(`  errors           ${kinds.length === 0 ? 'none' : kinds.map((k) => `${k} ${r.errors[k]}`).join(', ')}`);
   return lines.join('\n') + '\n';

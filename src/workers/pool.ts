@@ -3,6 +3,7 @@
 // it, and the routes snapshot channel. The main thread drains the rings with Atomics.waitAsync,
 // so it never blocks.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
+import { setImmediate as yieldTurn } from 'node:timers/promises';
 import { Slab } from '../queues/slab.js';
 import { Ring, Doorbell } from '../queues/ring.js';
 import { EndpointTable } from '../net/udp.js';
@@ -38,6 +39,8 @@ export class WorkerPool {
   private draining = false;
   private stopped = false;
   private readonly slots = new Uint32Array(256);
+  /** Records taken off a ring and not yet handled: part of the queue depth. */
+  private unprocessed = 0;
   /** Settles once every worker of the latest start has loaded and entered its loop. */
   ready: Promise<void> = Promise.resolve();
 
@@ -126,6 +129,11 @@ export class WorkerPool {
   }
 
   /** The main thread's consumer loop over every worker's ring. */
+  /**
+   * The main thread's consumer loop over every worker's ring. It takes one batch per ring per
+   * turn and then yields a full event-loop turn, so a handshake flood cannot starve the UAPI
+   * socket and the timer tick (waitAsync alone resolves as a microtask while records keep coming).
+   */
   private async drain(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
@@ -133,18 +141,20 @@ export class WorkerPool {
     while (!this.stopped) {
       await this.doorbell.waitAsync(ready, 1000);
       for (const ring of this.rings) {
-        for (;;) {
-          const n = ring.popBatch(this.slots, this.slots.length);
-          if (n === 0) break;
-          for (let i = 0; i < n; i++) this.o.onRecord(this.slots[i]!);
+        const n = ring.popBatch(this.slots, this.slots.length);
+        for (let i = 0; i < n; i++) {
+          this.unprocessed = n - i;
+          this.o.onRecord(this.slots[i]!);
         }
+        this.unprocessed = 0;
       }
+      await yieldTurn();
     }
   }
 
   /** Control records waiting in the rings: the depth of the handshake queue. */
   pending(): number {
-    let n = 0;
+    let n = this.unprocessed;
     for (const r of this.rings) n += r.size();
     return n;
   }

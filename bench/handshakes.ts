@@ -1,0 +1,80 @@
+// Handshakes under load: `wireguard-ts loadgen` against wireguard-ts and wireguard-go in the
+// same run, each row on a fresh server (test/interop/topology.ts: createLoadgenStage), the
+// load generator in its own namespace sending from 1 or 254 source addresses.
+//
+//   node dist/bench/handshakes.js [--seconds N] [--quick] [--impl ours,wggo] [--peers 100,1000]
+//                                 [--sources 1,254] [--rates 1000,5000,20000]
+//
+// The matrix is every combination the protocol allows: a client may initiate at most every
+// 30 ms (a responder drops faster initiations from one peer as a flood), so 100 peers offer at
+// most 3,333/s and only the 1k/s rate runs with them. --quick: 3 s per row instead of 5.
+//
+// Columns: offered and actually sent initiations/s (the load generator shares the machine's
+// CPUs with the server and falls short when they are busy), completed handshakes/s, cookie
+// replies/s, latency from the first initiation to the consumed response (p50/p99), initiations
+// that got no answer, and the server's CPU time (utime + stime of its process, all threads,
+// from /proc/PID/stat) per completed handshake.
+import { readFileSync } from 'node:fs';
+import { Cleanup } from '../test/interop/harness.js';
+import { addLoadgenClients, createLoadgenStage, runLoadgen, type Impl } from '../test/interop/topology.js';
+import { flag, listArg, loadNow, numberArg, printTable, requireRoot } from './pairings.js';
+import { MIN_INITIATION_INTERVAL_MS } from '../src/loadgen/options.js';
+
+const seconds = numberArg('--seconds', flag('--quick') ? 3 : 5);
+const impls = listArg('--impl', ['wggo', 'ours']) as Impl[];
+const peerCounts = listArg('--peers', ['100', '1000']).map(Number);
+const sourceCounts = listArg('--sources', ['1', '254']).map(Number);
+const rates = listArg('--rates', ['1000', '5000', '20000']).map(Number);
+/** Kernel clock ticks per second: the unit of utime and stime (USER_HZ, 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+/** CPU seconds a process has used so far, all threads. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name, which may hold spaces, in parentheses: utime and stime are 14 and 15.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+}
+
+interface Row { impl: Impl; peers: number; sources: number; rate: number }
+
+async function measure(r: Row): Promise<string[]> {
+  const cleanup = new Cleanup();
+  try {
+    const stage = await createLoadgenStage(cleanup, r.impl, r.sources);
+    const keys = addLoadgenClients(cleanup, stage, r.peers);
+    const pid = stage.server.proc.pid!;
+    const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    if (comm === 'ip') throw new Error('the server pid is `ip netns exec`, not the daemon');
+    const cpu0 = cpuSeconds(pid);
+    const rep = await runLoadgen(stage, keys, ['--source', stage.sources, '--rate', String(r.rate), '--duration', String(seconds)], seconds * 1000 + 60_000);
+    const cpu = cpuSeconds(pid) - cpu0;
+    const lost = (rep.errors.timeout ?? 0) + (rep.errors.unanswered ?? 0);
+    return [
+      r.impl, String(r.peers), String(r.sources), String(r.rate), rep.initiationsPerS.toFixed(0), rep.handshakesPerS.toFixed(0),
+      rep.cookieRepliesPerS.toFixed(0), rep.latencyMs?.p50.toFixed(1) ?? '-', rep.latencyMs?.p99.toFixed(1) ?? '-', String(lost),
+      rep.handshakes > 0 ? ((cpu * 1e6) / rep.handshakes).toFixed(0) : '-',
+    ];
+  } finally {
+    await cleanup.run();
+  }
+}
+
+async function main(): Promise<void> {
+  requireRoot();
+  const load = loadNow();
+  const rows: string[][] = [];
+  for (const peers of peerCounts) {
+    for (const sources of sourceCounts) {
+      for (const rate of rates) {
+        if (rate > (peers * 1000) / MIN_INITIATION_INTERVAL_MS) continue;
+        // Both implementations back to back, so each pair of rows sees the same machine.
+        for (const impl of impls) rows.push(await measure({ impl, peers, sources, rate }));
+      }
+    }
+  }
+  printTable(`Handshakes under load: wireguard-ts loadgen for ${seconds} s per row, a fresh server each, default workers`, load,
+    ['server', 'peers', 'sources', 'offered/s', 'sent/s', 'completed/s', 'cookie replies/s', 'p50 ms', 'p99 ms', 'unanswered', 'server CPU µs/handshake'], rows);
+}
+
+await main();
