@@ -34,7 +34,7 @@ import { dh } from '../crypto/x25519.js';
 import { zero } from '../crypto/memory.js';
 import { isEchoReply, writeEchoRequest, writeUdp } from './packets.js';
 import { LatencyHistogram, countError, copyCounters, newCounters, type Counters, type RunResult } from './stats.js';
-import { MAX_PACKET_LEN, MIN_INITIATION_INTERVAL_MS } from './options.js';
+import { type TrafficOptions, MAX_PACKET_LEN, MIN_INITIATION_INTERVAL_MS } from './options.js';
 import type { ClientKey } from './keys.js';
 
 /** A client re-initiates when its session is this old (RekeyAfterTime), as a real one does. */
@@ -48,7 +48,7 @@ const SOCKET_BUFFER_BYTES = 4 << 20;
 /** Inner UDP datagrams leave from this port + the client's number: one flow per client. */
 const UDP_SOURCE_PORT_BASE = 20000;
 
-export interface EngineOptions {
+export interface EngineOptions extends TrafficOptions {
   /** The server's IP address (not a name) and port. */
   serverAddress: string;
   serverPort: number;
@@ -57,16 +57,7 @@ export interface EngineOptions {
   /** Source addresses, one socket each; empty: one socket on the wildcard address. */
   sources: readonly string[];
   family: 4 | 6;
-  rate: number;
-  initiations: number;
   durationMs: number;
-  timeoutMs: number;
-  dataRate: number;
-  packets: number;
-  size: number;
-  proto: 'icmp' | 'udp';
-  target?: number;
-  targetPort: number;
 }
 
 class Session {

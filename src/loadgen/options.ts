@@ -55,7 +55,20 @@ kernel): real handshakes (cookie replies answered with mac2), then data inside t
 
 export interface KeysOptions { command: 'keys'; clients: number; out: string; tunnel: Subnet4 }
 export interface ConfigOptions { command: 'config'; keys: string; format: 'addconf' | 'wg-set' }
-export interface RunOptions {
+/** What a run offers the server: handshakes, then data inside the tunnels. */
+export interface TrafficOptions {
+  rate: number;
+  initiations: number;
+  timeoutMs: number;
+  dataRate: number;
+  packets: number;
+  size: number;
+  proto: 'icmp' | 'udp';
+  /** The inner destination as a 32-bit number, and the UDP port. */
+  target?: number;
+  targetPort: number;
+}
+export interface RunOptions extends TrafficOptions {
   command: 'run';
   keys: string;
   /** As given: an address or a DNS name, resolved once at start. */
@@ -65,17 +78,7 @@ export interface RunOptions {
   clients?: number;
   /** Source addresses to bind, one socket each; empty: one wildcard socket. */
   sources: string[];
-  rate: number;
-  initiations: number;
   durationS: number;
-  timeoutMs: number;
-  dataRate: number;
-  packets: number;
-  size: number;
-  proto: 'icmp' | 'udp';
-  /** The inner destination as a 32-bit number, and the UDP port. */
-  target?: number;
-  targetPort: number;
   json: boolean;
 }
 export type LoadgenOptions = KeysOptions | ConfigOptions | RunOptions | 'help';
