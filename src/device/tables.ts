@@ -71,8 +71,10 @@ export const C_DROP_REPLAY = 5;
 export const C_DROP_SOURCE = 6; // inner source not in the peer's allowed IPs
 export const C_DROP_MALFORMED = 7;
 export const C_DROP_RING_FULL = 8;
+/** A peer with a session but no endpoint to send to (the kernel's EDESTADDRREQ). */
+export const C_DROP_NO_ENDPOINT = 9;
 export const C_STRIDE = 16;
-export const COUNTER_NAMES = ['rx_packets', 'tx_packets', 'drop_no_route', 'drop_no_keypair', 'drop_decrypt', 'drop_replay', 'drop_source', 'drop_malformed', 'drop_ring_full'];
+export const COUNTER_NAMES = ['rx_packets', 'tx_packets', 'drop_no_route', 'drop_no_keypair', 'drop_decrypt', 'drop_replay', 'drop_source', 'drop_malformed', 'drop_ring_full', 'drop_no_endpoint'];
 
 /**
  * A millisecond clock that is the same in every thread (performance.now() alone is relative to
