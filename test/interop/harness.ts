@@ -101,23 +101,35 @@ export interface WireguardGo {
 export const SOCKET_DIR = '/var/run/wireguard';
 
 /**
- * Starts wireguard-go in the foreground in the current namespace (its UDP socket lives here),
- * waits for its UAPI socket, and registers its shutdown.
+ * Spawns a daemon that serves `ifname` in the foreground, registers its shutdown (SIGTERM, then
+ * SIGKILL) and waits for its UAPI socket. The one way every test and bench starts a daemon.
  */
-export async function startWireguardGo(cleanup: Cleanup, ifname = uniqueName('wggo')): Promise<WireguardGo> {
-  const proc = spawn('wireguard-go', ['-f', ifname], {
-    env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: 'error' },
-    stdio: ['ignore', 'ignore', 'pipe'],
+export async function spawnDaemon(
+  cleanup: Cleanup, label: string, command: string[], ifname: string,
+  opts: { stdio?: 'ignore' | 'inherit'; logLevel?: string; startTimeoutMs?: number } = {},
+): Promise<{ proc: ChildProcess; exited: () => boolean }> {
+  const proc = spawn(command[0]!, command.slice(1), {
+    env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: opts.logLevel ?? 'error' },
+    stdio: ['ignore', opts.stdio ?? 'ignore', opts.stdio ?? 'ignore'],
   });
   let exited = false;
   proc.on('exit', () => (exited = true));
   cleanup.add(async () => {
     if (exited) return;
     proc.kill('SIGTERM');
-    await waitFor('wireguard-go to exit', () => exited, 3000).catch(() => proc.kill('SIGKILL'));
+    await waitFor(`${label} ${ifname} to exit`, () => exited, 5000).catch(() => proc.kill('SIGKILL'));
   });
-  await waitFor(`wireguard-go socket for ${ifname}`, () => exited || existsSync(`${SOCKET_DIR}/${ifname}.sock`), 5000);
-  if (exited) throw new Error(`wireguard-go ${ifname} exited at start`);
+  await waitFor(`${label} socket for ${ifname}`, () => exited || existsSync(`${SOCKET_DIR}/${ifname}.sock`), opts.startTimeoutMs ?? 10_000);
+  if (exited) throw new Error(`${label} ${ifname} exited during start-up`);
+  return { proc, exited: () => exited };
+}
+
+/**
+ * Starts wireguard-go in the foreground in the current namespace (its UDP socket lives here),
+ * waits for its UAPI socket, and registers its shutdown.
+ */
+export async function startWireguardGo(cleanup: Cleanup, ifname = uniqueName('wggo')): Promise<WireguardGo> {
+  const { proc } = await spawnDaemon(cleanup, 'wireguard-go', ['wireguard-go', '-f', ifname], ifname, { startTimeoutMs: 5000 });
   const wg = (...args: string[]): string => sh('wg', args);
   return {
     ifname,

@@ -2,8 +2,7 @@
 // cryptokey routing must refuse, and a flood of malformed datagrams.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { Cleanup, createNetns, ensureTools, isRoot, sh, tryRun, waitFor } from './harness.js';
+import { Cleanup, createNetns, ensureTools, isRoot, rssKb, sh, tryRun, waitFor } from './harness.js';
 import { createPair, peerDump, ping, type Host } from './topology.js';
 
 const skip = isRoot ? false : 'needs root for network namespaces';
@@ -11,11 +10,6 @@ const skip = isRoot ? false : 'needs root for network namespaces';
 function tunRxPackets(h: Host): number {
   const out = sh('ip', ['-n', h.ns, '-s', '-j', 'link', 'show', h.ifname]);
   return (JSON.parse(out) as { stats64: { rx: { packets: number } } }[])[0]!.stats64.rx.packets;
-}
-
-function rssKb(pid: number): number {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m![1]);
 }
 
 describe('wireguard-ts facing a wireguard-go peer', { skip }, () => {

@@ -2,11 +2,11 @@
 // wireguard-ts or wireguard-go, configured with `wg` exactly as a user would. Every address is
 // inside the namespaces the test creates; everything is torn down by the Cleanup.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Cleanup, createNetns, keyFile, sh, tryRun, uniqueName, waitFor, wgKeyPair, SOCKET_DIR } from './harness.js';
+import { Cleanup, createNetns, keyFile, sh, spawnDaemon, tryRun, uniqueName, waitFor, wgKeyPair } from './harness.js';
 import type { LoadgenReport } from '../../src/loadgen/stats.js';
 
 export type Impl = 'ours' | 'wggo';
@@ -45,20 +45,10 @@ export async function startDaemon(cleanup: Cleanup, impl: Impl, ns: string, ifna
   // WGTS_DAEMON_NODE_ARGS passes node flags (e.g. --cpu-prof) to our daemons, for profiling.
   const nodeArgs = process.env.WGTS_DAEMON_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const cmd = impl === 'ours' ? [process.execPath, ...nodeArgs, BIN, '-f', ...extra, ifname] : ['wireguard-go', '-f', ifname];
-  const proc = spawn('ip', ['netns', 'exec', ns, ...cmd], {
-    env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error' },
-    stdio: ['ignore', 'inherit', 'inherit'],
+  return spawnDaemon(cleanup, impl, ['ip', 'netns', 'exec', ns, ...cmd], ifname, {
+    stdio: 'inherit',
+    logLevel: process.env.TEST_LOG_LEVEL,
   });
-  let exited = false;
-  proc.on('exit', () => (exited = true));
-  cleanup.add(async () => {
-    if (exited) return;
-    proc.kill('SIGTERM');
-    await waitFor(`${impl} ${ifname} to exit`, () => exited, 5000).catch(() => proc.kill('SIGKILL'));
-  });
-  await waitFor(`${impl} socket for ${ifname}`, () => exited || existsSync(`${SOCKET_DIR}/${ifname}.sock`), 10_000);
-  if (exited) throw new Error(`${impl} ${ifname} exited during start-up`);
-  return { proc, exited: () => exited };
 }
 
 /** Two namespaces joined by a veth pair with one outer address on each end. */
