@@ -3,6 +3,8 @@
 // discard port), written in place into a send buffer so building one allocates nothing. The
 // payload is zeros; only the headers vary from packet to packet.
 
+import { fold, sum16 } from '../tun/offload.js';
+
 export const IPV4_HEADER_LEN = 20;
 /** ICMP echo and UDP headers are both 8 bytes: the smallest packet either protocol makes. */
 export const MIN_PACKET_LEN = IPV4_HEADER_LEN + 8;
@@ -12,14 +14,9 @@ const ICMP_ECHO_REPLY = 0;
 const ICMP_ECHO_REQUEST = 8;
 const TTL = 64;
 
-/** The Internet checksum (RFC 1071) of buf[start, end). */
+/** The Internet checksum (RFC 1071) of buf[start, end): the same sums the TUN offload uses. */
 export function checksum(buf: Uint8Array, start: number, end: number): number {
-  let sum = 0;
-  let i = start;
-  for (; i + 1 < end; i += 2) sum += (buf[i]! << 8) | buf[i + 1]!;
-  if (i < end) sum += buf[i]! << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
+  return ~fold(sum16(buf, start, end)) & 0xffff;
 }
 
 function put16(buf: Uint8Array, off: number, v: number): void {
