@@ -11,9 +11,9 @@ import {
 import { TransportCrypto } from '../workers/transport.js';
 import { RecordKind, META_KIND, META_ARG } from '../workers/control.js';
 import { sendTo, formatEndpoint } from '../net/udp.js';
-import { TimerAction, REKEY_TIMEOUT, REJECT_AFTER_TIME, shouldRekeyOnSend } from './timers.js';
+import { TimerAction, REKEY_TIMEOUT, shouldRekeyOnSend } from './timers.js';
 import {
-  now, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, S_TX_BYTES, S_RX_BYTES, D_MTU,
+  now, canSend, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, S_TX_BYTES, S_RX_BYTES, D_MTU,
   SEND_COUNTER_LIMIT, SEND_COUNTER_REKEY,
 } from './tables.js';
 import type { Device } from './device.js';
@@ -22,7 +22,6 @@ import type { Peer } from './peer.js';
 /** Handshake messages the main thread will queue before declaring itself under load. */
 const HANDSHAKE_QUEUE_CAPACITY = 1024;
 const REKEY_TIMEOUT_MS = REKEY_TIMEOUT * 1000;
-const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
 
 /** Why a handshake message was rejected: before the Noise work, or by it (noise.ts). */
 type HandshakeRejection = 'mac1' | 'cookie' | 'ratelimit' | Rejection;
@@ -278,7 +277,7 @@ export class Handshakes {
   private sendingKeypair(peer: Peer, ms: number): number {
     const kps = this.d.keypairs;
     const cur = kps.current(peer.slot);
-    if (cur < 0 || !kps.isConfirmed(cur) || ms - kps.birth(cur) >= REJECT_AFTER_MS) return -1;
+    if (cur < 0 || !canSend(this.d.tables, cur, ms)) return -1;
     return kps.sendCounter(cur) < SEND_COUNTER_LIMIT ? cur : -1;
   }
 

@@ -12,7 +12,7 @@ import type { SessionKeys } from '../handshake/noise.js';
 import { REPLAY_STATE_WORDS } from '../replay/replay.js';
 import {
   Tables, now, KP_FLAGS, KP_PEER, KP_LOCAL_INDEX, KP_REMOTE_INDEX, KP_SEND_COUNTER, KP_REPLAY, KP_STRIDE,
-  KP_SLOT_BITS, KP_KEYS_BYTES, KPF_VALID, KPF_INITIATOR, KPF_CONFIRMED, P_CURRENT, P_PREVIOUS, P_NEXT, P_STRIDE,
+  KP_SLOT_BITS, KP_KEYS_BYTES, KPF_VALID, KPF_INITIATOR, P_CURRENT, P_PREVIOUS, P_NEXT, P_STRIDE,
 } from './tables.js';
 
 export class Keypairs {
@@ -117,10 +117,6 @@ export class Keypairs {
 
   isInitiator(slot: number): boolean {
     return (Atomics.load(this.t.keypairs, slot * KP_STRIDE + KP_FLAGS) & KPF_INITIATOR) !== 0;
-  }
-
-  isConfirmed(slot: number): boolean {
-    return (Atomics.load(this.t.keypairs, slot * KP_STRIDE + KP_FLAGS) & (KPF_INITIATOR | KPF_CONFIRMED)) !== 0;
   }
 
   birth(slot: number): number {

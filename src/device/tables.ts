@@ -12,6 +12,7 @@
 // with no hash table; the random bits keep a stale index from matching a reused slot.
 import { EndpointTable } from '../net/udp.js';
 import { REPLAY_STATE_WORDS } from '../replay/replay.js';
+import { REJECT_AFTER_TIME } from './timers.js';
 
 export const KP_SLOT_BITS = 22;
 export const KP_SLOT_MASK = (1 << KP_SLOT_BITS) - 1;
@@ -102,6 +103,18 @@ export interface TablesDesc {
 export const D_MTU = 0;
 export const D_ROUTES_GEN = 1;
 export const D_SHUTDOWN = 2;
+
+const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
+
+/**
+ * Whether keypair `kp` may carry packets out at `nowMs`: valid, younger than REJECT_AFTER_TIME,
+ * and with one of the flags `anyOf` (by default: we initiated it, or the peer confirmed it).
+ * The one rule the workers and the main thread both send by.
+ */
+export function canSend(t: Tables, kp: number, nowMs: number, anyOf = KPF_INITIATOR | KPF_CONFIRMED): boolean {
+  const flags = Atomics.load(t.keypairs, kp * KP_STRIDE + KP_FLAGS);
+  return (flags & KPF_VALID) !== 0 && (flags & anyOf) !== 0 && nowMs - t.birth[kp]! < REJECT_AFTER_MS;
+}
 
 /** Typed views over a TablesDesc; each thread builds its own once. */
 export class Tables {

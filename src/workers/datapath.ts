@@ -24,8 +24,8 @@ import {
   VNET_F_DATA_VALID, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_SUPER_PACKET, type VnetHeader,
 } from '../tun/offload.js';
 import {
-  Tables, now, KP_FLAGS, KP_PEER, KP_LOCAL_INDEX, KP_REMOTE_INDEX, KP_SEND_COUNTER, KP_REPLAY, KP_STRIDE,
-  KP_SLOT_MASK, KP_KEYS_BYTES, KPF_VALID, KPF_INITIATOR, KPF_CONFIRMED, SEND_COUNTER_LIMIT, P_CURRENT,
+  Tables, now, canSend, KP_FLAGS, KP_PEER, KP_LOCAL_INDEX, KP_REMOTE_INDEX, KP_SEND_COUNTER, KP_REPLAY, KP_STRIDE,
+  KP_SLOT_MASK, KP_KEYS_BYTES, KPF_VALID, KPF_CONFIRMED, SEND_COUNTER_LIMIT, P_CURRENT,
   P_NEXT, P_ENDPOINT_SEQ, P_STRIDE, D_MTU, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED,
   S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, C_RX_PACKETS, C_TX_PACKETS, C_DROP_NO_ROUTE, C_DROP_NO_KEYPAIR,
   C_DROP_DECRYPT, C_DROP_REPLAY, C_DROP_SOURCE, C_DROP_MALFORMED, C_DROP_RING_FULL, C_DROP_NO_ENDPOINT, C_STRIDE,
@@ -379,15 +379,10 @@ export class DataPath {
   private sendingKeypair(peer: number, ts: number): number {
     const p = this.t.peers;
     const cur = Atomics.load(p, peer * P_STRIDE + P_CURRENT);
-    if (cur >= 0 && this.usable(cur, ts, KPF_INITIATOR | KPF_CONFIRMED)) return cur;
+    if (cur >= 0 && canSend(this.t, cur, ts)) return cur;
     const next = Atomics.load(p, peer * P_STRIDE + P_NEXT);
-    if (next >= 0 && this.usable(next, ts, KPF_CONFIRMED)) return next;
+    if (next >= 0 && canSend(this.t, next, ts, KPF_CONFIRMED)) return next;
     return -1;
-  }
-
-  private usable(kp: number, ts: number, anyOf: number): boolean {
-    const flags = Atomics.load(this.t.keypairs, kp * KP_STRIDE + KP_FLAGS);
-    return (flags & KPF_VALID) !== 0 && (flags & anyOf) !== 0 && ts - this.t.birth[kp]! < REJECT_AFTER_MS;
   }
 
   /** Copies the peer's endpoint into send row `row` under its seqlock; false when it has none. */
