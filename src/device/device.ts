@@ -130,7 +130,15 @@ export class Device extends EventEmitter implements UapiDevice {
   }
 
   forEachPeer(visit: (peer: PeerState) => void): void {
-    for (const peer of this.peers.values()) visit(this.peerState(peer));
+    for (const state of this.peerStates()) visit(state);
+  }
+
+  /**
+   * Every peer's state, resumable: a caller serving a million peers (a metrics scrape) can
+   * pause between peers; a peer removed meanwhile is skipped, as a Map iterator does.
+   */
+  *peerStates(): Generator<PeerState> {
+    for (const peer of this.peers.values()) yield this.peerState(peer);
   }
 
   private peerState(peer: Peer): PeerState {

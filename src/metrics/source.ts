@@ -1,8 +1,6 @@
 // The device as a MetricsSource: per-peer figures exactly as UAPI `get` (and so `wg show`)
 // reports them, device counters from the handshake stats and the workers' shared counter rows.
 import type { Device } from '../device/device.js';
-import type { Peer } from '../device/peer.js';
-import type { PeerState } from '../uapi/types.js';
 import { COUNTER_NAMES, C_STRIDE, now } from '../device/tables.js';
 import type { MetricsSource, WorkerCounters } from './collector.js';
 
@@ -10,23 +8,12 @@ export function deviceSource(device: Device, ifname: string): MetricsSource {
   return {
     ifname,
     peerCount: () => device.peers.size,
-    peers: () => peerStates(device),
+    peers: () => device.peerStates(),
     handshakes: () => device.handshakes.stats,
     underLoad: () => now() < device.handshakes.load.untilMs,
     pendingRecords: () => device.pool.pending(),
     workers: () => workerCounters(device),
   };
-}
-
-/**
- * Device.forEachPeer walks every peer in one synchronous call, which a scrape of a million
- * peers must not do; a Map iterator can be resumed later and skips peers removed meanwhile.
- * Each peer's state comes from the same private method that serves UAPI `get`, so the numbers
- * cannot drift from `wg show` (bracket access keeps that call type-checked).
- */
-function* peerStates(device: Device): Generator<PeerState> {
-  const state = (peer: Peer): PeerState => device['peerState'](peer);
-  for (const peer of device.peers.values()) yield state(peer);
 }
 
 /** The workers' rows (the main thread's row, mainRow, holds per-peer stats but counts no packets). */
