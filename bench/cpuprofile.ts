@@ -7,7 +7,7 @@
 // sendmmsg(2), `readBatch` read(2), and `PollSet.wait` a worker asleep in poll(2), which is
 // counted as idle here.
 //
-//   node dist/bench/cpuprofile.js DIR [--top N]
+//   node dist/bench/cpuprofile.js DIR [--top N] [--min-busy-ms MS]
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { numberArg } from './pairings.js';
@@ -58,6 +58,7 @@ function main(): void {
   const dir = process.argv[2];
   if (dir === undefined || !existsSync(dir)) throw new Error('usage: cpuprofile.js DIR [--top N]');
   const top = numberArg('--top', 15);
+  const minBusyMs = numberArg('--min-busy-ms', 1000);
   const pidsFile = join(dir, 'pids.json');
   const roles = existsSync(pidsFile) ? JSON.parse(readFileSync(pidsFile, 'utf8')) as Record<string, string> : {};
   // By process, then thread in start order.
@@ -69,9 +70,9 @@ function main(): void {
   for (const { f, pid, thread } of files) {
     const { activeMs, totalMs, text } = summarize(join(dir, f), top);
     const who = `${roles[pid] ?? `pid ${pid}`}, ${thread === 0 ? 'main thread' : `worker thread ${thread}`}`;
-    // Start-up (module loading, tables) costs each thread a few hundred ms: below a second
-    // busy, a thread did little else (a main thread, a worker replaced by a port change).
-    if (activeMs < 1000) console.log(`== ${who}: ${activeMs.toFixed(0)} ms busy of ${totalMs.toFixed(0)} ms\n`);
+    // Start-up (module loading, tables) costs each thread a few hundred ms: below --min-busy-ms
+    // (a second) busy, a thread did little else (a main thread, a worker replaced by a port change).
+    if (activeMs < minBusyMs) console.log(`== ${who}: ${activeMs.toFixed(0)} ms busy of ${totalMs.toFixed(0)} ms\n`);
     else console.log(`== ${who} (${f})\n${text}\n`);
   }
 }

