@@ -2,6 +2,7 @@
 // relies on (as wireguard-go):
 //
 //   wireguard-ts [-f|--foreground] [--workers N] [--max-peers N] [--no-offload]
+//                [--handshake-threads N] [--offload-depth N]
 //                [--metrics [[ADDR:]PORT]] [--metrics-peers none|all|N] IFNAME
 //
 // creates the TUN device IFNAME and the UAPI socket /var/run/wireguard/IFNAME.sock. Without -f
@@ -15,7 +16,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_MAX_PEERS, Device, MAX_PEERS_LIMIT } from './device/device.js';
+import { DEFAULT_MAX_PEERS, DEFAULT_OFFLOAD_DEPTH, Device, MAX_PEERS_LIMIT } from './device/device.js';
 import { startUapiServer } from './uapi/server.js';
 import { createLogger } from './log.js';
 import { isValidName } from './tun/tun.js';
@@ -26,7 +27,11 @@ import {
 } from './metrics/server.js';
 
 const USAGE = `Usage: wireguard-ts [-f/--foreground] [--workers N] [--max-peers N] [--no-offload]
+                    [--handshake-threads N] [--offload-depth N]
                     [--metrics [[ADDR:]PORT]] [--metrics-peers none|all|N] INTERFACE-NAME
+  --handshake-threads N       threads that take the DH work of answering initiations off the
+                              main thread when its queue is deep (default: one per CPU; 0: none)
+  --offload-depth N           queued handshake messages from which that happens (default ${DEFAULT_OFFLOAD_DEPTH}; 0: always)
   --metrics [[ADDR:]PORT]     serve Prometheus metrics at http://ADDR:PORT/metrics (default
                               ${DEFAULT_METRICS_HOST}:${DEFAULT_METRICS_PORT}). Loopback by default, unlike exporters that bind all
                               addresses: the page names every peer's public key, allowed IPs and
@@ -39,7 +44,7 @@ const READY_ENV = 'WIREGUARD_TS_READY_FD';
 
 interface Args {
   foreground: boolean; workers: number; maxPeers: number; offload: boolean; ifname: string;
-  metrics?: MetricsListen; metricsPeers: number;
+  handshakeThreads: number; offloadDepth: number; metrics?: MetricsListen; metricsPeers: number;
 }
 
 function parseArgs(argv: string[]): Args | string {
@@ -47,6 +52,8 @@ function parseArgs(argv: string[]): Args | string {
   let workers = availableParallelism();
   let offload = true;
   let maxPeers = DEFAULT_MAX_PEERS;
+  let handshakeThreads = availableParallelism();
+  let offloadDepth = DEFAULT_OFFLOAD_DEPTH;
   let ifname: string | undefined;
   let metrics: MetricsListen | undefined;
   let metricsPeers = Infinity;
@@ -61,6 +68,14 @@ function parseArgs(argv: string[]): Args | string {
       const n = Number(argv[++i]);
       if (!Number.isInteger(n) || n < 1 || n > MAX_PEERS_LIMIT) return `--max-peers takes an integer from 1 to ${MAX_PEERS_LIMIT}, got "${argv[i] ?? ''}"`;
       maxPeers = n;
+    } else if (a === '--handshake-threads') {
+      const n = Number(argv[++i]);
+      if (!Number.isInteger(n) || n < 0 || n > 64) return `--handshake-threads takes an integer from 0 to 64, got "${argv[i] ?? ''}"`;
+      handshakeThreads = n;
+    } else if (a === '--offload-depth') {
+      const n = Number(argv[++i]);
+      if (!Number.isInteger(n) || n < 0 || n > 1_000_000) return `--offload-depth takes an integer from 0 to 1000000, got "${argv[i] ?? ''}"`;
+      offloadDepth = n;
     } else if (a === '--metrics') {
       const value = argv[i + 1];
       const listen = value !== undefined && looksLikeListen(value) ? parseListen(argv[++i]!) : { host: DEFAULT_METRICS_HOST, port: DEFAULT_METRICS_PORT };
@@ -78,7 +93,7 @@ function parseArgs(argv: string[]): Args | string {
   }
   if (ifname === undefined) return USAGE;
   if (!isValidName(ifname)) return `invalid interface name "${ifname}" (1-15 characters, no '/', ':', '%' or spaces)`;
-  return { foreground, workers, maxPeers, offload, ifname, metrics, metricsPeers };
+  return { foreground, workers, maxPeers, offload, ifname, handshakeThreads, offloadDepth, metrics, metricsPeers };
 }
 
 /** Re-executes in the background and waits for the child to report ready or fail. */
@@ -119,7 +134,8 @@ async function runForeground(args: Args): Promise<void> {
   const log = createLogger(args.ifname);
   let device: Device;
   try {
-    device = Device.open({ ifname: args.ifname, workers: args.workers, peerCapacity: args.maxPeers, offload: args.offload, logger: log });
+    device = Device.open({ ifname: args.ifname, workers: args.workers, peerCapacity: args.maxPeers, offload: args.offload,
+      handshakeThreads: args.handshakeThreads, handshakeOffloadDepth: args.offloadDepth, logger: log });
   } catch (err) {
     const msg = `wireguard-ts: cannot create interface ${args.ifname}: ${(err as Error).message}${process.getuid?.() !== 0 ? ' (are you root?)' : ''}\n`;
     ready(`error: ${msg}`);

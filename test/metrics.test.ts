@@ -104,8 +104,8 @@ function fakePeer(i: number, ips: { addr: Uint8Array; cidr: number }[]): PeerSta
 }
 
 const stats = (): HandshakeStats => {
-  const zeros = { mac1: 0, cookie: 0, ratelimit: 0, dh: 0, decrypt: 0, 'unknown-peer': 0, replay: 0, flood: 0, state: 0 };
-  return { completed: 7, cookieRepliesSent: 3, rejected: { initiation: { ...zeros, mac1: 2, cookie: 3 }, response: { ...zeros, decrypt: 1 } } };
+  const zeros = { mac1: 0, cookie: 0, ratelimit: 0, queue: 0, dh: 0, decrypt: 0, 'unknown-peer': 0, replay: 0, flood: 0, state: 0 };
+  return { completed: 7, cookieRepliesSent: 3, offloaded: 5, rejected: { initiation: { ...zeros, mac1: 2, cookie: 3 }, response: { ...zeros, decrypt: 1 } } };
 };
 
 /** `peers` may be a function, for walks too large to hold (generated on the fly). */
@@ -216,11 +216,12 @@ test('a scrape: exporter-compatible per-peer families, device families, valid th
   assert.equal(one('wireguard_peers'), '3');
   assert.equal(one('wireguard_handshakes_completed_total'), '7');
   assert.equal(one('wireguard_cookie_replies_sent_total'), '3');
+  assert.equal(one('wireguard_handshakes_offloaded_total'), '5');
   assert.equal(one('wireguard_under_load'), '1');
   assert.equal(one('wireguard_control_records_pending'), '12');
 
   const rejected = fams.get('wireguard_handshakes_rejected_total')!.samples;
-  assert.equal(rejected.length, 2 * 9);
+  assert.equal(rejected.length, 2 * 10);
   const rej = (type: string, reason: string): string | undefined => rejected.find((s) => s.labels.type === type && s.labels.reason === reason)?.value;
   assert.equal(rej('initiation', 'mac1'), '2');
   assert.equal(rej('initiation', 'cookie'), '3');

@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Noise, Handshake, SessionKeys, HandshakeState } from '../src/handshake/noise.js';
+import { Noise, Handshake, SessionKeys, HandshakeState, PREPARED_BYTES } from '../src/handshake/noise.js';
 import { CookieChecker, CookieGenerator, underLoad, COOKIE_REFRESH_TIME_MS } from '../src/handshake/cookie.js';
 import { writeTai64n, tai64nAfter } from '../src/handshake/tai64n.js';
 import {
   INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, INIT_MAC1, INIT_MAC2, RESP_MAC1, MSG_INITIATION, MSG_RESPONSE,
   MSG_COOKIE_REPLY, MSG_DATA, messageType, readU32, INIT_SENDER,
 } from '../src/handshake/messages.js';
-import { generateKeyPair } from '../src/crypto/x25519.js';
+import { clamp, generateKeyPair, publicKeyOf } from '../src/crypto/x25519.js';
 import { seal, open, CounterNonce } from '../src/crypto/aead.js';
 
 interface Side { noise: Noise; pub: Uint8Array; hs: Handshake; cookies: CookieGenerator; checker: CookieChecker }
@@ -244,4 +244,65 @@ test('TAI64N timestamps are ordered and whitened', () => {
 test('message type constants', () => {
   assert.deepEqual([MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, MSG_DATA], [1, 2, 3, 4]);
   assert.deepEqual([INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN], [148, 92, 64]);
+});
+
+test('a prepared initiation (offload path) gives the same response and keys as the direct path', () => {
+  const psk = Uint8Array.from({ length: 32 }, (_, i) => 200 - i);
+  // One fixed responder ephemeral for both responders, so their responses must be byte-identical.
+  const fixedEphemeral = (priv: Uint8Array, pub: Uint8Array): void => {
+    priv.set(Uint8Array.from({ length: 32 }, (_, i) => (i * 13 + 5) & 0xff));
+    clamp(priv);
+    publicKeyOf(pub, priv);
+  };
+  const { a, b } = pair(psk);
+  const direct = new Noise({ generateEphemeral: fixedEphemeral });
+  const prepare = new Noise({ generateEphemeral: fixedEphemeral });
+  const finish = new Noise();
+  // b's identity in three Noise instances: one responds directly, one prepares, one finishes.
+  for (const n of [direct, prepare, finish]) n.setPrivateKey(b.noise.privateKey);
+  const hsDirect = new Handshake(a.pub, 2);
+  const hsPrepared = new Handshake(a.pub, 2);
+  for (const hs of [hsDirect, hsPrepared]) hs.presharedKey.set(psk);
+
+  const init = new Uint8Array(INIT_LEN);
+  assert.ok(a.noise.createInitiation(a.hs, 0x31313131, Date.now(), init));
+  const respDirect = new Uint8Array(RESP_LEN);
+  assert.ok(direct.consumeInitiation(init, 1000, () => hsDirect).ok);
+  assert.ok(direct.createResponse(hsDirect, 0x42424242, respDirect));
+
+  const prepared = new Uint8Array(PREPARED_BYTES);
+  assert.equal(prepare.prepareInitiation(init, prepared), undefined);
+  let seen: Uint8Array | undefined;
+  const r = finish.consumePrepared(init, prepared, 1000, (pk) => { seen = Uint8Array.from(pk); return hsPrepared; });
+  assert.ok(r.ok);
+  assert.deepEqual(seen, a.pub, 'the prepared static key is the initiator');
+  const respPrepared = new Uint8Array(RESP_LEN);
+  assert.ok(finish.createResponse(hsPrepared, 0x42424242, respPrepared, prepared));
+  assert.deepEqual(respPrepared, respDirect);
+
+  const kb = new SessionKeys();
+  assert.ok(finish.beginSession(hsPrepared, kb));
+  assert.ok(a.noise.consumeResponse(respPrepared, () => a.hs).ok);
+  const ka = new SessionKeys();
+  assert.ok(a.noise.beginSession(a.hs, ka));
+  assert.deepEqual(ka.sendKey, kb.receiveKey);
+  assert.deepEqual(ka.receiveKey, kb.sendKey);
+});
+
+test('prepareInitiation rejects a tampered or foreign initiation; consumePrepared still checks replay', () => {
+  const { a, b } = pair();
+  const init = new Uint8Array(INIT_LEN);
+  assert.ok(a.noise.createInitiation(a.hs, 1, Date.now(), init));
+  const prepared = new Uint8Array(PREPARED_BYTES);
+  const bad = init.slice();
+  bad[INIT_SENDER + 40]! ^= 1; // inside the encrypted static key
+  assert.equal(b.noise.prepareInitiation(bad, prepared), 'decrypt');
+  assert.equal(a.noise.prepareInitiation(init, prepared), 'decrypt', 'sent to b, not to a');
+  assert.equal(new Noise().prepareInitiation(init, prepared), 'state', 'no private key');
+
+  assert.equal(b.noise.prepareInitiation(init, prepared), undefined);
+  assert.equal(b.noise.consumePrepared(init, prepared, 1000, () => undefined).ok, false);
+  assert.ok(b.noise.consumePrepared(init, prepared, 1000, () => b.hs).ok);
+  const again = b.noise.consumePrepared(init, prepared, 5000, () => b.hs);
+  assert.deepEqual(again, { ok: false, reason: 'replay' });
 });

@@ -5,6 +5,7 @@
 //
 // Events: 'gone' when the TUN device disappears.
 import { EventEmitter } from 'node:events';
+import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { Noise } from '../handshake/noise.js';
 import { CookieChecker } from '../handshake/cookie.js';
@@ -45,7 +46,13 @@ export interface DeviceOptions {
   batch?: number;
   /** TUN checksum and TCP segmentation offload (IFF_VNET_HDR); default on. */
   offload?: boolean;
+  /** Handshake offload pool threads (default: one per CPU; 0: none) and the queue depth that engages it. */
+  handshakeThreads?: number;
+  handshakeOffloadDepth?: number;
 }
+
+/** Queue depth from which initiations go to the offload pool: deep enough that answering inline costs a wait. */
+export const DEFAULT_OFFLOAD_DEPTH = 16;
 
 export class Device extends EventEmitter implements UapiDevice {
   readonly noise = new Noise();
@@ -88,7 +95,10 @@ export class Device extends EventEmitter implements UapiDevice {
     for (let s = peerCapacity - 1; s >= 0; s--) this.freeSlots.push(s);
     this.peerSecrets = new Uint8Array(peerCapacity * PEER_SECRET_BYTES);
     this.keypairs = new Keypairs(this.tables);
-    this.handshakes = new Handshakes(this);
+    this.handshakes = new Handshakes(this, {
+      threads: o.handshakeThreads ?? availableParallelism(),
+      offloadDepth: o.handshakeOffloadDepth ?? DEFAULT_OFFLOAD_DEPTH,
+    });
     this.pool = new WorkerPool({
       tables: this.tables,
       tunFds,
@@ -297,6 +307,7 @@ export class Device extends EventEmitter implements UapiDevice {
     const has = this.noise.hasPrivateKey;
     if (key === null ? !has : has && ctEqual(key, this.noise.privateKey)) return;
     this.noise.setPrivateKey(key);
+    this.handshakes.offload?.setPrivateKey(this.noise.hasPrivateKey ? this.noise.privateKey : null);
     if (this.noise.hasPrivateKey) {
       this.checker.setPublicKey(this.noise.publicKey);
       // A peer with our own public key cannot exist (wireguard-go removes it).
@@ -402,6 +413,7 @@ export class Device extends EventEmitter implements UapiDevice {
     clearInterval(this.tick);
     await this.pool.stop();
     this.pool.close();
+    await this.handshakes.offload?.close();
     for (const peer of [...this.peers.values()]) this.removePeer(peer);
     this.noise.setPrivateKey(null);
     zero(this.tables.keys);

@@ -2,7 +2,8 @@
 // send.c's handshake, keepalive and staged-packet sending): control records from the workers,
 // handshake messages in and out, cookies under load, and the coarse tick that turns the
 // workers' per-peer timestamps into timer events and runs every peer's timers.
-import { SessionKeys, type Handshake, type Rejection } from '../handshake/noise.js';
+import { SessionKeys, type ConsumeResult, type Handshake, type Rejection } from '../handshake/noise.js';
+import { HandshakeOffload, type PrepareBatch } from '../handshake/offload.js';
 import { underLoad } from '../handshake/cookie.js';
 import {
   INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, INIT_SENDER, RESP_SENDER,
@@ -10,7 +11,7 @@ import {
 } from '../handshake/messages.js';
 import { TransportCrypto } from '../workers/transport.js';
 import { RecordKind, META_KIND, META_ARG } from '../workers/control.js';
-import { sendTo, formatEndpoint } from '../net/udp.js';
+import { sendTo, formatEndpoint, type EndpointTable } from '../net/udp.js';
 import { TimerAction, REKEY_TIMEOUT, shouldRekeyOnSend } from './timers.js';
 import {
   now, canSend, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, S_TX_BYTES, S_RX_BYTES, D_MTU,
@@ -23,10 +24,20 @@ import type { Peer } from './peer.js';
 const HANDSHAKE_QUEUE_CAPACITY = 1024;
 const REKEY_TIMEOUT_MS = REKEY_TIMEOUT * 1000;
 
-/** Why a handshake message was rejected: before the Noise work, or by it (noise.ts). */
-type HandshakeRejection = 'mac1' | 'cookie' | 'ratelimit' | Rejection;
+/**
+ * Why a handshake message was rejected: before the Noise work, or by it (noise.ts); `queue`:
+ * the offload pool already held HANDSHAKE_QUEUE_CAPACITY initiations (the bounded queue).
+ */
+type HandshakeRejection = 'mac1' | 'cookie' | 'ratelimit' | 'queue' | Rejection;
 const noRejections = (): Record<HandshakeRejection, number> =>
-  ({ mac1: 0, cookie: 0, ratelimit: 0, dh: 0, decrypt: 0, 'unknown-peer': 0, replay: 0, flood: 0, state: 0 });
+  ({ mac1: 0, cookie: 0, ratelimit: 0, queue: 0, dh: 0, decrypt: 0, 'unknown-peer': 0, replay: 0, flood: 0, state: 0 });
+
+export interface HandshakeOptions {
+  /** Threads of the offload pool; 0 answers every initiation on the main thread. */
+  threads: number;
+  /** Queue depth (messages waiting in the workers' rings, plus those in the pool) from which initiations go to the pool. */
+  offloadDepth: number;
+}
 
 /** What the tick last saw of a peer's data-plane timestamps. */
 interface Seen { dataSent: number; dataReceived: number; authSent: number; authReceived: number }
@@ -42,7 +53,8 @@ export class Handshakes {
    * Counters for the metrics endpoint (src/metrics). `cookie` rejections are the messages answered
    * with a cookie reply instead (mac2 missing under load); `mac1` includes having no private key.
    */
-  readonly stats = { completed: 0, cookieRepliesSent: 0, rejected: { initiation: noRejections(), response: noRejections() } };
+  readonly stats = { completed: 0, cookieRepliesSent: 0, offloaded: 0, rejected: { initiation: noRejections(), response: noRejections() } };
+  readonly offload: HandshakeOffload | null;
   /**
    * Peers that hold or held a session until their keys were zeroed: only they can have data-plane
    * activity, so the tick looks at them and not at every configured peer.
@@ -51,7 +63,21 @@ export class Handshakes {
   private lastGcMs = 0;
   private readonly scratch: Seen = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
 
-  constructor(private readonly d: Device) {}
+  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => this.d.peers.get(Buffer.from(pk).toString('hex'))?.handshake;
+
+  constructor(private readonly d: Device, private readonly o: HandshakeOptions) {
+    this.offload = o.threads > 0
+      ? new HandshakeOffload({
+        threads: o.threads,
+        capacity: HANDSHAKE_QUEUE_CAPACITY,
+        done: (batch, current) => this.prepared(batch, current),
+        failed: (count, err) => {
+          this.stats.rejected.initiation.state += count;
+          d.log.error({ err }, 'handshake offload pool failed');
+        },
+      })
+      : null;
+  }
 
   peerRemoved(peer: Peer): void {
     this.active.delete(peer);
@@ -122,7 +148,7 @@ export class Handshakes {
   }
 
   private queueDepth(): number {
-    return this.d.pool.pending();
+    return this.d.pool.pending() + (this.offload?.inFlight ?? 0);
   }
 
   private receiveHandshake(msg: Uint8Array, slot: number): void {
@@ -165,28 +191,52 @@ export class Handshakes {
 
   private receiveInitiation(msg: Uint8Array, slot: number, ms: number): void {
     const d = this.d;
-    const r = d.noise.consumeInitiation(msg, ms, (pk) => d.peers.get(Buffer.from(pk).toString('hex'))?.handshake);
+    const offload = this.offload;
+    if (offload !== null && this.queueDepth() >= this.o.offloadDepth) {
+      if (offload.add(msg, d.pool.slotEndpoints, slot)) this.stats.offloaded++;
+      else this.stats.rejected.initiation.queue++;
+      return;
+    }
+    this.initiationConsumed(d.noise.consumeInitiation(msg, ms, this.lookupStatic), msg, d.pool.slotEndpoints, slot, ms);
+  }
+
+  /** A batch back from the offload pool: finish each initiation as receiveInitiation would. */
+  private prepared(batch: PrepareBatch, current: boolean): void {
+    const d = this.d;
+    const ms = now();
+    for (let i = 0; i < batch.count; i++) {
+      const why = current ? batch.rejection(i) : 'state';
+      const msg = batch.message(i);
+      const prepared = batch.prepared(i);
+      const r: ConsumeResult = why !== undefined ? { ok: false, reason: why } : d.noise.consumePrepared(msg, prepared, ms, this.lookupStatic);
+      this.initiationConsumed(r, msg, batch.from, i, ms, prepared);
+    }
+  }
+
+  private initiationConsumed(r: ConsumeResult, msg: Uint8Array, from: EndpointTable, row: number, ms: number, prepared?: Uint8Array): void {
+    const d = this.d;
     if (!r.ok) {
       this.stats.rejected.initiation[r.reason]++;
-      d.log.debug({ reason: r.reason, from: formatEndpoint(d.pool.slotEndpoints, slot) }, 'initiation rejected');
+      // Formatting the address allocates: not for every message of a flood unless asked to.
+      if (d.log.isLevelEnabled('debug')) d.log.debug({ reason: r.reason, from: formatEndpoint(from, row) }, 'initiation rejected');
       return;
     }
     const peer = d.bySlot[r.handshake.peer]!;
     this.countRx(peer, msg.length);
-    d.setEndpointFrom(peer.slot, d.pool.slotEndpoints, slot);
+    d.setEndpointFrom(peer.slot, from, row);
     d.timers.anyAuthenticatedPacketReceived(peer.slot);
     d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
-    this.sendResponse(peer, r.handshake, ms);
+    this.sendResponse(peer, r.handshake, ms, prepared);
   }
 
-  private sendResponse(peer: Peer, hs: Handshake, ms: number): void {
+  private sendResponse(peer: Peer, hs: Handshake, ms: number, prepared?: Uint8Array): void {
     const d = this.d;
     if (peer.pendingIndex >= 0) d.keypairs.release(peer.pendingIndex);
     peer.pendingIndex = -1;
     const index = d.keypairs.reserve(peer.slot);
     if (index < 0) return;
     const resp = this.msg.subarray(0, RESP_LEN);
-    if (!d.noise.createResponse(hs, index, resp) || !d.noise.beginSession(hs, this.session)) {
+    if (!d.noise.createResponse(hs, index, resp, prepared) || !d.noise.beginSession(hs, this.session)) {
       d.keypairs.release(index);
       return;
     }

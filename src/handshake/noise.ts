@@ -66,6 +66,17 @@ const H_TIMESTAMP = 224;
 /** Bytes of state per handshake; callers holding many may hand each one a region of a table. */
 export const HANDSHAKE_BYTES = H_TIMESTAMP + TIMESTAMP_LEN;
 
+// Layout of what prepareInitiation hands to the thread that finishes the handshake: the
+// initiator's static key, hash and chaining key after it, our response ephemeral (public half
+// only; the private half never leaves the preparing thread) and DH(e_r, e_i), DH(e_r, s_i).
+const P_REMOTE_STATIC = 0;
+const P_HASH = 32;
+const P_CHAIN_KEY = 64;
+const P_EPHEMERAL = 96;
+const P_EE = 128;
+const P_SE = 160;
+export const PREPARED_BYTES = 192;
+
 /** Whether the cached static-static DH is computed, and with what result. */
 const enum StaticStatic { Unknown = 0, Valid = 1, Invalid = 2 }
 
@@ -150,6 +161,7 @@ export class Noise {
   private readonly sTau = new Uint8Array(KEY_LEN);
   private readonly sStatic = new Uint8Array(KEY_LEN);
   private readonly sTimestamp = new Uint8Array(TIMESTAMP_LEN);
+  private readonly sEphemeral = new Uint8Array(KEY_LEN);
 
   constructor(options: NoiseOptions = {}) {
     this.generateEphemeral = options.generateEphemeral ?? generateKeyPair;
@@ -248,56 +260,114 @@ export class Noise {
    */
   consumeInitiation(msg: Uint8Array, nowMs: number, lookup: (publicKey: Uint8Array) => Handshake | undefined): ConsumeResult {
     if (!this.hasKey) return { ok: false, reason: 'state' };
-    const h = this.sHash;
-    const ck = this.sChainKey;
-    const key = this.sKey;
     try {
-      h.set(this.responderHash);
-      ck.set(INITIAL_CHAIN_KEY);
-      const ephemeral = msg.subarray(INIT_EPHEMERAL, INIT_EPHEMERAL + KEY_LEN);
-      mixHash(h, ephemeral);
-      kdf(ck, ephemeral, ck);
-
-      if (!dh(this.sShared, this.privateKey, ephemeral)) return { ok: false, reason: 'dh' };
-      kdf(ck, this.sShared, ck, key);
-      const encStatic = msg.subarray(INIT_STATIC, INIT_STATIC + KEY_LEN + TAG_LEN);
-      if (!open(this.sStatic, encStatic, h, ZERO_NONCE, key)) return { ok: false, reason: 'decrypt' };
-      mixHash(h, encStatic);
-
-      const hs = lookup(this.sStatic);
-      if (hs === undefined) return { ok: false, reason: 'unknown-peer' };
-      if (!this.precompute(hs)) return { ok: false, reason: 'dh' };
-      kdf(ck, hs.precomputedStaticStatic, ck, key);
-      const encTimestamp = msg.subarray(INIT_TIMESTAMP, INIT_TIMESTAMP + TIMESTAMP_LEN + TAG_LEN);
-      if (!open(this.sTimestamp, encTimestamp, h, ZERO_NONCE, key)) return { ok: false, reason: 'decrypt' };
-      mixHash(h, encTimestamp);
-
-      if (!tai64nAfter(this.sTimestamp, hs.lastTimestamp)) return { ok: false, reason: 'replay' };
-      if (nowMs - hs.lastInitiationConsumedMs <= HANDSHAKE_INITIATION_RATE_MS) return { ok: false, reason: 'flood' };
-
-      hs.hash.set(h);
-      hs.chainKey.set(ck);
-      hs.remoteEphemeral.set(ephemeral);
-      zero(hs.localEphemeral);
-      hs.remoteIndex = readU32(msg, INIT_SENDER);
-      hs.lastTimestamp.set(this.sTimestamp);
-      hs.lastInitiationConsumedMs = nowMs;
-      hs.state = HandshakeState.InitiationConsumed;
-      return { ok: true, handshake: hs };
+      const opened = this.openStatic(msg);
+      if (opened !== undefined) return { ok: false, reason: opened };
+      return this.finishInitiation(msg, nowMs, lookup);
     } finally {
-      zero(h);
-      zero(ck);
-      zero(key);
-      zero(this.sShared);
-      zero(this.sStatic);
-      zero(this.sTimestamp);
+      this.wipeInitiationScratch();
     }
   }
 
-  /** Writes a response (bytes [0, RESP_MAC1)) to a consumed initiation. */
-  createResponse(hs: Handshake, localIndex: number, msg: Uint8Array): boolean {
+  /**
+   * The half of a responder's work that needs no peer state: opens the initiation's static key
+   * and, for the response, makes an ephemeral key and both of its DHs (four of the five X25519
+   * operations of a handshake). Any thread holding our private key can run it; the thread that
+   * owns the peers finishes with consumePrepared and createResponse(..., prepared). `out` is
+   * PREPARED_BYTES; returns why it failed, or undefined.
+   */
+  prepareInitiation(msg: Uint8Array, out: Uint8Array): Rejection | undefined {
+    if (!this.hasKey) return 'state';
+    const ephemeral = this.sEphemeral;
+    try {
+      const opened = this.openStatic(msg);
+      if (opened !== undefined) return opened;
+      out.set(this.sStatic, P_REMOTE_STATIC);
+      out.set(this.sHash, P_HASH);
+      out.set(this.sChainKey, P_CHAIN_KEY);
+      this.generateEphemeral(ephemeral, out.subarray(P_EPHEMERAL, P_EPHEMERAL + KEY_LEN));
+      if (!dh(out.subarray(P_EE, P_EE + KEY_LEN), ephemeral, msg.subarray(INIT_EPHEMERAL, INIT_EPHEMERAL + KEY_LEN))) return 'dh';
+      if (!dh(out.subarray(P_SE, P_SE + KEY_LEN), ephemeral, this.sStatic)) return 'dh';
+      return undefined;
+    } finally {
+      zero(ephemeral);
+      this.wipeInitiationScratch();
+    }
+  }
+
+  /** consumeInitiation for an initiation that prepareInitiation has opened into `prepared`. */
+  consumePrepared(msg: Uint8Array, prepared: Uint8Array, nowMs: number, lookup: (publicKey: Uint8Array) => Handshake | undefined): ConsumeResult {
+    if (!this.hasKey) return { ok: false, reason: 'state' };
+    try {
+      this.sStatic.set(prepared.subarray(P_REMOTE_STATIC, P_REMOTE_STATIC + KEY_LEN));
+      this.sHash.set(prepared.subarray(P_HASH, P_HASH + HASH_LEN));
+      this.sChainKey.set(prepared.subarray(P_CHAIN_KEY, P_CHAIN_KEY + HASH_LEN));
+      return this.finishInitiation(msg, nowMs, lookup);
+    } finally {
+      this.wipeInitiationScratch();
+    }
+  }
+
+  /** Up to the static key: the ephemeral-static DH and the static key's decryption, into scratch. */
+  private openStatic(msg: Uint8Array): Rejection | undefined {
+    const h = this.sHash;
+    const ck = this.sChainKey;
+    h.set(this.responderHash);
+    ck.set(INITIAL_CHAIN_KEY);
+    const ephemeral = msg.subarray(INIT_EPHEMERAL, INIT_EPHEMERAL + KEY_LEN);
+    mixHash(h, ephemeral);
+    kdf(ck, ephemeral, ck);
+    if (!dh(this.sShared, this.privateKey, ephemeral)) return 'dh';
+    kdf(ck, this.sShared, ck, this.sKey);
+    const encStatic = msg.subarray(INIT_STATIC, INIT_STATIC + KEY_LEN + TAG_LEN);
+    if (!open(this.sStatic, encStatic, h, ZERO_NONCE, this.sKey)) return 'decrypt';
+    mixHash(h, encStatic);
+    return undefined;
+  }
+
+  /** From the static key in scratch on: the peer, its static-static DH, the timestamp, the checks. */
+  private finishInitiation(msg: Uint8Array, nowMs: number, lookup: (publicKey: Uint8Array) => Handshake | undefined): ConsumeResult {
+    const h = this.sHash;
+    const ck = this.sChainKey;
+    const key = this.sKey;
+    const hs = lookup(this.sStatic);
+    if (hs === undefined) return { ok: false, reason: 'unknown-peer' };
+    if (!this.precompute(hs)) return { ok: false, reason: 'dh' };
+    kdf(ck, hs.precomputedStaticStatic, ck, key);
+    const encTimestamp = msg.subarray(INIT_TIMESTAMP, INIT_TIMESTAMP + TIMESTAMP_LEN + TAG_LEN);
+    if (!open(this.sTimestamp, encTimestamp, h, ZERO_NONCE, key)) return { ok: false, reason: 'decrypt' };
+    mixHash(h, encTimestamp);
+
+    if (!tai64nAfter(this.sTimestamp, hs.lastTimestamp)) return { ok: false, reason: 'replay' };
+    if (nowMs - hs.lastInitiationConsumedMs <= HANDSHAKE_INITIATION_RATE_MS) return { ok: false, reason: 'flood' };
+
+    hs.hash.set(h);
+    hs.chainKey.set(ck);
+    hs.remoteEphemeral.set(msg.subarray(INIT_EPHEMERAL, INIT_EPHEMERAL + KEY_LEN));
+    zero(hs.localEphemeral);
+    hs.remoteIndex = readU32(msg, INIT_SENDER);
+    hs.lastTimestamp.set(this.sTimestamp);
+    hs.lastInitiationConsumedMs = nowMs;
+    hs.state = HandshakeState.InitiationConsumed;
+    return { ok: true, handshake: hs };
+  }
+
+  private wipeInitiationScratch(): void {
+    zero(this.sHash);
+    zero(this.sChainKey);
+    zero(this.sKey);
+    zero(this.sShared);
+    zero(this.sStatic);
+    zero(this.sTimestamp);
+  }
+
+  /**
+   * Writes a response (bytes [0, RESP_MAC1)) to a consumed initiation, with the ephemeral key
+   * and DHs of `prepared` when prepareInitiation made them.
+   */
+  createResponse(hs: Handshake, localIndex: number, msg: Uint8Array, prepared?: Uint8Array): boolean {
     if (hs.state !== HandshakeState.InitiationConsumed) return false;
-    const ok = this.writeResponse(hs, msg);
+    const ok = this.writeResponse(hs, msg, prepared);
     zero(this.sKey);
     zero(this.sShared);
     zero(this.sTau);
@@ -314,15 +384,21 @@ export class Noise {
     return true;
   }
 
-  private writeResponse(hs: Handshake, msg: Uint8Array): boolean {
+  private writeResponse(hs: Handshake, msg: Uint8Array, prepared?: Uint8Array): boolean {
     const ephemeralPub = msg.subarray(RESP_EPHEMERAL, RESP_EPHEMERAL + KEY_LEN);
-    this.generateEphemeral(hs.localEphemeral, ephemeralPub);
+    if (prepared) ephemeralPub.set(prepared.subarray(P_EPHEMERAL, P_EPHEMERAL + KEY_LEN));
+    else this.generateEphemeral(hs.localEphemeral, ephemeralPub);
     mixHash(hs.hash, ephemeralPub);
     kdf(hs.chainKey, ephemeralPub, hs.chainKey);
-    if (!dh(this.sShared, hs.localEphemeral, hs.remoteEphemeral)) return false;
-    kdf(hs.chainKey, this.sShared, hs.chainKey);
-    if (!dh(this.sShared, hs.localEphemeral, hs.remoteStatic)) return false;
-    kdf(hs.chainKey, this.sShared, hs.chainKey);
+    if (prepared) {
+      kdf(hs.chainKey, prepared.subarray(P_EE, P_EE + KEY_LEN), hs.chainKey);
+      kdf(hs.chainKey, prepared.subarray(P_SE, P_SE + KEY_LEN), hs.chainKey);
+    } else {
+      if (!dh(this.sShared, hs.localEphemeral, hs.remoteEphemeral)) return false;
+      kdf(hs.chainKey, this.sShared, hs.chainKey);
+      if (!dh(this.sShared, hs.localEphemeral, hs.remoteStatic)) return false;
+      kdf(hs.chainKey, this.sShared, hs.chainKey);
+    }
     this.mixPresharedKey(hs.hash, hs.chainKey, hs.presharedKey);
     const encEmpty = msg.subarray(RESP_EMPTY, RESP_EMPTY + TAG_LEN);
     seal(encEmpty, EMPTY, hs.hash, ZERO_NONCE, this.sKey);

@@ -30,7 +30,7 @@ export interface WorkerCounters {
   values: ArrayLike<number>;
 }
 
-/** Handshakes completed, rejected by message type and reason, cookie replies sent. */
+/** Handshakes completed, rejected by message type and reason, cookie replies sent, initiations offloaded. */
 export type HandshakeStats = Handshakes['stats'];
 
 /** What a scrape reads; the device's adapter is in source.ts. */
@@ -119,6 +119,7 @@ function writeDevice(w: ExpositionWriter, s: MetricsSource, iface: string): void
     for (const [reason, n] of Object.entries(hs.rejected[type])) w.sample(rejected, `${iface},${labelPairs({ type, reason })}`, n);
   }
   one('wireguard_cookie_replies_sent_total', 'counter', 'Cookie replies sent to handshake messages received under load', hs.cookieRepliesSent);
+  one('wireguard_handshakes_offloaded_total', 'counter', 'Initiations whose DH work went to the handshake offload pool (queue deep)', hs.offloaded);
   one('wireguard_under_load', 'gauge', 'Whether handshakes must carry a cookie (mac2) because the handshake queue is deep', s.underLoad() ? 1 : 0);
   one('wireguard_control_records_pending', 'gauge', "Records (handshake messages, staged packets, events) waiting in the workers' rings to the main thread", s.pendingRecords());
 

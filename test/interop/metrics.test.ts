@@ -4,41 +4,12 @@
 // no peer owns, and the endpoint must not answer on the veth or tunnel addresses.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Cleanup, ensureTools, isRoot, tryRun, waitFor } from './harness.js';
+import { Cleanup, ensureTools, isRoot, waitFor } from './harness.js';
 import { createPair, peerDump, ping, type Host } from './topology.js';
+import { fetchIn, scrape, total } from './scrape.js';
 
 const skip = isRoot ? false : 'needs root for network namespaces';
 const PORT = 9586;
-
-/** Fetches `url` from inside `ns` (no curl there: node's fetch in a child); exit 1 on failure. */
-const FETCH = `fetch(process.argv[1]).then(async (r) => {
-  if (!r.ok) throw new Error('HTTP ' + r.status);
-  process.stdout.write(await r.text());
-}).catch((e) => { process.stderr.write(String(e.cause ?? e)); process.exit(1); });`;
-
-function fetchIn(ns: string, url: string): { status: number; out: string } {
-  return tryRun('ip', ['netns', 'exec', ns, process.execPath, '-e', FETCH, url]);
-}
-
-function scrape(host: Host): string {
-  const r = fetchIn(host.ns, `http://127.0.0.1:${PORT}/metrics`);
-  if (r.status !== 0) throw new Error(`scrape failed: ${r.out}`);
-  return r.out;
-}
-
-/** The sum over all series of `name` whose labels include `match` (a fragment like `reason="no_route"`). */
-function total(body: string, name: string, match: string): number {
-  let sum = 0;
-  let found = false;
-  for (const line of body.split('\n')) {
-    if (line.startsWith(`${name}{`) && line.includes(match)) {
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-      found = true;
-    }
-  }
-  assert.ok(found, `a series ${name} with ${match}`);
-  return sum;
-}
 
 describe('metrics: wireguard-ts with --metrics, paired with wireguard-go', { skip }, () => {
   const cleanup = new Cleanup();
