@@ -277,7 +277,27 @@ export class ChunkWriter {
   }
 
   uint(n: number | bigint): void {
-    this.ascii(n.toString());
+    if (typeof n === 'bigint' || n > 0xffffffff) {
+      this.ascii(n.toString());
+      return;
+    }
+    // Digits straight into the chunk: a million-peer `get` writes ~10M of these numbers, and a
+    // string per number was the largest cost of the dump.
+    let end = this.pos;
+    for (let v = n; v >= 10; v = Math.floor(v / 10)) end++;
+    this.pos = end + 1;
+    let v = n;
+    do {
+      this.buf[end--] = 48 + (v % 10);
+      v = Math.floor(v / 10);
+    } while (v > 0);
+  }
+
+  /** A 16-bit group in lower-case hex without leading zeros, as RFC 5952 writes it. */
+  private group(g: number): void {
+    let shift = 12;
+    while (shift > 0 && (g >> shift) === 0) shift -= 4;
+    for (; shift >= 0; shift -= 4) this.buf[this.pos++] = HEX_DIGITS.charCodeAt((g >> shift) & 15);
   }
 
   /** Go's netip.Addr.String: dotted IPv4, "::ffff:a.b.c.d" for mapped IPv4, RFC 5952 IPv6. */
@@ -290,9 +310,15 @@ export class ChunkWriter {
       }
       return;
     }
-    if (a.subarray(0, 10).every((x) => x === 0) && a[10] === 0xff && a[11] === 0xff) {
+    let mapped = a[10] === 0xff && a[11] === 0xff;
+    for (let i = 0; i < 10 && mapped; i++) mapped = a[i] === 0;
+    if (mapped) {
       this.ascii('::ffff:');
-      this.addr(a.subarray(12));
+      this.uint(a[12]!);
+      for (let i = 13; i < 16; i++) {
+        this.byte(46);
+        this.uint(a[i]!);
+      }
       return;
     }
     // The longest run of two or more zero groups becomes "::" (the first one on a tie).
@@ -314,7 +340,7 @@ export class ChunkWriter {
       } else if (i > 0) {
         this.byte(COLON);
       }
-      this.ascii(((a[2 * i]! << 8) | a[2 * i + 1]!).toString(16));
+      this.group((a[2 * i]! << 8) | a[2 * i + 1]!);
     }
   }
 
