@@ -212,8 +212,10 @@ export class Engine {
       elapsedMs: since(performance.now()),
       initiationWindowMs: since(this.lastInitiationMs),
       handshakeWindowMs: Math.max(since(this.lastInitiationMs), since(this.lastHandshakeMs)),
+      dataStartMs: this.dataStartMs < 0 ? -1 : since(this.dataStartMs),
       // The first packet is due 1/rate after data starts, so n packets span n/rate.
       dataWindowMs: this.dataStartMs < 0 ? 0 : Math.max(0, this.lastDataMs - this.dataStartMs),
+      threads: 1,
       clients: this.clients.length,
       sources: this.sockets.length,
       offeredRate: this.o.rate,
