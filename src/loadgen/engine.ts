@@ -26,12 +26,10 @@ import dgram from 'node:dgram';
 import { Noise, Handshake, SessionKeys } from '../handshake/noise.js';
 import { CookieChecker, CookieGenerator } from '../handshake/cookie.js';
 import {
-  INIT_LEN, RESP_LEN, RESP_RECEIVER, COOKIE_RECEIVER, DATA_RECEIVER, DATA_HEADER_LEN, TAG_LEN, KEY_LEN,
+  INIT_LEN, RESP_LEN, RESP_RECEIVER, COOKIE_RECEIVER, DATA_RECEIVER, DATA_HEADER_LEN, TAG_LEN,
   MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, MSG_DATA, messageType, readU32,
 } from '../handshake/messages.js';
 import { TransportCrypto, paddingFor } from '../workers/transport.js';
-import { dh } from '../crypto/x25519.js';
-import { zero } from '../crypto/memory.js';
 import { isEchoReply, writeEchoRequest, writeUdp } from './packets.js';
 import { LatencyHistogram, countError, copyCounters, newCounters, type Counters, type RunResult } from './stats.js';
 import { type TrafficOptions, MAX_PACKET_LEN, MIN_INITIATION_INTERVAL_MS } from './options.js';
@@ -71,7 +69,11 @@ class Client {
   /** Checks mac1 of responses, which is keyed by our own public key. */
   readonly checker = new CookieChecker();
   readonly cookies: CookieGenerator;
-  readonly staticStatic = new Uint8Array(KEY_LEN);
+  /**
+   * Never sent: holds DH(client, server), computed once, and its verdict. Pooled handshakes are
+   * shared by all clients, so each initiation copies both into its own (see initiate).
+   */
+  readonly staticStatic: Handshake;
   readonly tunnel: number;
   lastInitiationMs = -Infinity;
   /** The client's latest initiation: only it is worth resending after a cookie reply. */
@@ -86,8 +88,8 @@ class Client {
     this.noise.setPrivateKey(key.privateKey);
     this.checker.setPublicKey(key.publicKey);
     this.cookies = new CookieGenerator(serverKey);
-    // Every initiation of this client reuses the one DH that never changes.
-    if (!dh(this.staticStatic, key.privateKey, serverKey)) throw new Error('the server key is a low-order point: no handshake can succeed');
+    this.staticStatic = new Handshake(serverKey, id);
+    if (!this.noise.precompute(this.staticStatic)) throw new Error('the server key is a low-order point: no handshake can succeed');
     this.tunnel = key.tunnel;
   }
 
@@ -98,7 +100,7 @@ class Client {
   destroy(): void {
     this.noise.setPrivateKey(null);
     this.cookies.destroy();
-    zero(this.staticStatic);
+    this.staticStatic.destroy();
     this.current?.keys.destroy();
     this.previous?.keys.destroy();
   }
@@ -322,7 +324,10 @@ export class Engine {
   private initiate(client: Client, now: number, attemptMs = now): void {
     const hs = this.handshakePool.pop() ?? new Handshake(this.o.serverKey, 0);
     hs.peer = client.id;
-    hs.precomputedStaticStatic.set(client.staticStatic);
+    // The verdict too: a handshake whose flag says "unknown" would compute the DH again, as every
+    // newly made one (the pool only grows while answers are slow) did before.
+    hs.precomputedStaticStatic.set(client.staticStatic.precomputedStaticStatic);
+    hs.staticStatic = client.staticStatic.staticStatic;
     const index = this.allocateIndex();
     const msg = Buffer.allocUnsafe(INIT_LEN);
     if (!client.noise.createInitiation(hs, index, Date.now(), msg)) {
