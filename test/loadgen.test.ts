@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { seededRandom } from './helpers.js';
 import { LatencyHistogram, buildReport, formatProgress, formatReport, mergeResults, newCounters, type RunResult } from '../src/loadgen/stats.js';
-import { splitPlan } from '../src/loadgen/threads.js';
+import { ThreadedEngine, splitPlan } from '../src/loadgen/threads.js';
 import { clientAddress, formatKeysFile, formatPeers, generateClients, parseKeysFile, subnetCapacity, type ClientKey } from '../src/loadgen/keys.js';
 import { UsageError, checkPlan, parseLoadgenArgs, parseSources, type RunOptions } from '../src/loadgen/options.js';
 import { checksum, isEchoReply, writeEchoRequest, writeUdp } from '../src/loadgen/packets.js';
@@ -456,6 +456,26 @@ test('the engine answers cookie replies with mac2, completes its handshakes and 
   assert.deepEqual(r.errors, {});
   assert.ok(r.latencyMs !== null && r.latencyMs.max < 2000);
   assert.ok(r.elapsedS < 5, `the run ended when its work was done, not at --duration: ${r.elapsedS} s`);
+});
+
+test('two engine threads share the clients and the work and hand back one merged report', async (t) => {
+  const clients = generateClients(20, subnet('10.78.0.1/24'));
+  const server = new CookieDemandingServer(clients, ip('10.78.0.1'));
+  t.after(() => server.sock.close());
+  const port = await server.listen();
+  const engine = await ThreadedEngine.open({
+    serverAddress: '127.0.0.1', serverPort: port, serverKey: server.publicKey, clients, sources: [], family: 4,
+    rate: 50, initiations: 40, durationMs: 10_000, timeoutMs: 2000, dataRate: 100, packets: 100, size: 300, proto: 'icmp', target: ip('10.78.0.1'), targetPort: 9,
+  }, 2);
+  t.after(() => engine.close());
+  assert.equal(engine.size, 2);
+  const r = buildReport(await engine.run());
+  // The same totals as one engine: each thread did half, and nothing was counted twice.
+  assert.deepEqual({ threads: r.threads, sources: r.sources, offered: r.offeredRate, initiations: r.initiations, retries: r.retries, handshakes: r.handshakes, established: r.established },
+    { threads: 2, sources: 2, offered: 50, initiations: 40, retries: 20, handshakes: 40, established: 20 });
+  assert.deepEqual({ sent: r.data.echoRequests, replies: r.data.echoReplies, tunnels: r.data.tunnelsWithReplies }, { sent: 100, replies: 100, tunnels: 20 });
+  assert.equal(engine.snapshot().handshakes, 40, 'the last counters of each thread are its final ones');
+  assert.deepEqual(r.errors, {});
 });
 
 test('initiations nobody answers time out and are retransmitted, and a bounded run ends at its duration', async (t) => {

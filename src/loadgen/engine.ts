@@ -423,7 +423,7 @@ export class Engine {
       this.established.push(c);
       if (this.dataStartMs < 0) this.dataStartMs = now;
     }
-    this.seal(s, 0);
+    this.seal(s, this.dataBuffer(0), 0);
   }
 
   private onCookieReply(msg: Buffer, now: number): void {
@@ -459,12 +459,15 @@ export class Engine {
   // ---- data ----
 
   /**
-   * Seals an inner packet of `len` bytes (0: a keepalive) on session `s` and sends it; `write`
-   * puts the packet at the offset it is given.
+   * A send buffer with room for a sealed inner packet of `len` bytes, which goes at
+   * DATA_HEADER_LEN. One per packet: node:dgram may still hold it after send() returns.
    */
-  private seal(s: Session, len: number, write?: (buf: Buffer, off: number) => void): void {
-    const buf = Buffer.allocUnsafe(DATA_HEADER_LEN + len + paddingFor(len, MAX_PACKET_LEN) + TAG_LEN);
-    write?.(buf, DATA_HEADER_LEN);
+  private dataBuffer(len: number): Buffer {
+    return Buffer.allocUnsafe(DATA_HEADER_LEN + len + paddingFor(len, MAX_PACKET_LEN) + TAG_LEN);
+  }
+
+  /** Seals the inner packet of `len` bytes (0: a keepalive) in `buf` on session `s` and sends it. */
+  private seal(s: Session, buf: Buffer, len: number): void {
     const c = s.counter++;
     const n = this.transport.seal(buf, 0, len, MAX_PACKET_LEN, s.keys.remoteIndex, c >>> 0, Math.floor(c / 0x100000000), s.keys.sendKey);
     s.client.socket.send(buf.subarray(0, n), this.onSent);
@@ -477,14 +480,14 @@ export class Engine {
       this.initiate(client, now);
       this.countInitiation(now);
     }
-    const target = o.target!;
+    const buf = this.dataBuffer(o.size);
     if (o.proto === 'icmp') {
-      const seq = client.echoSeq++ & 0xffff;
-      this.seal(s, o.size, (buf, off) => writeEchoRequest(buf, off, client.tunnel, target, client.echoId, seq, o.size));
+      writeEchoRequest(buf, DATA_HEADER_LEN, client.tunnel, o.target!, client.echoId, client.echoSeq++ & 0xffff, o.size);
       this.counters.echoRequests++;
     } else {
-      this.seal(s, o.size, (buf, off) => writeUdp(buf, off, client.tunnel, target, UDP_SOURCE_PORT_BASE + (client.id % 40000), o.targetPort, o.size));
+      writeUdp(buf, DATA_HEADER_LEN, client.tunnel, o.target!, UDP_SOURCE_PORT_BASE + (client.id % 40000), o.targetPort, o.size);
     }
+    this.seal(s, buf, o.size);
     this.counters.dataPackets++;
     this.counters.dataBytes += o.size;
     this.lastDataMs = now;
