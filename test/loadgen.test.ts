@@ -2,7 +2,7 @@
 // rates and losses, the keys file and the server snippet, every validation of the command
 // line, the inner packets, and the engine on loopback against a responder written here that
 // answers every first initiation with a cookie reply and checks mac2 on the resend.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { spawnSync } from 'node:child_process';
@@ -11,12 +11,12 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { seededRandom } from './helpers.js';
-import { LatencyHistogram, buildReport, formatProgress, formatReport, mergeResults, newCounters, type RunResult } from '../src/loadgen/stats.js';
+import { LatencyHistogram, buildReport, formatProgress, formatReport, mergeResults, newCounters, type LoadgenReport, type RunResult } from '../src/loadgen/stats.js';
 import { ThreadedEngine, splitPlan } from '../src/loadgen/threads.js';
 import { clientAddress, formatKeysFile, formatPeers, generateClients, parseKeysFile, subnetCapacity, type ClientKey } from '../src/loadgen/keys.js';
 import { UsageError, checkPlan, parseLoadgenArgs, parseSources, type RunOptions } from '../src/loadgen/options.js';
 import { checksum, isEchoReply, writeEchoRequest, writeUdp } from '../src/loadgen/packets.js';
-import { Engine } from '../src/loadgen/engine.js';
+import { Engine, type EngineOptions } from '../src/loadgen/engine.js';
 import { formatIPv4, parseIPv4, parseServerAddress, type Subnet4 } from '../src/server/addresses.js';
 import { Noise, Handshake, SessionKeys } from '../src/handshake/noise.js';
 import { CookieChecker, CookieGenerator } from '../src/handshake/cookie.js';
@@ -435,12 +435,16 @@ class CookieDemandingServer {
   }
 }
 
-test('the engine answers cookie replies with mac2, completes its handshakes and counts echo replies', async (t) => {
+/**
+ * 20 clients against the cookie-demanding responder on loopback, two handshakes and five echoes
+ * each, through whatever `open` makes; checks what any engine must get and returns the report.
+ */
+async function againstResponder(t: TestContext, open: (o: EngineOptions) => Promise<Engine | ThreadedEngine>): Promise<LoadgenReport> {
   const clients = generateClients(20, subnet('10.78.0.1/24'));
   const server = new CookieDemandingServer(clients, ip('10.78.0.1'));
   t.after(() => server.sock.close());
   const port = await server.listen();
-  const engine = await Engine.open({
+  const engine = await open({
     serverAddress: '127.0.0.1', serverPort: port, serverKey: server.publicKey, clients, sources: [], family: 4,
     rate: 50, initiations: 40, durationMs: 10_000, timeoutMs: 2000, dataRate: 100, packets: 100, size: 300, proto: 'icmp', target: ip('10.78.0.1'), targetPort: 9,
   });
@@ -456,26 +460,20 @@ test('the engine answers cookie replies with mac2, completes its handshakes and 
   assert.deepEqual(r.errors, {});
   assert.ok(r.latencyMs !== null && r.latencyMs.max < 2000);
   assert.ok(r.elapsedS < 5, `the run ended when its work was done, not at --duration: ${r.elapsedS} s`);
+  return r;
+}
+
+test('the engine answers cookie replies with mac2, completes its handshakes and counts echo replies', async (t) => {
+  const r = await againstResponder(t, (o) => Engine.open(o));
+  assert.deepEqual([r.threads, r.sources], [1, 1]);
 });
 
 test('two engine threads share the clients and the work and hand back one merged report', async (t) => {
-  const clients = generateClients(20, subnet('10.78.0.1/24'));
-  const server = new CookieDemandingServer(clients, ip('10.78.0.1'));
-  t.after(() => server.sock.close());
-  const port = await server.listen();
-  const engine = await ThreadedEngine.open({
-    serverAddress: '127.0.0.1', serverPort: port, serverKey: server.publicKey, clients, sources: [], family: 4,
-    rate: 50, initiations: 40, durationMs: 10_000, timeoutMs: 2000, dataRate: 100, packets: 100, size: 300, proto: 'icmp', target: ip('10.78.0.1'), targetPort: 9,
-  }, 2);
-  t.after(() => engine.close());
-  assert.equal(engine.size, 2);
-  const r = buildReport(await engine.run());
+  let engine: ThreadedEngine | undefined;
   // The same totals as one engine: each thread did half, and nothing was counted twice.
-  assert.deepEqual({ threads: r.threads, sources: r.sources, offered: r.offeredRate, initiations: r.initiations, retries: r.retries, handshakes: r.handshakes, established: r.established },
-    { threads: 2, sources: 2, offered: 50, initiations: 40, retries: 20, handshakes: 40, established: 20 });
-  assert.deepEqual({ sent: r.data.echoRequests, replies: r.data.echoReplies, tunnels: r.data.tunnelsWithReplies }, { sent: 100, replies: 100, tunnels: 20 });
-  assert.equal(engine.snapshot().handshakes, 40, 'the last counters of each thread are its final ones');
-  assert.deepEqual(r.errors, {});
+  const r = await againstResponder(t, async (o) => (engine = await ThreadedEngine.open(o, 2)));
+  assert.deepEqual({ threads: r.threads, sources: r.sources, offered: r.offeredRate }, { threads: 2, sources: 2, offered: 50 });
+  assert.equal(engine!.snapshot().handshakes, 40, 'the last counters each thread sent are its final ones');
 });
 
 test('initiations nobody answers time out and are retransmitted, and a bounded run ends at its duration', async (t) => {
