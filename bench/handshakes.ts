@@ -3,11 +3,13 @@
 // load generator in its own namespace sending from 1 or 254 source addresses.
 //
 //   node dist/bench/handshakes.js [--seconds N] [--quick] [--impl ours,wggo] [--peers 100,1000]
-//                                 [--sources 1,254] [--rates 1000,5000,20000]
+//                                 [--sources 1,254] [--rates 1000,5000,20000] [--threads 1,2]
 //
 // The matrix is every combination the protocol allows: a client may initiate at most every
 // 30 ms (a responder drops faster initiations from one peer as a flood), so 100 peers offer at
 // most 3,333/s and only the 1k/s rate runs with them. --quick: 3 s per row instead of 5.
+// --threads: the load generator's engine threads (its default, one per CPU, unless given; a
+// list compares them). One source address always gets one thread.
 //
 // Columns: offered and actually sent initiations/s (the load generator shares the machine's
 // CPUs with the server and falls short when they are busy), completed handshakes/s, cookie
@@ -18,13 +20,14 @@ import { readFileSync } from 'node:fs';
 import { Cleanup } from '../test/interop/harness.js';
 import { addLoadgenClients, createLoadgenStage, runLoadgen, type Impl } from '../test/interop/topology.js';
 import { flag, listArg, loadNow, numberArg, printTable, requireRoot } from './pairings.js';
-import { MIN_INITIATION_INTERVAL_MS } from '../src/loadgen/options.js';
+import { DEFAULT_THREADS, MIN_INITIATION_INTERVAL_MS } from '../src/loadgen/options.js';
 
 const seconds = numberArg('--seconds', flag('--quick') ? 3 : 5);
 const impls = listArg('--impl', ['wggo', 'ours']) as Impl[];
 const peerCounts = listArg('--peers', ['100', '1000']).map(Number);
 const sourceCounts = listArg('--sources', ['1', '254']).map(Number);
 const rates = listArg('--rates', ['1000', '5000', '20000']).map(Number);
+const threadCounts = listArg('--threads', [String(DEFAULT_THREADS)]).map(Number);
 /** Kernel clock ticks per second: the unit of utime and stime (USER_HZ, 100 on Linux). */
 const CLOCK_TICKS = 100;
 
@@ -36,7 +39,7 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
 }
 
-interface Row { impl: Impl; peers: number; sources: number; rate: number }
+interface Row { impl: Impl; peers: number; sources: number; rate: number; threads: number }
 
 async function measure(r: Row): Promise<string[]> {
   const cleanup = new Cleanup();
@@ -47,11 +50,12 @@ async function measure(r: Row): Promise<string[]> {
     const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
     if (comm === 'ip') throw new Error('the server pid is `ip netns exec`, not the daemon');
     const cpu0 = cpuSeconds(pid);
-    const rep = await runLoadgen(stage, keys, ['--source', stage.sources, '--rate', String(r.rate), '--duration', String(seconds)], seconds * 1000 + 60_000);
+    const rep = await runLoadgen(stage, keys, ['--source', stage.sources, '--rate', String(r.rate), '--duration', String(seconds),
+      '--threads', String(r.threads)], seconds * 1000 + 60_000);
     const cpu = cpuSeconds(pid) - cpu0;
     const lost = (rep.errors.timeout ?? 0) + (rep.errors.unanswered ?? 0);
     return [
-      r.impl, String(r.peers), String(r.sources), String(r.rate), rep.initiationsPerS.toFixed(0), rep.handshakesPerS.toFixed(0),
+      r.impl, String(r.peers), String(r.sources), String(rep.threads), String(r.rate), rep.initiationsPerS.toFixed(0), rep.handshakesPerS.toFixed(0),
       rep.cookieRepliesPerS.toFixed(0), rep.latencyMs?.p50.toFixed(1) ?? '-', rep.latencyMs?.p99.toFixed(1) ?? '-', String(lost),
       rep.handshakes > 0 ? ((cpu * 1e6) / rep.handshakes).toFixed(0) : '-',
     ];
@@ -69,12 +73,12 @@ async function main(): Promise<void> {
       for (const rate of rates) {
         if (rate > (peers * 1000) / MIN_INITIATION_INTERVAL_MS) continue;
         // Both implementations back to back, so each pair of rows sees the same machine.
-        for (const impl of impls) rows.push(await measure({ impl, peers, sources, rate }));
+        for (const threads of threadCounts) for (const impl of impls) rows.push(await measure({ impl, peers, sources, rate, threads }));
       }
     }
   }
   printTable(`Handshakes under load: wireguard-ts loadgen for ${seconds} s per row, a fresh server each, default workers`, load,
-    ['server', 'peers', 'sources', 'offered/s', 'sent/s', 'completed/s', 'cookie replies/s', 'p50 ms', 'p99 ms', 'unanswered', 'server CPU µs/handshake'], rows);
+    ['server', 'peers', 'sources', 'loadgen threads', 'offered/s', 'sent/s', 'completed/s', 'cookie replies/s', 'p50 ms', 'p99 ms', 'unanswered', 'server CPU µs/handshake'], rows);
 }
 
 await main();

@@ -2,20 +2,21 @@
 // rates and losses, the keys file and the server snippet, every validation of the command
 // line, the inner packets, and the engine on loopback against a responder written here that
 // answers every first initiation with a cookie reply and checks mac2 on the resend.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { seededRandom } from './helpers.js';
-import { LatencyHistogram, buildReport, formatProgress, formatReport, newCounters, type RunResult } from '../src/loadgen/stats.js';
+import { LatencyHistogram, buildReport, formatProgress, formatReport, mergeResults, newCounters, type LoadgenReport, type RunResult } from '../src/loadgen/stats.js';
+import { ThreadedEngine, splitPlan } from '../src/loadgen/threads.js';
 import { clientAddress, formatKeysFile, formatPeers, generateClients, parseKeysFile, subnetCapacity, type ClientKey } from '../src/loadgen/keys.js';
 import { UsageError, checkPlan, parseLoadgenArgs, parseSources, type RunOptions } from '../src/loadgen/options.js';
 import { checksum, isEchoReply, writeEchoRequest, writeUdp } from '../src/loadgen/packets.js';
-import { Engine } from '../src/loadgen/engine.js';
+import { Engine, type EngineOptions } from '../src/loadgen/engine.js';
 import { formatIPv4, parseIPv4, parseServerAddress, type Subnet4 } from '../src/server/addresses.js';
 import { Noise, Handshake, SessionKeys } from '../src/handshake/noise.js';
 import { CookieChecker, CookieGenerator } from '../src/handshake/cookie.js';
@@ -84,7 +85,7 @@ function result(over: Partial<RunResult> = {}): RunResult {
   const latency = new LatencyHistogram();
   for (let ms = 1; ms <= 100; ms++) latency.record(ms * 1000);
   return {
-    counters, latency, elapsedMs: 6000, initiationWindowMs: 2000, handshakeWindowMs: 2200, dataWindowMs: 4000,
+    counters, latency, elapsedMs: 6000, initiationWindowMs: 2000, handshakeWindowMs: 2200, dataStartMs: 100, dataWindowMs: 4000, threads: 1,
     clients: 100, sources: 254, offeredRate: 500, established: 99, tunnelsWithReplies: 97, ...over,
   };
 }
@@ -117,6 +118,61 @@ test('a run without handshakes or echoes reports no latency and no loss', () => 
   assert.match(text, /latency ms {7}-/);
   assert.match(text, /errors {11}none/);
   assert.doesNotMatch(text, /echo/);
+});
+
+test('merged thread results count every sample once: percentiles of the union, windows from the common start', () => {
+  const rnd = seededRandom(5);
+  const parts: RunResult[] = [];
+  const all = new LatencyHistogram();
+  for (let k = 0; k < 3; k++) {
+    const latency = new LatencyHistogram();
+    // Threads with different latency shapes: averaging their p99s would be wrong.
+    for (let i = 0; i < 1000 * (k + 1); i++) {
+      const v = Math.round(rnd() * 1000 * 10 ** k);
+      latency.record(v);
+      all.record(v);
+    }
+    const counters = { ...newCounters(), initiations: 100 * (k + 1), handshakes: 90 * (k + 1), dataPackets: 10, errors: k === 0 ? {} : { timeout: k, [`kind${k}`]: 1 } as Record<string, number> };
+    // The histogram crosses threads as plain data.
+    parts.push(result({ counters, latency: LatencyHistogram.fromState(structuredClone(latency.toState())), elapsedMs: 3000 + k,
+      initiationWindowMs: 2000 - k, handshakeWindowMs: 2100 + k, dataStartMs: k === 1 ? -1 : 50 + 100 * k, dataWindowMs: k === 1 ? 0 : 1000,
+      clients: 10 + k, sources: 2, offeredRate: 1000 / 3, established: 9, tunnelsWithReplies: k }));
+  }
+  const m = mergeResults(parts);
+  for (const p of [50, 90, 99, 100]) assert.equal(m.latency.percentile(p), all.percentile(p));
+  assert.deepEqual([m.latency.count, m.latency.min, m.latency.max, m.latency.mean()], [all.count, all.min, all.max, all.mean()]);
+  assert.deepEqual(m.counters, { ...newCounters(), initiations: 600, handshakes: 540, dataPackets: 30, errors: { timeout: 3, kind1: 1, kind2: 1 } });
+  assert.deepEqual({ ...m, counters: undefined, latency: undefined }, {
+    counters: undefined, latency: undefined, elapsedMs: 3002, initiationWindowMs: 2000, handshakeWindowMs: 2102,
+    // Thread 0's data began at 50 ms, thread 2's ended at 250 + 1000 ms; thread 1 sent none.
+    dataStartMs: 50, dataWindowMs: 1200, threads: 3, clients: 33, sources: 6, offeredRate: 1000, established: 27, tunnelsWithReplies: 3,
+  });
+  assert.equal(buildReport(m).threads, 3);
+  assert.equal(mergeResults([result({ dataStartMs: -1, dataWindowMs: 0 })]).dataWindowMs, 0);
+});
+
+test('a run is dealt out to threads: disjoint clients and sockets, shares that add up to the totals', () => {
+  const key = (i: number): ClientKey => ({ privateKey: new Uint8Array(32), publicKey: new Uint8Array(32), tunnel: i });
+  const base = {
+    serverAddress: '10.0.0.1', serverPort: 51820, serverKey: new Uint8Array(32), family: 4 as const, durationMs: 1000, timeoutMs: 5000,
+    size: 128, proto: 'icmp' as const, targetPort: 9, clients: Array.from({ length: 1000 }, (_, i) => key(i)),
+    sources: Array.from({ length: 254 }, (_, i) => `10.99.1.${i + 1}`), rate: 5000, initiations: 1001, dataRate: 333, packets: Infinity,
+  };
+  const plans = splitPlan(base, 3);
+  assert.equal(plans.length, 3);
+  assert.deepEqual(plans.map((p) => p.clients.length), [334, 333, 333]);
+  assert.deepEqual(plans.flatMap((p) => p.clients.map((c) => c.tunnel)).sort((a, b) => a - b), base.clients.map((c) => c.tunnel));
+  assert.deepEqual(plans.flatMap((p) => p.sources).sort(), [...base.sources].sort());
+  assert.deepEqual(plans.map((p) => p.sources.length), [85, 85, 84]);
+  assert.equal(plans.reduce((n, p) => n + p.initiations, 0), 1001);
+  assert.ok(Math.abs(plans.reduce((n, p) => n + p.rate, 0) - 5000) < 1e-9);
+  assert.ok(Math.abs(plans.reduce((n, p) => n + p.dataRate, 0) - 333) < 1e-9);
+  assert.ok(plans.every((p) => p.packets === Infinity && p.durationMs === 1000));
+  // No thread without a source address of its own, a client or an initiation to make.
+  assert.equal(splitPlan({ ...base, sources: ['10.99.1.1'] }, 4).length, 1);
+  assert.equal(splitPlan({ ...base, sources: [] }, 4).length, 4);
+  assert.equal(splitPlan({ ...base, clients: base.clients.slice(0, 2) }, 4).length, 2);
+  assert.deepEqual(splitPlan({ ...base, initiations: 3 }, 8).map((p) => p.initiations), [1, 1, 1]);
 });
 
 test('progress shows what happened since the last snapshot', () => {
@@ -192,14 +248,14 @@ test('a run takes its defaults and every option', () => {
   assert.deepEqual(runOpts(), {
     command: 'run', keys: 'k', serverHost: '10.0.0.1', serverPort: 51820, serverKey: KEY, clients: undefined, sources: [],
     rate: 100, initiations: Infinity, durationS: 10, timeoutMs: 5000, dataRate: 0, packets: Infinity, size: 128, proto: 'icmp',
-    target: undefined, targetPort: 9, json: false,
+    target: undefined, targetPort: 9, threads: availableParallelism(), json: false,
   });
   const o = runOpts('--clients', '50', '--source', '10.77.1.1-3,10.77.2.9', '--rate', '1500', '--initiations', '1000', '--duration', '2.5',
-    '--timeout', '800', '--data-rate', '200', '--packets', '30', '--size', '1420', '--proto', 'udp', '--target', '10.78.0.1:5001', '--json');
+    '--timeout', '800', '--data-rate', '200', '--packets', '30', '--size', '1420', '--proto', 'udp', '--target', '10.78.0.1:5001', '--threads', '3', '--json');
   assert.deepEqual({ ...o, command: undefined }, {
     command: undefined, keys: 'k', serverHost: '10.0.0.1', serverPort: 51820, serverKey: KEY, clients: 50,
     sources: ['10.77.1.1', '10.77.1.2', '10.77.1.3', '10.77.2.9'], rate: 1500, initiations: 1000, durationS: 2.5, timeoutMs: 800,
-    dataRate: 200, packets: 30, size: 1420, proto: 'udp', target: ip('10.78.0.1'), targetPort: 5001, json: true,
+    dataRate: 200, packets: 30, size: 1420, proto: 'udp', target: ip('10.78.0.1'), targetPort: 5001, threads: 3, json: true,
   });
   const v6 = parseLoadgenArgs(['run', '--keys', 'k', '--server', '[fd00::1]:51820', '--server-key', KEY, '--source', 'fd00::2,fd00::3']) as RunOptions;
   assert.deepEqual([v6.serverHost, v6.sources], ['fd00::1', ['fd00::2', 'fd00::3']]);
@@ -217,6 +273,7 @@ test('every bad option is refused with a message naming it', () => {
     [['run', '--keys', 'k', '--server', '10.0.0.1:0', '--server-key', KEY], /not a port number/],
     [['run', '--keys', 'k', '--server', '10.0.0.1:1', '--server-key', 'abc'], /--server-key is not a base64 WireGuard public key/],
     [runArgs('--rate', '0'), /--rate takes a number/],
+    [runArgs('--threads', '0'), /--threads takes an integer from 1 to 256/],
     [runArgs('--rate', 'fast'), /--rate takes a number/],
     [runArgs('--duration', '0'), /--duration takes a number from 0.001 to 3600/],
     [runArgs('--duration', '7200'), /--duration takes a number from 0.001 to 3600/],
@@ -378,12 +435,16 @@ class CookieDemandingServer {
   }
 }
 
-test('the engine answers cookie replies with mac2, completes its handshakes and counts echo replies', async (t) => {
+/**
+ * 20 clients against the cookie-demanding responder on loopback, two handshakes and five echoes
+ * each, through whatever `open` makes; checks what any engine must get and returns the report.
+ */
+async function againstResponder(t: TestContext, open: (o: EngineOptions) => Promise<Engine | ThreadedEngine>): Promise<LoadgenReport> {
   const clients = generateClients(20, subnet('10.78.0.1/24'));
   const server = new CookieDemandingServer(clients, ip('10.78.0.1'));
   t.after(() => server.sock.close());
   const port = await server.listen();
-  const engine = await Engine.open({
+  const engine = await open({
     serverAddress: '127.0.0.1', serverPort: port, serverKey: server.publicKey, clients, sources: [], family: 4,
     rate: 50, initiations: 40, durationMs: 10_000, timeoutMs: 2000, dataRate: 100, packets: 100, size: 300, proto: 'icmp', target: ip('10.78.0.1'), targetPort: 9,
   });
@@ -399,6 +460,20 @@ test('the engine answers cookie replies with mac2, completes its handshakes and 
   assert.deepEqual(r.errors, {});
   assert.ok(r.latencyMs !== null && r.latencyMs.max < 2000);
   assert.ok(r.elapsedS < 5, `the run ended when its work was done, not at --duration: ${r.elapsedS} s`);
+  return r;
+}
+
+test('the engine answers cookie replies with mac2, completes its handshakes and counts echo replies', async (t) => {
+  const r = await againstResponder(t, (o) => Engine.open(o));
+  assert.deepEqual([r.threads, r.sources], [1, 1]);
+});
+
+test('two engine threads share the clients and the work and hand back one merged report', async (t) => {
+  let engine: ThreadedEngine | undefined;
+  // The same totals as one engine: each thread did half, and nothing was counted twice.
+  const r = await againstResponder(t, async (o) => (engine = await ThreadedEngine.open(o, 2)));
+  assert.deepEqual({ threads: r.threads, sources: r.sources, offered: r.offeredRate }, { threads: 2, sources: 2, offered: 50 });
+  assert.equal(engine!.snapshot().handshakes, 40, 'the last counters each thread sent are its final ones');
 });
 
 test('initiations nobody answers time out and are retransmitted, and a bounded run ends at its duration', async (t) => {

@@ -7,7 +7,7 @@ import { isIPv6 } from 'node:net';
 import { keyBytes } from '../server/keys.js';
 import { formatKeysFile, formatPeers, generateClients, parseKeysFile, wipeClients, type ClientKey } from './keys.js';
 import { USAGE, UsageError, checkPlan, parseLoadgenArgs, type RunOptions } from './options.js';
-import { Engine } from './engine.js';
+import { ThreadedEngine } from './threads.js';
 import { buildReport, formatProgress, formatReport } from './stats.js';
 
 function readKeys(path: string): ClientKey[] {
@@ -25,7 +25,7 @@ function readKeys(path: string): ClientKey[] {
 }
 
 /** Prints per-second progress on stderr while a run goes, when stderr is a terminal. */
-function startProgress(engine: Engine): () => void {
+function startProgress(engine: ThreadedEngine): () => void {
   if (!process.stderr.isTTY) return () => {};
   const t0 = performance.now();
   let prev = engine.snapshot();
@@ -51,11 +51,11 @@ async function run(o: RunOptions): Promise<number> {
     const server = await lookup(o.serverHost, { family }).catch((err: NodeJS.ErrnoException) => {
       throw new UsageError(`--server: cannot resolve ${o.serverHost} to an IPv${family} address: ${err.code ?? err.message}`);
     });
-    const engine = await Engine.open({
+    const engine = await ThreadedEngine.open({
       serverAddress: server.address, serverPort: o.serverPort, serverKey: keyBytes(o.serverKey), clients: keys.slice(0, clients),
       sources: o.sources, family, rate: o.rate, initiations: o.initiations, durationMs: o.durationS * 1000, timeoutMs: o.timeoutMs,
       dataRate: o.dataRate, packets: o.packets, size: o.size, proto: o.proto, target: o.target, targetPort: o.targetPort,
-    });
+    }, o.threads);
     const onSigint = (): void => engine.stop();
     process.on('SIGINT', onSigint);
     const stopProgress = startProgress(engine);

@@ -26,12 +26,10 @@ import dgram from 'node:dgram';
 import { Noise, Handshake, SessionKeys } from '../handshake/noise.js';
 import { CookieChecker, CookieGenerator } from '../handshake/cookie.js';
 import {
-  INIT_LEN, RESP_LEN, RESP_RECEIVER, COOKIE_RECEIVER, DATA_RECEIVER, DATA_HEADER_LEN, TAG_LEN, KEY_LEN,
+  INIT_LEN, RESP_LEN, RESP_RECEIVER, COOKIE_RECEIVER, DATA_RECEIVER, DATA_HEADER_LEN, TAG_LEN,
   MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, MSG_DATA, messageType, readU32,
 } from '../handshake/messages.js';
 import { TransportCrypto, paddingFor } from '../workers/transport.js';
-import { dh } from '../crypto/x25519.js';
-import { zero } from '../crypto/memory.js';
 import { isEchoReply, writeEchoRequest, writeUdp } from './packets.js';
 import { LatencyHistogram, countError, copyCounters, newCounters, type Counters, type RunResult } from './stats.js';
 import { type TrafficOptions, MAX_PACKET_LEN, MIN_INITIATION_INTERVAL_MS } from './options.js';
@@ -71,7 +69,11 @@ class Client {
   /** Checks mac1 of responses, which is keyed by our own public key. */
   readonly checker = new CookieChecker();
   readonly cookies: CookieGenerator;
-  readonly staticStatic = new Uint8Array(KEY_LEN);
+  /**
+   * Never sent: holds DH(client, server), computed once, and its verdict. Pooled handshakes are
+   * shared by all clients, so each initiation copies both into its own (see initiate).
+   */
+  readonly staticStatic: Handshake;
   readonly tunnel: number;
   lastInitiationMs = -Infinity;
   /** The client's latest initiation: only it is worth resending after a cookie reply. */
@@ -86,8 +88,8 @@ class Client {
     this.noise.setPrivateKey(key.privateKey);
     this.checker.setPublicKey(key.publicKey);
     this.cookies = new CookieGenerator(serverKey);
-    // Every initiation of this client reuses the one DH that never changes.
-    if (!dh(this.staticStatic, key.privateKey, serverKey)) throw new Error('the server key is a low-order point: no handshake can succeed');
+    this.staticStatic = new Handshake(serverKey, id);
+    if (!this.noise.precompute(this.staticStatic)) throw new Error('the server key is a low-order point: no handshake can succeed');
     this.tunnel = key.tunnel;
   }
 
@@ -98,7 +100,7 @@ class Client {
   destroy(): void {
     this.noise.setPrivateKey(null);
     this.cookies.destroy();
-    zero(this.staticStatic);
+    this.staticStatic.destroy();
     this.current?.keys.destroy();
     this.previous?.keys.destroy();
   }
@@ -212,8 +214,10 @@ export class Engine {
       elapsedMs: since(performance.now()),
       initiationWindowMs: since(this.lastInitiationMs),
       handshakeWindowMs: Math.max(since(this.lastInitiationMs), since(this.lastHandshakeMs)),
+      dataStartMs: this.dataStartMs < 0 ? -1 : since(this.dataStartMs),
       // The first packet is due 1/rate after data starts, so n packets span n/rate.
       dataWindowMs: this.dataStartMs < 0 ? 0 : Math.max(0, this.lastDataMs - this.dataStartMs),
+      threads: 1,
       clients: this.clients.length,
       sources: this.sockets.length,
       offeredRate: this.o.rate,
@@ -320,7 +324,10 @@ export class Engine {
   private initiate(client: Client, now: number, attemptMs = now): void {
     const hs = this.handshakePool.pop() ?? new Handshake(this.o.serverKey, 0);
     hs.peer = client.id;
-    hs.precomputedStaticStatic.set(client.staticStatic);
+    // The verdict too: a handshake whose flag says "unknown" would compute the DH again, as every
+    // newly made one (the pool only grows while answers are slow) did before.
+    hs.precomputedStaticStatic.set(client.staticStatic.precomputedStaticStatic);
+    hs.staticStatic = client.staticStatic.staticStatic;
     const index = this.allocateIndex();
     const msg = Buffer.allocUnsafe(INIT_LEN);
     if (!client.noise.createInitiation(hs, index, Date.now(), msg)) {
@@ -416,7 +423,7 @@ export class Engine {
       this.established.push(c);
       if (this.dataStartMs < 0) this.dataStartMs = now;
     }
-    this.seal(s, 0);
+    this.seal(s, this.dataBuffer(0), 0);
   }
 
   private onCookieReply(msg: Buffer, now: number): void {
@@ -452,12 +459,15 @@ export class Engine {
   // ---- data ----
 
   /**
-   * Seals an inner packet of `len` bytes (0: a keepalive) on session `s` and sends it; `write`
-   * puts the packet at the offset it is given.
+   * A send buffer with room for a sealed inner packet of `len` bytes, which goes at
+   * DATA_HEADER_LEN. One per packet: node:dgram may still hold it after send() returns.
    */
-  private seal(s: Session, len: number, write?: (buf: Buffer, off: number) => void): void {
-    const buf = Buffer.allocUnsafe(DATA_HEADER_LEN + len + paddingFor(len, MAX_PACKET_LEN) + TAG_LEN);
-    write?.(buf, DATA_HEADER_LEN);
+  private dataBuffer(len: number): Buffer {
+    return Buffer.allocUnsafe(DATA_HEADER_LEN + len + paddingFor(len, MAX_PACKET_LEN) + TAG_LEN);
+  }
+
+  /** Seals the inner packet of `len` bytes (0: a keepalive) in `buf` on session `s` and sends it. */
+  private seal(s: Session, buf: Buffer, len: number): void {
     const c = s.counter++;
     const n = this.transport.seal(buf, 0, len, MAX_PACKET_LEN, s.keys.remoteIndex, c >>> 0, Math.floor(c / 0x100000000), s.keys.sendKey);
     s.client.socket.send(buf.subarray(0, n), this.onSent);
@@ -470,14 +480,14 @@ export class Engine {
       this.initiate(client, now);
       this.countInitiation(now);
     }
-    const target = o.target!;
+    const buf = this.dataBuffer(o.size);
     if (o.proto === 'icmp') {
-      const seq = client.echoSeq++ & 0xffff;
-      this.seal(s, o.size, (buf, off) => writeEchoRequest(buf, off, client.tunnel, target, client.echoId, seq, o.size));
+      writeEchoRequest(buf, DATA_HEADER_LEN, client.tunnel, o.target!, client.echoId, client.echoSeq++ & 0xffff, o.size);
       this.counters.echoRequests++;
     } else {
-      this.seal(s, o.size, (buf, off) => writeUdp(buf, off, client.tunnel, target, UDP_SOURCE_PORT_BASE + (client.id % 40000), o.targetPort, o.size));
+      writeUdp(buf, DATA_HEADER_LEN, client.tunnel, o.target!, UDP_SOURCE_PORT_BASE + (client.id % 40000), o.targetPort, o.size);
     }
+    this.seal(s, buf, o.size);
     this.counters.dataPackets++;
     this.counters.dataBytes += o.size;
     this.lastDataMs = now;

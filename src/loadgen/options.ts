@@ -1,6 +1,7 @@
 // Command line of `wireguard-ts loadgen`. Every value is checked before anything starts, and a
 // run is always bounded: by --duration, and optionally sooner by --initiations / --packets.
 import { isIPv6 } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { formatIPv4, formatSubnet, parseEndpoint, parseIPv4, parseServerAddress, shown, type Subnet4 } from '../server/addresses.js';
 import { isBase64Key } from '../server/keys.js';
 import { MIN_PACKET_LEN } from './packets.js';
@@ -21,6 +22,12 @@ export const MAX_DURATION_S = 3600;
 export const MAX_CLIENTS = 1 << 20;
 export const MAX_SOURCES = 65536;
 export const DEFAULT_TUNNEL = '10.78.0.1/16';
+export const MAX_THREADS = 256;
+/**
+ * One engine thread per core: a thread is bound by its own handshake crypto, and more threads
+ * than cores only take turns. On a machine that also runs the server, --threads leaves it room.
+ */
+export const DEFAULT_THREADS = availableParallelism();
 
 export const USAGE = `Usage: wireguard-ts loadgen COMMAND [options]
 Simulates many WireGuard clients against any WireGuard server (wireguard-ts, wireguard-go, the
@@ -48,6 +55,9 @@ kernel): real handshakes (cookie replies answered with mac2), then data inside t
         --proto icmp|udp   echo requests (replies counted, losses reported) or UDP (icmp)
         --target A[:PORT]  where inner packets go, e.g. the server's tunnel address (required
                            with --data-rate; UDP port 9 by default)
+        --threads N        engine threads (the number of CPUs, ${DEFAULT_THREADS} here): clients and source
+                           addresses are dealt out round-robin, the rates and limits shared; at
+                           most one thread per source address, client and initiation
         --json             the final report as JSON on stdout
         After the sending phase, answers still due are awaited for up to 2 s (or --timeout).
         Live progress goes to stderr when it is a terminal.
@@ -79,6 +89,7 @@ export interface RunOptions extends TrafficOptions {
   /** Source addresses to bind, one socket each; empty: one wildcard socket. */
   sources: string[];
   durationS: number;
+  threads: number;
   json: boolean;
 }
 export type LoadgenOptions = KeysOptions | ConfigOptions | RunOptions | 'help';
@@ -126,7 +137,7 @@ const FLAGS: Record<string, readonly string[]> = {
   keys: ['--clients', '--out', '--tunnel'],
   config: ['--keys', '--wg-set'],
   run: ['--keys', '--server', '--server-key', '--clients', '--source', '--rate', '--initiations', '--duration', '--timeout',
-    '--data-rate', '--packets', '--size', '--proto', '--target', '--json'],
+    '--data-rate', '--packets', '--size', '--proto', '--target', '--threads', '--json'],
 };
 const SWITCHES = new Set(['--wg-set', '--json']);
 
@@ -200,6 +211,7 @@ export function parseLoadgenArgs(argv: readonly string[]): LoadgenOptions {
     proto,
     target,
     targetPort,
+    threads: v.has('--threads') ? integer('--threads', v.get('--threads'), 1, MAX_THREADS) : DEFAULT_THREADS,
     json: v.has('--json'),
   };
 }

@@ -1,7 +1,8 @@
 // What the load generator counts and how it reports it: a latency histogram of fixed size with
 // ~1% resolution (log-linear buckets as HdrHistogram's, so recording is O(1), memory does not
-// grow with the run and two histograms merge by adding counts), the run's counters, and the
-// final report built from them, as text for people and as JSON for machines.
+// grow with the run and two histograms merge by adding counts), the run's counters, the merge of
+// the results of several engine threads into one, and the final report built from it, as text
+// for people and as JSON for machines.
 
 /** Values below 2 * SUB_BUCKETS are exact; above, each power of two is cut into SUB_BUCKETS. */
 const SUB_BITS = 6;
@@ -25,6 +26,9 @@ function valueOf(b: number): number {
   return m * 2 ** shift + (2 ** shift - 1) / 2;
 }
 
+/** A histogram as plain data, to cross from a worker thread (structured clone) and back. */
+export interface HistogramState { counts: Float64Array; count: number; min: number; max: number; sum: number }
+
 /** Latencies in whole microseconds. */
 export class LatencyHistogram {
   private readonly counts = new Float64Array(BUCKETS);
@@ -32,6 +36,21 @@ export class LatencyHistogram {
   min = Infinity;
   max = 0;
   private sum = 0;
+
+  static fromState(s: HistogramState): LatencyHistogram {
+    if (s.counts.length !== BUCKETS) throw new RangeError(`a histogram state has ${BUCKETS} buckets, got ${s.counts.length}`);
+    const h = new LatencyHistogram();
+    h.counts.set(s.counts);
+    h.count = s.count;
+    h.min = s.min;
+    h.max = s.max;
+    h.sum = s.sum;
+    return h;
+  }
+
+  toState(): HistogramState {
+    return { counts: this.counts.slice(), count: this.count, min: this.min, max: this.max, sum: this.sum };
+  }
 
   record(us: number): void {
     const v = Math.min(MAX_VALUE, Math.max(0, Math.round(us)));
@@ -102,6 +121,14 @@ export function newCounters(): Counters {
   };
 }
 
+/** Adds every count of `from`, errors by kind included, to `into`. */
+export function addCounters(into: Counters, from: Counters): void {
+  for (const k of Object.keys(from) as (keyof Counters)[]) {
+    if (k !== 'errors') into[k] += from[k];
+  }
+  for (const kind in from.errors) into.errors[kind] = (into.errors[kind] ?? 0) + from.errors[kind]!;
+}
+
 export function countError(c: Counters, kind: string): void {
   c.errors[kind] = (c.errors[kind] ?? 0) + 1;
 }
@@ -122,8 +149,12 @@ export interface RunResult {
   initiationWindowMs: number;
   /** Start to the last handshake completed or initiation sent, whichever is later. */
   handshakeWindowMs: number;
-  /** First established session (data starts then) to the last data packet sent. */
+  /** Start to the first established session (data starts then); -1 when none was. */
+  dataStartMs: number;
+  /** First established session to the last data packet sent. */
   dataWindowMs: number;
+  /** Engine threads whose results this is. */
+  threads: number;
   clients: number;
   sources: number;
   offeredRate: number;
@@ -135,6 +166,7 @@ export interface RunResult {
 
 export interface LoadgenReport {
   elapsedS: number;
+  threads: number;
   clients: number;
   sources: number;
   offeredRate: number;
@@ -173,11 +205,52 @@ function perSecond(n: number, windowMs: number): number {
   return windowMs > 0 ? round((n * 1000) / windowMs, 1) : 0;
 }
 
+/**
+ * One result from those of engine threads that started together and ran disjoint clients:
+ * counts and histograms add up (so percentiles are those of every sample), windows measured from
+ * the common start take the longest, the data window runs from the first thread's first session
+ * to the last thread's last packet.
+ */
+export function mergeResults(parts: readonly RunResult[]): RunResult {
+  if (parts.length === 0) throw new RangeError('no results to merge');
+  const counters = newCounters();
+  const latency = new LatencyHistogram();
+  let dataStart = Infinity;
+  let dataEnd = -Infinity;
+  for (const p of parts) {
+    addCounters(counters, p.counters);
+    latency.merge(p.latency);
+    if (p.dataStartMs >= 0) {
+      dataStart = Math.min(dataStart, p.dataStartMs);
+      dataEnd = Math.max(dataEnd, p.dataStartMs + p.dataWindowMs);
+    }
+  }
+  const longest = (f: (p: RunResult) => number): number => Math.max(...parts.map(f));
+  const total = (f: (p: RunResult) => number): number => parts.reduce((n, p) => n + f(p), 0);
+  return {
+    counters,
+    latency,
+    elapsedMs: longest((p) => p.elapsedMs),
+    initiationWindowMs: longest((p) => p.initiationWindowMs),
+    handshakeWindowMs: longest((p) => p.handshakeWindowMs),
+    dataStartMs: dataStart === Infinity ? -1 : dataStart,
+    dataWindowMs: dataStart === Infinity ? 0 : dataEnd - dataStart,
+    threads: total((p) => p.threads),
+    clients: total((p) => p.clients),
+    sources: total((p) => p.sources),
+    // Shares of a rate may not add back to it exactly in floating point.
+    offeredRate: round(total((p) => p.offeredRate), 6),
+    established: total((p) => p.established),
+    tunnelsWithReplies: total((p) => p.tunnelsWithReplies),
+  };
+}
+
 export function buildReport(r: RunResult): LoadgenReport {
   const c = r.counters;
   const h = r.latency;
   return {
     elapsedS: round(r.elapsedMs / 1000, 3),
+    threads: r.threads,
     clients: r.clients,
     sources: r.sources,
     offeredRate: r.offeredRate,
@@ -211,7 +284,8 @@ export function formatReport(r: LoadgenReport): string {
   const l = r.latencyMs;
   const d = r.data;
   const lines = [
-    `loadgen: ${r.clients} clients from ${r.sources} source address${r.sources === 1 ? '' : 'es'}, ${r.elapsedS} s, ${r.offeredRate} initiations/s offered`,
+    `loadgen: ${r.clients} clients from ${r.sources} source address${r.sources === 1 ? '' : 'es'} on ${r.threads} thread${r.threads === 1 ? '' : 's'}, ` +
+      `${r.elapsedS} s, ${r.offeredRate} initiations/s offered`,
     `  initiations      ${r.initiations} (${r.initiationsPerS}/s), ${r.retries} resent with a cookie, ${r.retransmits} retransmitted after a timeout`,
     `  handshakes       ${r.handshakes} (${r.handshakesPerS}/s), ${r.established} of ${r.clients} clients established`,
     `  cookie replies   ${r.cookieReplies} (${r.cookieRepliesPerS}/s)`,

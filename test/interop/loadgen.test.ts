@@ -1,6 +1,7 @@
 // `wireguard-ts loadgen` against real servers in network namespaces (test/interop/topology.ts:
 // createLoadgenStage): 1,000 clients from 254 source addresses complete their handshakes with
-// wireguard-go and with wireguard-ts, and ICMP echoes come back through every tunnel; then one
+// wireguard-go and with wireguard-ts, and ICMP echoes come back through every tunnel, on one
+// engine thread and on two whose reports merge into one; then one
 // source address floods the server with initiations while a legitimate client on another
 // address keeps completing its handshake, cookie round included, in under a second.
 import { test, after } from 'node:test';
@@ -15,7 +16,7 @@ after(() => cleanup.run());
 
 const CLIENTS = 1000;
 
-async function thousandHandshakes(impl: Impl, t: { diagnostic: (s: string) => void }): Promise<void> {
+async function thousandHandshakes(impl: Impl, threads: number, t: { diagnostic: (s: string) => void }): Promise<void> {
   ensureTools();
   const stage = await createLoadgenStage(cleanup, impl, 254);
   const keys = addLoadgenClients(cleanup, stage, CLIENTS);
@@ -23,15 +24,20 @@ async function thousandHandshakes(impl: Impl, t: { diagnostic: (s: string) => vo
   // would after Rekey-Timeout), then echoes round-robin over the established tunnels until
   // 8 s have passed: every tunnel carries several.
   const r = await runLoadgen(stage, keys, ['--source', stage.sources, '--rate', '500', '--initiations', String(CLIENTS), '--timeout', '2000',
-    '--data-rate', '1000', '--target', stage.serverTunnel, '--duration', '8']);
-  t.diagnostic(`${impl}: ${summary(r)}`);
+    '--data-rate', '1000', '--target', stage.serverTunnel, '--duration', '8', '--threads', String(threads)]);
+  t.diagnostic(`${impl}, ${threads} thread(s): ${summary(r)}`);
+  // Each thread owns half the clients and half the sockets: the counts below are only reached
+  // when every thread's share made it into the one report.
+  assert.equal(r.threads, threads);
   assert.equal(r.sources, 254);
+  assert.equal(r.initiations, CLIENTS);
   assert.equal(r.established, CLIENTS, `every client completed a handshake: ${JSON.stringify(r)}`);
   assert.equal(r.handshakes, CLIENTS);
   assert.equal(r.data.tunnelsWithReplies, CLIENTS, 'an echo reply came back through every tunnel');
   assert.ok(r.data.echoRequests >= 4000, `echoes sent: ${r.data.echoRequests}`);
   // Loss is what the loadgen is there to report; a machine this loaded still loses little.
   assert.ok(r.data.echoReplies >= 0.8 * r.data.echoRequests, `echo replies: ${r.data.echoReplies} of ${r.data.echoRequests}`);
+  assert.ok(r.latencyMs !== null && r.latencyMs.p50 <= r.latencyMs.p99 && r.latencyMs.p99 <= r.latencyMs.max, JSON.stringify(r.latencyMs));
 }
 
 function summary(r: LoadgenReport): string {
@@ -61,9 +67,11 @@ async function flood(impl: Impl, seconds: number): Promise<{ legit: LoadgenRepor
   return { legit, flood: await flooding };
 }
 
-test(`loadgen completes ${CLIENTS} handshakes with wireguard-go and echoes through every tunnel`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('wggo', t));
+test(`loadgen completes ${CLIENTS} handshakes with wireguard-go and echoes through every tunnel`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('wggo', 1, t));
 
-test(`loadgen completes ${CLIENTS} handshakes with wireguard-ts and echoes through every tunnel`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('ours', t));
+test(`loadgen completes ${CLIENTS} handshakes with wireguard-ts and echoes through every tunnel`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('ours', 1, t));
+
+test(`loadgen on 2 threads completes ${CLIENTS} handshakes with wireguard-go, one merged report`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('wggo', 2, t));
 
 test('during a flood from one address, a client on another completes its handshake in under 1 s (wireguard-ts)', { skip, timeout: 60_000 }, async (t) => {
   // Long enough for several legitimate tries: the server is under load only while its queue
