@@ -33,8 +33,8 @@ export class FakeDevice implements UapiDevice {
     return this.state;
   }
 
-  forEachPeer(visit: (peer: PeerState) => void): void {
-    for (const p of this.peers.values()) visit(p);
+  peerStates(): Iterator<PeerState> {
+    return this.peers.values();
   }
 
   apply(req: SetRequest): number {

@@ -464,3 +464,41 @@ test('server: interface names that are not a file name are refused, a path too l
   for (const name of ['', 'a/b', '..']) await assert.rejects(startUapiServer(name, new FakeDevice(), { socketDir: tmpdir() }), /invalid interface name/);
   await assert.rejects(startUapiServer('x'.repeat(120), new FakeDevice(), { socketDir: tmpdir() }), /socket path too long/);
 });
+
+test('get: a large reply is written across event-loop turns, and what came behind it waits its turn', async () => {
+  const peers: PeerState[] = [];
+  for (let i = 0; i < 20_000; i++) {
+    const p = newPeer(key(i + 1));
+    p.allowedIps = [{ addr: Uint8Array.of(10, i >> 16, (i >> 8) & 255, i & 255), cidr: 32 }];
+    peers.push(p);
+  }
+  const device = new FakeDevice({ device: { listenPort: 51820, fwmark: 0 }, peers });
+  const whole = getText(device);
+  let out = '';
+  let closed = false;
+  const session = new UapiSession(device, (c) => (out += decoder.decode(c)), { onClose: () => (closed = true) });
+  // Two gets and a set in one chunk, then the client ends while the first reply is running.
+  assert.ok(session.feed(bytes(`get=1\n\nset=1\nlisten_port=1\n\nget=1\n\n`)));
+  let turns = 0;
+  const ticking = setInterval(() => turns++, 0);
+  assert.ok(out.length < whole.length, 'the first reply is not written in one go');
+  assert.equal(device.applied.length, 0, 'the set waits for the get before it');
+  assert.equal(session.end(), false, 'still writing');
+  const deadline = Date.now() + 20_000;
+  while (!closed && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  clearInterval(ticking);
+  assert.ok(closed, 'onClose after the last reply');
+  assert.ok(turns > 0, 'timers ran while the replies were written');
+  assert.equal(out, whole + 'errno=0\n\n' + whole.replace('listen_port=51820', 'listen_port=1'));
+});
+
+test('get: an aborted session stops writing', async () => {
+  const peers = Array.from({ length: 20_000 }, (_, i) => newPeer(key(i + 1)));
+  let chunks = 0;
+  const session = new UapiSession(new FakeDevice({ device: { listenPort: 0, fwmark: 0 }, peers }), () => chunks++);
+  session.feed(bytes('get=1\n\n'));
+  session.abort();
+  const after = chunks;
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(chunks, after);
+});

@@ -139,13 +139,9 @@ export class Device extends EventEmitter implements UapiDevice {
     };
   }
 
-  forEachPeer(visit: (peer: PeerState) => void): void {
-    for (const state of this.peerStates()) visit(state);
-  }
-
   /**
-   * Every peer's state, resumable: a caller serving a million peers (a metrics scrape) can
-   * pause between peers; a peer removed meanwhile is skipped, as a Map iterator does.
+   * Every peer's state, resumable: a caller serving a million peers (a UAPI get, a metrics
+   * scrape) can pause between peers; a peer removed meanwhile is skipped, as a Map iterator does.
    */
   *peerStates(): Generator<PeerState> {
     for (const peer of this.peers.values()) yield this.peerState(peer);

@@ -50,6 +50,18 @@ export interface UapiSessionOptions {
   resolveZone?: (name: string) => number | undefined;
   /** Told about a device that threw (the client gets errno 55). */
   onError?: (err: unknown) => void;
+  /**
+   * Called when the session finished later than `feed` or `end` returned: a `get` reply written
+   * across turns ended, and the input that waited behind it closed the session (or the client
+   * had ended). The connection should be closed then.
+   */
+  onClose?: () => void;
+  /**
+   * Whether the transport takes more output now; when not, `whenWritable` is called with the
+   * continuation. Without them a long reply is produced as fast as the steps run.
+   */
+  writable?: () => boolean;
+  whenWritable?: (resume: () => void) => void;
 }
 
 const encoder = new TextEncoder();
@@ -247,20 +259,48 @@ function writePeer(w: ChunkWriter, p: PeerState): void {
 }
 
 /**
- * Writes a whole `get` reply, "errno=0" included, in chunks of at most 64 KiB: the device
- * (listen_port and fwmark only when non-zero, private_key only when set), then every peer.
+ * A `get` reply, "errno=0" included, in chunks of at most 64 KiB: the device (listen_port and
+ * fwmark only when non-zero, private_key only when set) at once, then the peers in steps, so a
+ * million-peer reply (~10 s of work) need not block the main thread, which also answers
+ * handshakes and runs the timers.
  */
-export function writeGetResponse(device: UapiDevice, emit: (chunk: Uint8Array) => void): void {
-  const w = new ChunkWriter(emit);
-  const d = device.deviceState();
-  if (d.privateKey !== undefined && d.privateKey.some((x) => x !== 0)) writeKeyLine(w, 'private_key=', d.privateKey);
-  if (d.listenPort !== 0) writeNumberLine(w, 'listen_port=', d.listenPort);
-  if (d.fwmark !== 0) writeNumberLine(w, 'fwmark=', d.fwmark);
-  device.forEachPeer((p) => writePeer(w, p));
-  w.line();
-  w.ascii('errno=0\n\n');
-  w.flush();
+export class GetReply {
+  private readonly w: ChunkWriter;
+  private readonly peers: Iterator<PeerState>;
+
+  constructor(device: UapiDevice, emit: (chunk: Uint8Array) => void) {
+    const w = (this.w = new ChunkWriter(emit));
+    const d = device.deviceState();
+    if (d.privateKey !== undefined && d.privateKey.some((x) => x !== 0)) writeKeyLine(w, 'private_key=', d.privateKey);
+    if (d.listenPort !== 0) writeNumberLine(w, 'listen_port=', d.listenPort);
+    if (d.fwmark !== 0) writeNumberLine(w, 'fwmark=', d.fwmark);
+    this.peers = device.peerStates();
+  }
+
+  /** Writes peers for about `budgetMs`; true once the whole reply is out. */
+  step(budgetMs: number): boolean {
+    const until = performance.now() + budgetMs;
+    for (let n = 1; ; n++) {
+      // The clock is read every 64 peers: a peer costs ~10 µs, a clock read ~0.05 µs.
+      if ((n & 63) === 0 && performance.now() > until) return false;
+      const r = this.peers.next();
+      if (r.done === true) break;
+      writePeer(this.w, r.value);
+    }
+    this.w.line();
+    this.w.ascii('errno=0\n\n');
+    this.w.flush();
+    return true;
+  }
 }
+
+/** Writes a whole `get` reply at once. */
+export function writeGetResponse(device: UapiDevice, emit: (chunk: Uint8Array) => void): void {
+  new GetReply(device, emit).step(Infinity);
+}
+
+/** Main-thread time one step of a `get` reply may take before yielding a turn. */
+const GET_STEP_MS = 5;
 
 /**
  * Reads a `get` reply (ours or another implementation's) back into state, as `wg` does; null
@@ -368,6 +408,10 @@ export class UapiSession {
   private setBytes = 0;
   private readonly maxLine: number;
   private readonly maxRequest: number;
+  /** A `get` reply in progress; input that arrives meanwhile waits in `queued`. */
+  private getting: GetReply | null = null;
+  private queued: Uint8Array[] = [];
+  private endQueued = false;
 
   constructor(
     private readonly device: UapiDevice,
@@ -379,10 +423,19 @@ export class UapiSession {
   }
 
   feed(chunk: Uint8Array): boolean {
+    if (this.getting !== null) {
+      this.queued.push(chunk.slice());
+      return true;
+    }
     let p = 0;
     while (p < chunk.length && this.state !== CLOSED) {
       if (this.state === GET_BLANK) {
         this.get(chunk[p++] === NL);
+        if (this.getting !== null) {
+          // Requests are answered in order: the rest waits for this reply.
+          if (p < chunk.length) this.queued.push(chunk.slice(p));
+          return true;
+        }
         continue;
       }
       const nl = chunk.indexOf(NL, p);
@@ -404,13 +457,28 @@ export class UapiSession {
     return this.state !== CLOSED;
   }
 
-  /** The client will send nothing more: a `set` in progress ends here, as in wireguard-go. */
-  end(): void {
+  /**
+   * The client will send nothing more: a `set` in progress ends here, as in wireguard-go.
+   * Returns false while a `get` reply is still being written; `onClose` follows it.
+   */
+  end(): boolean {
+    if (this.getting !== null) {
+      this.endQueued = true;
+      return false;
+    }
     if (this.state === SET) {
       const e = stripCR(this.carry, 0, this.carryLen);
       if (e > 0) this.set!.line(this.carry, 0, e);
       this.finishSet();
     }
+    this.state = CLOSED;
+    return true;
+  }
+
+  /** The connection is gone: stop a reply in progress. */
+  abort(): void {
+    this.getting = null;
+    this.queued = [];
     this.state = CLOSED;
   }
 
@@ -461,9 +529,44 @@ export class UapiSession {
       return;
     }
     try {
-      writeGetResponse(this.device, this.send);
+      const reply = new GetReply(this.device, this.send);
+      if (!reply.step(GET_STEP_MS)) {
+        this.getting = reply;
+        setImmediate(() => this.continueGet());
+      }
     } catch (err) {
       this.failed(err);
+    }
+  }
+
+  private continueGet(): void {
+    const reply = this.getting;
+    if (reply === null) return; // aborted
+    if (this.opts.writable?.() === false) {
+      this.opts.whenWritable!(() => this.continueGet());
+      return;
+    }
+    try {
+      if (!reply.step(GET_STEP_MS)) {
+        setImmediate(() => this.continueGet());
+        return;
+      }
+    } catch (err) {
+      this.failed(err);
+    }
+    this.getting = null;
+    const queued = this.queued;
+    this.queued = [];
+    for (const chunk of queued) {
+      if (this.getting !== null) this.queued.push(chunk);
+      else if (!this.feed(chunk)) {
+        this.opts.onClose?.();
+        return;
+      }
+    }
+    if (this.getting === null && this.endQueued) {
+      this.end();
+      this.opts.onClose?.();
     }
   }
 

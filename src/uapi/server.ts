@@ -125,22 +125,31 @@ function isLive(path: string): Promise<boolean> {
 
 function serve(socket: Socket, device: UapiDevice, opts: UapiServerOptions, sockets: Set<Socket>): void {
   sockets.add(socket);
-  const session = new UapiSession(device, (chunk) => void socket.write(chunk), { ...opts, resolveZone: interfaceIndex });
+  // Like wireguard-go, a refused connection is closed outright once its reply is out.
+  const close = (): void => {
+    if (!socket.writableEnded) socket.end(() => socket.destroy());
+  };
+  const session = new UapiSession(device, (chunk) => void socket.write(chunk), {
+    ...opts,
+    resolveZone: interfaceIndex,
+    onClose: close,
+    writable: () => socket.writableLength <= WRITE_HIGH_WATER,
+    whenWritable: (resume) => socket.once('drain', resume),
+  });
   socket.on('data', (chunk: Buffer) => {
     if (session.feed(chunk)) {
       if (socket.writableLength > WRITE_HIGH_WATER) socket.pause();
-    } else if (!socket.writableEnded) {
-      // Like wireguard-go, a refused connection is closed outright once its reply is out.
-      socket.end(() => socket.destroy());
-    }
+    } else close();
   });
   socket.on('drain', () => socket.resume());
   socket.on('end', () => {
-    session.end();
-    if (!socket.writableEnded) socket.end();
+    if (session.end() && !socket.writableEnded) socket.end();
   });
   socket.on('error', () => socket.destroy());
-  socket.on('close', () => sockets.delete(socket));
+  socket.on('close', () => {
+    session.abort();
+    sockets.delete(socket);
+  });
 }
 
 /** An interface's index by name, from sysfs (Node has no if_nametoindex). */

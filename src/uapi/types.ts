@@ -80,8 +80,11 @@ export interface DeviceState {
 /** What a device offers the UAPI server. */
 export interface UapiDevice {
   deviceState(): DeviceState;
-  /** Calls `visit` once per peer, in a stable order (for `get=1`). */
-  forEachPeer(visit: (peer: PeerState) => void): void;
+  /**
+   * Every peer once, in a stable order (for `get=1`). A large reply is written across
+   * event-loop turns, so the walk must tolerate peers coming and going between two steps.
+   */
+  peerStates(): Iterator<PeerState>;
   /**
    * Applies a validated request, all or nothing; returns 0 or a positive errno, which goes on
    * the wire negated. To answer as wireguard-go does: 98 (EADDRINUSE) when the listen port
