@@ -8,10 +8,8 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { EBADFD, EINVAL, EIO, EMSGSIZE, EventFd, PollSet, closeFd } from '../src/net/libc.js';
-import {
-  EndpointTable, UdpBatch, copyEndpoint, endpointEquals, formatEndpoint, localPort,
-  openUdpSockets, parseEndpoint, sendTo, setMark,
-} from '../src/net/udp.js';
+import { EndpointTable, copyEndpoint, endpointEquals, formatEndpoint, parseEndpoint } from '../src/net/endpoint.js';
+import { UdpBatch, localPort, openUdpSockets, sendTo, setMark } from '../src/net/udp.js';
 import { TunQueue, getMtu, interfaceIndex, isValidName, openQueues, setMtu, tunAttached } from '../src/tun/tun.js';
 import { Cleanup, createNetns, isRoot, sh, uniqueName } from './interop/harness.js';
 

@@ -3,22 +3,20 @@
  * with SO_REUSEPORT so the kernel spreads flows across workers; recvmmsg/sendmmsg move up to
  * `capacity` datagrams per syscall between the socket and slots of a slab.
  *
- * Addresses never become objects on the data path. An `EndpointTable` holds rows of
- * (family, 16-byte address, port): IPv6 as is, IPv4 as ::ffff:a.b.c.d, which is also how a
- * dual-stack socket sees and takes IPv4 peers. `recvBatch` writes packet k's source into row
- * k; `sendBatch` reads each destination from a row. Parsing and formatting endpoint strings
- * ("1.2.3.4:51820", "[fd00::1]:51820") allocate and belong to the control plane.
+ * Addresses are rows of an `EndpointTable` (./endpoint.ts): `recvBatch` writes packet k's
+ * source into row k; `sendBatch` reads each destination from a row.
  *
  * A `UdpBatch` owns, for one socket on one thread, the mmsghdr/iovec/sockaddr_in6 arrays in an
  * ArrayBuffer that never moves; the pointers between them are written once, and a batch only
  * rewrites slot addresses, lengths and names.
  */
 import {
-  AF_INET, AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
+  AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
   IPV6_V6ONLY, MSG_DONTWAIT, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET,
   SO_MARK, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEPORT, SO_SNDBUF, SO_SNDBUFFORCE, SysError,
   SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress,
 } from './libc.js';
+import { EndpointTable } from './endpoint.js';
 
 /** Most datagrams one recvBatch/sendBatch call moves (recvmmsg's practical sweet spot). */
 export const MAX_BATCH = 128;
@@ -29,87 +27,6 @@ const SOCKADDR_IN6_LEN = 28;
 const MMSG = 64; // struct mmsghdr on x86-64: msghdr (56) + msg_len (4) + padding
 const IOV = 16;
 const NAME = 32; // sockaddr_in6 (28) rounded up so every name's address is 4-byte aligned
-
-/**
- * Rows of endpoints: `addr` 16 bytes per row (`addr32` is the same memory as 4 words),
- * `port` in host order, `family` 4, 6 or 0 for an empty row. Pass an existing buffer
- * (e.g. a SharedArrayBuffer from another thread) to view the same rows.
- */
-export class EndpointTable {
-  static bytesFor(capacity: number): number {
-    return capacity * 20;
-  }
-
-  readonly addr: Uint8Array;
-  readonly addr32: Uint32Array;
-  readonly port: Uint16Array;
-  readonly family: Uint8Array;
-  readonly buffer: ArrayBufferLike;
-
-  constructor(readonly capacity: number, buffer?: ArrayBufferLike) {
-    this.buffer = buffer ?? new ArrayBuffer(EndpointTable.bytesFor(capacity));
-    if (this.buffer.byteLength < EndpointTable.bytesFor(capacity)) throw new RangeError('endpoint table buffer too small');
-    this.addr = new Uint8Array(this.buffer, 0, 16 * capacity);
-    this.addr32 = new Uint32Array(this.buffer, 0, 4 * capacity);
-    this.port = new Uint16Array(this.buffer, 16 * capacity, capacity);
-    this.family = new Uint8Array(this.buffer, 18 * capacity, capacity);
-  }
-}
-
-/** Copies row `i` of `src` to row `j` of `dst` without allocating. */
-export function copyEndpoint(src: EndpointTable, i: number, dst: EndpointTable, j: number): void {
-  for (let w = 0; w < 4; w++) dst.addr32[4 * j + w] = src.addr32[4 * i + w]!;
-  dst.port[j] = src.port[i]!;
-  dst.family[j] = src.family[i]!;
-}
-
-/** True when row `i` of `a` and row `j` of `b` hold the same endpoint. */
-export function endpointEquals(a: EndpointTable, i: number, b: EndpointTable, j: number): boolean {
-  return a.family[i] === b.family[j] && a.port[i] === b.port[j] &&
-    a.addr32[4 * i] === b.addr32[4 * j] && a.addr32[4 * i + 1] === b.addr32[4 * j + 1] &&
-    a.addr32[4 * i + 2] === b.addr32[4 * j + 2] && a.addr32[4 * i + 3] === b.addr32[4 * j + 3];
-}
-
-/**
- * Parses "a.b.c.d:port" or "[v6]:port" into row `row`. Returns false (row untouched) for
- * anything else: host names, zone ids ("%eth0"), ports outside 0..65535.
- */
-export function parseEndpoint(text: string, table: EndpointTable, row: number): boolean {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text);
-  if (m === null) return false;
-  const port = Number(m[3]);
-  if (port > 0xffff) return false;
-  const bytes = new Uint8Array(new ArrayBuffer(16));
-  let family: number;
-  if (m[1] !== undefined) {
-    if (libc.inet_pton(AF_INET6, m[1], bytes) !== 1) return false;
-    family = isV4Mapped(bytes) ? 4 : 6;
-  } else {
-    if (libc.inet_pton(AF_INET, m[2]!, bytes.subarray(12)) !== 1) return false;
-    bytes[10] = 0xff;
-    bytes[11] = 0xff;
-    family = 4;
-  }
-  table.addr.set(bytes, 16 * row);
-  table.port[row] = port;
-  table.family[row] = family;
-  return true;
-}
-
-/** Formats row `row` as "a.b.c.d:port" or "[v6]:port"; null for an empty row. */
-export function formatEndpoint(table: EndpointTable, row: number): string | null {
-  const family = table.family[row];
-  if (family !== 4 && family !== 6) return null;
-  const a = table.addr.subarray(16 * row, 16 * row + 16);
-  if (family === 4) return `${a[12]}.${a[13]}.${a[14]}.${a[15]}:${table.port[row]}`;
-  const text = libc.inet_ntop(AF_INET6, a, new Uint8Array(new ArrayBuffer(64)), 64) as string;
-  return `[${text}]:${table.port[row]}`;
-}
-
-function isV4Mapped(a: Uint8Array): boolean {
-  for (let i = 0; i < 10; i++) if (a[i] !== 0) return false;
-  return a[10] === 0xff && a[11] === 0xff;
-}
 
 /** A sockaddr_in6 for row `row` (or the wildcard address ::, with `port`, when `table` is null). */
 function sockaddr(table: EndpointTable | null, row: number, port: number): Uint8Array {

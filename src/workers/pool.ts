@@ -6,7 +6,7 @@ import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { setImmediate as yieldTurn } from 'node:timers/promises';
 import { Slab } from '../queues/slab.js';
 import { Ring, Doorbell } from '../queues/ring.js';
-import { EndpointTable } from '../net/udp.js';
+import { EndpointTable } from '../net/endpoint.js';
 import { EventFd } from '../net/libc.js';
 import { Tables, D_ROUTES_GEN, D_SHUTDOWN } from '../device/tables.js';
 import type { WorkerInit } from './control.js';

@@ -6,7 +6,8 @@
 import { workerData, parentPort, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { Slab } from '../queues/slab.js';
 import { Ring } from '../queues/ring.js';
-import { EndpointTable, UdpBatch } from '../net/udp.js';
+import { EndpointTable } from '../net/endpoint.js';
+import { UdpBatch } from '../net/udp.js';
 import { TunQueue } from '../tun/tun.js';
 import { EventFd, PollSet } from '../net/libc.js';
 import { tablesFromShared } from '../allowedips/allowedips.js';
