@@ -6,17 +6,18 @@
  * Addresses are rows of an `EndpointTable` (./endpoint.ts): `recvBatch` writes packet k's
  * source into row k; `sendBatch` reads each destination from a row.
  *
- * A `UdpBatch` owns, for one socket on one thread, the mmsghdr/iovec/sockaddr_in6 arrays in an
- * ArrayBuffer that never moves; the pointers between them are written once, and a batch only
- * rewrites slot addresses, lengths and names.
+ * A `UdpBatch` owns, for one socket on one thread, the mmsghdr/iovec/sockaddr_in6/cmsg arrays
+ * in an ArrayBuffer that never moves; a batch rewrites slot addresses, lengths and names, and a
+ * send also which datagrams each message carries (UDP GSO, ./gso.ts).
  */
 import {
-  AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
+  AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EIO, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
   IPV6_V6ONLY, MSG_DONTWAIT, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET,
   SO_MARK, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEPORT, SO_SNDBUF, SO_SNDBUFFORCE, SysError,
   SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress,
 } from './libc.js';
 import { EndpointTable } from './endpoint.js';
+import { SOL_UDP, UDP_SEGMENT, gsoRunLength } from './gso.js';
 
 /** Most datagrams one recvBatch/sendBatch call moves (recvmmsg's practical sweet spot). */
 export const MAX_BATCH = 128;
@@ -27,6 +28,9 @@ const SOCKADDR_IN6_LEN = 28;
 const MMSG = 64; // struct mmsghdr on x86-64: msghdr (56) + msg_len (4) + padding
 const IOV = 16;
 const NAME = 32; // sockaddr_in6 (28) rounded up so every name's address is 4-byte aligned
+const CMSG_HDR = 16; // struct cmsghdr: cmsg_len (size_t), cmsg_level, cmsg_type
+const CMSG_LEN = CMSG_HDR + 2; // CMSG_LEN(sizeof(u16)): the UDP_SEGMENT size
+const CMSG = 24; // CMSG_SPACE(sizeof(u16)): what msg_controllen covers
 
 /** A sockaddr_in6 for row `row` (or the wildcard address ::, with `port`, when `table` is null). */
 function sockaddr(table: EndpointTable | null, row: number, port: number): Uint8Array {
@@ -133,30 +137,62 @@ export function sendTo(fd: number, data: Uint8Array, to: EndpointTable, row: num
 /**
  * One thread's batch machinery for one socket fd. Construct one per worker from the fd number;
  * never share an instance between threads.
+ *
+ * Receive and send have their own mmsghdr arrays: a receive message k always points at iovec k
+ * and name k, written once, while a send message points at the iovec and name of the first
+ * datagram of its run, because with UDP GSO one message carries a run of datagrams (one iovec
+ * each, straight from their slab slots) plus a UDP_SEGMENT cmsg.
  */
 export class UdpBatch {
   private readonly bytes: Uint8Array;
   private readonly u32: Uint32Array;
-  /** Address of each mmsghdr, so sendmmsg can resume mid-batch without a subarray. */
-  private readonly msgAddr: bigint[] = [];
+  private readonly base: number;
+  /** The send messages as a view, the cheapest pointer to hand koffi for a batch's first call. */
+  private readonly sendMsgs: Uint8Array;
+  /** Address of each send mmsghdr, so sendmmsg can resume mid-batch without a subarray. */
+  private readonly sendMsgAddr: bigint[] = [];
+  private readonly sendAt: number;
   private readonly iovAt: number;
   private readonly nameAt: number;
+  private readonly cmsgAt: number;
+  /** Per send message: its first datagram and how many it carries. */
+  private readonly msgFirst: Uint32Array;
+  private readonly msgCount: Uint32Array;
   private readonly slab = new SlabAddress();
+  private gsoOn: boolean;
 
-  constructor(readonly fd: number, readonly capacity: number = MAX_BATCH) {
+  /** `offload`: send runs of datagrams with UDP_SEGMENT when the kernel has it. */
+  constructor(readonly fd: number, readonly capacity: number = MAX_BATCH, offload = false) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1024) throw new RangeError(`bad batch capacity ${capacity}`);
-    this.bytes = new Uint8Array(new ArrayBuffer(capacity * (MMSG + IOV + NAME)));
+    this.bytes = new Uint8Array(new ArrayBuffer(capacity * (2 * MMSG + IOV + NAME + CMSG)));
     this.u32 = new Uint32Array(this.bytes.buffer);
-    this.iovAt = capacity * MMSG;
-    this.nameAt = capacity * (MMSG + IOV);
-    const base = addressOf(this.bytes);
+    this.sendAt = capacity * MMSG;
+    this.iovAt = 2 * capacity * MMSG;
+    this.nameAt = this.iovAt + capacity * IOV;
+    this.cmsgAt = this.nameAt + capacity * NAME;
+    this.sendMsgs = this.bytes.subarray(this.sendAt);
+    this.msgFirst = new Uint32Array(capacity);
+    this.msgCount = new Uint32Array(capacity);
+    const base = (this.base = addressOf(this.bytes));
     for (let k = 0; k < capacity; k++) {
       const m = (k * MMSG) >> 2;
       writeAddress(this.u32, m, base + this.nameAt + k * NAME); // msg_name
       writeAddress(this.u32, m + 4, base + this.iovAt + k * IOV); // msg_iov
       this.u32[m + 6] = 1; // msg_iovlen
-      this.msgAddr.push(BigInt(base + k * MMSG));
+      this.sendMsgAddr.push(BigInt(base + this.sendAt + k * MMSG));
+      const c = (this.cmsgAt + k * CMSG) >> 2;
+      this.u32[c] = CMSG_LEN; // cmsg_len (size_t)
+      this.u32[c + 2] = SOL_UDP;
+      this.u32[c + 3] = UDP_SEGMENT;
     }
+    // Setting the socket's default segment size to 0 (none) is harmless and fails only on
+    // kernels without UDP GSO (before 4.18): the probe.
+    this.gsoOn = offload && setInt(fd, SOL_UDP, UDP_SEGMENT, 0) === 0;
+  }
+
+  /** Whether sends still use UDP GSO (off after the kernel refused it with EIO). */
+  get gso(): boolean {
+    return this.gsoOn;
   }
 
   /**
@@ -204,13 +240,14 @@ export class UdpBatch {
    * (row k when `toRows` is omitted). Returns how many were consumed: sent, or refused for that
    * datagram alone (no route, bad address…), in which case `lens[k]` becomes -errno. Stops at
    * EAGAIN (send the rest later). -errno only when the fd itself is unusable before any send.
+   * Runs that leave as one GSO message are still accounted per datagram: a run the kernel
+   * refuses is sent again one datagram per message, never dropped.
    */
   sendBatch(slab: Uint8Array, offsets: Uint32Array, lens: Int32Array, to: EndpointTable, count: number, toRows?: Uint32Array): number {
     if (count > this.capacity) throw new RangeError(`batch of ${count} exceeds capacity ${this.capacity}`);
     checkBatch(offsets, lens, count);
     const base = this.slab.of(slab);
     const u32 = this.u32;
-    const bytes = this.bytes;
     for (let k = 0; k < count; k++) {
       const off = offsets[k]!;
       const len = lens[k]!;
@@ -218,7 +255,6 @@ export class UdpBatch {
       const v = (this.iovAt + k * IOV) >> 2;
       writeAddress(u32, v, base + off);
       u32[v + 2] = len;
-      u32[((k * MMSG) >> 2) + 2] = SOCKADDR_IN6_LEN;
       const row = toRows === undefined ? k : toRows[k]!;
       const s = (this.nameAt + k * NAME) >> 2;
       const p = to.port[row]!;
@@ -230,19 +266,63 @@ export class UdpBatch {
       u32[s + 5] = to.addr32[4 * row + 3]!;
       u32[s + 6] = 0; // scope id
     }
-    let done = 0;
-    while (done < count) {
-      const r = libc.sendmmsg(this.fd, done === 0 ? bytes : this.msgAddr[done], count - done, MSG_DONTWAIT) as number;
+    let messages = this.layout(0, count, this.gsoOn, lens, to, toRows);
+    let m = 0;
+    while (m < messages) {
+      const r = libc.sendmmsg(this.fd, m === 0 ? this.sendMsgs : this.sendMsgAddr[m], messages - m, MSG_DONTWAIT) as number;
       if (r >= 0) {
         if (r === 0) break;
-        done += r;
+        m += r;
         continue;
       }
       const e = errno();
       if (e === EAGAIN) break;
-      if (e === EBADF || e === ENOTSOCK) return done === 0 ? -e : done;
-      lens[done++] = -e;
+      const first = this.msgFirst[m]!;
+      if (e === EBADF || e === ENOTSOCK) return first === 0 ? -e : first;
+      if (this.msgCount[m]! > 1) {
+        // EIO: the kernel cannot do GSO on this path at all (before 6.11 it needs checksum
+        // offload on the egress device), so stop asking. Anything else (EINVAL: a segment
+        // above the path MTU; EMSGSIZE) belongs to this run: its datagrams go one by one, so
+        // each gets its own result.
+        if (e === EIO) this.gsoOn = false;
+        messages = this.layout(first, count, false, lens, to, toRows);
+        m = 0;
+        continue;
+      }
+      lens[first] = -e;
+      m++;
     }
-    return done;
+    return m < messages ? this.msgFirst[m]! : count;
+  }
+
+  /**
+   * Writes send messages from message 0 on for datagrams [first, count): runs that may share
+   * one GSO message when `gso` (see gsoRunLength), else one datagram each. Returns the count.
+   */
+  private layout(first: number, count: number, gso: boolean, lens: Int32Array, to: EndpointTable, toRows?: Uint32Array): number {
+    const u32 = this.u32;
+    let m = 0;
+    for (let k = first; k < count; m++) {
+      const n = gso ? gsoRunLength(lens, k, count, to, toRows) : 1;
+      const h = (this.sendAt + m * MMSG) >> 2;
+      writeAddress(u32, h, this.base + this.nameAt + k * NAME); // msg_name
+      u32[h + 2] = SOCKADDR_IN6_LEN;
+      writeAddress(u32, h + 4, this.base + this.iovAt + k * IOV); // msg_iov
+      u32[h + 6] = n; // msg_iovlen
+      if (n > 1) {
+        const c = this.cmsgAt + m * CMSG;
+        this.bytes[c + CMSG_HDR] = lens[k]! & 0xff; // the segment size, a native-endian u16
+        this.bytes[c + CMSG_HDR + 1] = lens[k]! >>> 8;
+        writeAddress(u32, h + 8, this.base + c); // msg_control
+        u32[h + 10] = CMSG; // msg_controllen
+      } else {
+        writeAddress(u32, h + 8, 0);
+        u32[h + 10] = 0;
+      }
+      this.msgFirst[m] = k;
+      this.msgCount[m] = n;
+      k += n;
+    }
+    return m;
   }
 }
