@@ -82,6 +82,21 @@ export function formatEndpoint(table: EndpointTable, row: number): string | null
   return `[${text}]:${table.port[row]}`;
 }
 
+/**
+ * Reads the sockaddr_in6 a recvmmsg wrote at byte `at` (4-byte aligned) of `bytes`, whose
+ * words `u32` views, into row `row`: the socket is dual-stack, so IPv4 sources come v4-mapped.
+ */
+export function readSockaddr(bytes: Uint8Array, u32: Uint32Array, at: number, table: EndpointTable, row: number): void {
+  const s = at >> 2;
+  const a = 4 * row;
+  table.addr32[a] = u32[s + 2]!;
+  table.addr32[a + 1] = u32[s + 3]!;
+  table.addr32[a + 2] = u32[s + 4]!;
+  table.addr32[a + 3] = u32[s + 5]!;
+  table.port[row] = (bytes[at + 2]! << 8) | bytes[at + 3]!;
+  table.family[row] = u32[s + 2] === 0 && u32[s + 3] === 0 && u32[s + 4] === 0xffff0000 ? 4 : 6;
+}
+
 function isV4Mapped(a: Uint8Array): boolean {
   for (let i = 0; i < 10; i++) if (a[i] !== 0) return false;
   return a[10] === 0xff && a[11] === 0xff;

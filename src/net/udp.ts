@@ -14,20 +14,21 @@ import {
   AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EIO, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
   IPV6_V6ONLY, MSG_DONTWAIT, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET,
   SO_MARK, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEPORT, SO_SNDBUF, SO_SNDBUFFORCE, SysError,
-  SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress,
+  SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress, MMSGHDR_SIZE, IOVEC_SIZE,
+  NAME_SLOT, SOCKADDR_IN6_LEN, recvMessages,
 } from './libc.js';
-import { EndpointTable } from './endpoint.js';
+import { EndpointTable, readSockaddr } from './endpoint.js';
 import { SOL_UDP, UDP_SEGMENT, gsoRunLength } from './gso.js';
+import { GroReceiver } from './gro.js';
 
 /** Most datagrams one recvBatch/sendBatch call moves (recvmmsg's practical sweet spot). */
 export const MAX_BATCH = 128;
 /** Default socket buffer size, as wireguard-go (7 MiB). */
 export const DEFAULT_BUFFER_BYTES = 7 << 20;
 
-const SOCKADDR_IN6_LEN = 28;
-const MMSG = 64; // struct mmsghdr on x86-64: msghdr (56) + msg_len (4) + padding
-const IOV = 16;
-const NAME = 32; // sockaddr_in6 (28) rounded up so every name's address is 4-byte aligned
+const MMSG = MMSGHDR_SIZE;
+const IOV = IOVEC_SIZE;
+const NAME = NAME_SLOT;
 const CMSG_HDR = 16; // struct cmsghdr: cmsg_len (size_t), cmsg_level, cmsg_type
 const CMSG_LEN = CMSG_HDR + 2; // CMSG_LEN(sizeof(u16)): the UDP_SEGMENT size
 const CMSG = 24; // CMSG_SPACE(sizeof(u16)): what msg_controllen covers
@@ -160,9 +161,14 @@ export class UdpBatch {
   private readonly msgCount: Uint32Array;
   private readonly slab = new SlabAddress();
   private gsoOn: boolean;
+  private readonly gro: GroReceiver | null;
 
-  /** `offload`: send runs of datagrams with UDP_SEGMENT when the kernel has it. */
-  constructor(readonly fd: number, readonly capacity: number = MAX_BATCH, offload = false) {
+  /**
+   * `offload`: send runs of datagrams with UDP_SEGMENT when the kernel has it; with `groAreaAt`,
+   * the offset of GRO_AREA_BYTES of contiguous slab reserved for this socket, also receive
+   * with UDP_GRO (./gro.ts).
+   */
+  constructor(readonly fd: number, readonly capacity: number = MAX_BATCH, offload = false, groAreaAt = -1) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1024) throw new RangeError(`bad batch capacity ${capacity}`);
     this.bytes = new Uint8Array(new ArrayBuffer(capacity * (2 * MMSG + IOV + NAME + CMSG)));
     this.u32 = new Uint32Array(this.bytes.buffer);
@@ -188,6 +194,7 @@ export class UdpBatch {
     // Setting the socket's default segment size to 0 (none) is harmless and fails only on
     // kernels without UDP GSO (before 4.18): the probe.
     this.gsoOn = offload && setInt(fd, SOL_UDP, UDP_SEGMENT, 0) === 0;
+    this.gro = offload && groAreaAt >= 0 && GroReceiver.enable(fd) ? new GroReceiver(fd, groAreaAt) : null;
   }
 
   /** Whether sends still use UDP GSO (off after the kernel refused it with EIO). */
@@ -204,6 +211,7 @@ export class UdpBatch {
   recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number): number {
     if (max > this.capacity || max > from.capacity) throw new RangeError(`batch of ${max} exceeds capacity`);
     checkBatch(offsets, lens, max, maxLen);
+    if (this.gro !== null) return this.gro.recvBatch(slab, offsets, maxLen, lens, from, max);
     const base = this.slab.of(slab);
     const u32 = this.u32;
     for (let k = 0; k < max; k++) {
@@ -214,23 +222,11 @@ export class UdpBatch {
       u32[v + 2] = maxLen;
       u32[((k * MMSG) >> 2) + 2] = SOCKADDR_IN6_LEN; // msg_namelen, shrunk by the last call
     }
-    const n = libc.recvmmsg(this.fd, this.bytes, max, MSG_DONTWAIT, null) as number;
-    if (n < 0) {
-      const e = errno();
-      return e === EAGAIN ? 0 : -e;
-    }
-    const bytes = this.bytes;
+    const n = recvMessages(this.fd, this.bytes, max);
     for (let k = 0; k < n; k++) {
       const m = (k * MMSG) >> 2;
       lens[k] = (u32[m + 12]! & MSG_TRUNC) !== 0 ? -EMSGSIZE : u32[m + 14]!;
-      const s = (this.nameAt + k * NAME) >> 2;
-      const a = 4 * k;
-      from.addr32[a] = u32[s + 2]!;
-      from.addr32[a + 1] = u32[s + 3]!;
-      from.addr32[a + 2] = u32[s + 4]!;
-      from.addr32[a + 3] = u32[s + 5]!;
-      from.port[k] = (bytes[4 * s + 2]! << 8) | bytes[4 * s + 3]!;
-      from.family[k] = u32[s + 2] === 0 && u32[s + 3] === 0 && u32[s + 4] === 0xffff0000 ? 4 : 6;
+      readSockaddr(this.bytes, u32, this.nameAt + k * NAME, from, k);
     }
     return n;
   }
