@@ -17,7 +17,7 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { performance } from 'node:perf_hooks';
 import { Slab, type SlabDesc } from '../src/queues/slab.js';
 import { Ring, type RingDesc } from '../src/queues/ring.js';
-import { EndpointTable, parseEndpoint } from '../src/net/udp.js';
+import { EndpointTable, parseEndpoint } from '../src/net/endpoint.js';
 import { AllowedIPs, tablesFromShared } from '../src/allowedips/allowedips.js';
 import { Tables, C_STRIDE, C_TX_PACKETS, COUNTER_NAMES, D_MTU, P_LIVE, P_STRIDE, type TablesDesc } from '../src/device/tables.js';
 import { Keypairs } from '../src/device/keypairs.js';

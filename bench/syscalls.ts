@@ -15,7 +15,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { loadavg } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { CLOCK_THREAD_CPUTIME_ID, EventFd, closeFd, libc } from '../src/net/libc.js';
-import { EndpointTable, UdpBatch, openUdpSockets, parseEndpoint } from '../src/net/udp.js';
+import { EndpointTable, parseEndpoint } from '../src/net/endpoint.js';
+import { UdpBatch, openUdpSockets } from '../src/net/udp.js';
 import { TunQueue, openQueues } from '../src/tun/tun.js';
 
 const SLOT = 2048;
@@ -120,7 +121,8 @@ function ip(...args: string[]): void {
 
 // Runs inside the namespace: 64-byte UDP datagrams at 10.202.0.2:9 (routed into the TUN) until killed.
 const BLASTER = `
-import { EndpointTable, UdpBatch, openUdpSockets, parseEndpoint } from '${new URL('../src/net/udp.js', import.meta.url).href}';
+import { EndpointTable, parseEndpoint } from '${new URL('../src/net/endpoint.js', import.meta.url).href}';
+import { UdpBatch, openUdpSockets } from '${new URL('../src/net/udp.js', import.meta.url).href}';
 const udp = new UdpBatch(openUdpSockets(0, 1).fds[0], 64);
 const to = new EndpointTable(1);
 parseEndpoint('10.202.0.2:9', to, 0);

@@ -9,7 +9,7 @@ import { HandshakeOffload, type PrepareBatch } from '../src/handshake/offload.js
 import { BATCH_MAX } from '../src/handshake/prepare-batch.js';
 import { INIT_LEN, RESP_LEN, INIT_STATIC } from '../src/handshake/messages.js';
 import { generateKeyPair } from '../src/crypto/x25519.js';
-import { EndpointTable, parseEndpoint } from '../src/net/udp.js';
+import { EndpointTable, parseEndpoint } from '../src/net/endpoint.js';
 
 function identity(): { noise: Noise; priv: Uint8Array; pub: Uint8Array } {
   const priv = new Uint8Array(32);

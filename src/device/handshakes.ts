@@ -11,7 +11,8 @@ import {
 } from '../handshake/messages.js';
 import { TransportCrypto } from '../workers/transport.js';
 import { RecordKind, META_KIND, META_ARG } from '../workers/control.js';
-import { sendTo, formatEndpoint, type EndpointTable } from '../net/udp.js';
+import { sendTo } from '../net/udp.js';
+import { formatEndpoint, type EndpointTable } from '../net/endpoint.js';
 import { TimerAction, REKEY_TIMEOUT, shouldRekeyOnSend } from './timers.js';
 import {
   now, canSend, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, S_TX_BYTES, S_RX_BYTES, D_MTU,

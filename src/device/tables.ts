@@ -10,7 +10,7 @@
 // Receiver indices encode the keypair slot in their low bits (KP_SLOT_BITS) and random bits
 // above it, so a worker finds the keypair of an incoming packet with a mask and one compare,
 // with no hash table; the random bits keep a stale index from matching a reused slot.
-import { EndpointTable } from '../net/udp.js';
+import { EndpointTable } from '../net/endpoint.js';
 import { REPLAY_STATE_WORDS } from '../replay/replay.js';
 import { REJECT_AFTER_TIME } from './timers.js';
 

@@ -14,7 +14,7 @@ import { Piscina } from 'piscina';
 import type { Rejection } from './noise.js';
 import { INIT_LEN } from './messages.js';
 import { BATCH_BYTES, BATCH_MAX, KEY_GEN, KEY_OFFSET, PREPARE_MSGS, PREPARE_OUT, PREPARE_REJECTIONS, PREPARE_STATUS, messageAt, preparedAt, type PrepareTask } from './prepare-batch.js';
-import { EndpointTable, copyEndpoint } from '../net/udp.js';
+import { EndpointTable, copyEndpoint } from '../net/endpoint.js';
 import { zero } from '../crypto/memory.js';
 
 /** A batch as the main thread sees it. */

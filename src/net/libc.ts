@@ -77,6 +77,13 @@ export const IPV6_V6ONLY = 26;
 export const MSG_TRUNC = 0x20;
 export const MSG_DONTWAIT = 0x40;
 
+/** struct layouts on x86-64: mmsghdr = msghdr (56) + msg_len (4) + padding; iovec; sockaddr_in6. */
+export const MMSGHDR_SIZE = 64;
+export const IOVEC_SIZE = 16;
+export const SOCKADDR_IN6_LEN = 28;
+/** sockaddr_in6 rounded up so every name in an array is 4-byte aligned. */
+export const NAME_SLOT = 32;
+
 export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
 
@@ -155,6 +162,17 @@ export function checkBatch(offsets: Uint32Array, lens: Int32Array, count: number
   }
   // A TUN read with IFF_VNET_HDR can return a 64 KiB super-packet plus its 10-byte header.
   if (!(maxLen >= 1 && maxLen <= 0xffff + 10)) throw new RangeError(`bad maximum packet length ${maxLen}`);
+}
+
+/**
+ * recvmmsg of up to `count` messages from the mmsghdr array `msgs`, never blocking. Returns the
+ * count, 0 when nothing waits, or -errno.
+ */
+export function recvMessages(fd: number, msgs: Uint8Array, count: number): number {
+  const n = libc.recvmmsg(fd, msgs, count, MSG_DONTWAIT, null) as number;
+  if (n >= 0) return n;
+  const e = errno();
+  return e === EAGAIN ? 0 : -e;
 }
 
 export function closeFd(fd: number): void {

@@ -3,113 +3,35 @@
  * with SO_REUSEPORT so the kernel spreads flows across workers; recvmmsg/sendmmsg move up to
  * `capacity` datagrams per syscall between the socket and slots of a slab.
  *
- * Addresses never become objects on the data path. An `EndpointTable` holds rows of
- * (family, 16-byte address, port): IPv6 as is, IPv4 as ::ffff:a.b.c.d, which is also how a
- * dual-stack socket sees and takes IPv4 peers. `recvBatch` writes packet k's source into row
- * k; `sendBatch` reads each destination from a row. Parsing and formatting endpoint strings
- * ("1.2.3.4:51820", "[fd00::1]:51820") allocate and belong to the control plane.
+ * Addresses are rows of an `EndpointTable` (./endpoint.ts): `recvBatch` writes packet k's
+ * source into row k; `sendBatch` reads each destination from a row.
  *
- * A `UdpBatch` owns, for one socket on one thread, the mmsghdr/iovec/sockaddr_in6 arrays in an
- * ArrayBuffer that never moves; the pointers between them are written once, and a batch only
- * rewrites slot addresses, lengths and names.
+ * A `UdpBatch` owns, for one socket on one thread, the mmsghdr/iovec/sockaddr_in6/cmsg arrays
+ * in an ArrayBuffer that never moves; a batch rewrites slot addresses, lengths and names, and a
+ * send also which datagrams each message carries (UDP GSO, ./gso.ts).
  */
 import {
-  AF_INET, AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
+  AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EIO, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
   IPV6_V6ONLY, MSG_DONTWAIT, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET,
   SO_MARK, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEPORT, SO_SNDBUF, SO_SNDBUFFORCE, SysError,
-  SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress,
+  SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress, MMSGHDR_SIZE, IOVEC_SIZE,
+  NAME_SLOT, SOCKADDR_IN6_LEN, recvMessages,
 } from './libc.js';
+import { EndpointTable, readSockaddr } from './endpoint.js';
+import { SOL_UDP, UDP_SEGMENT, gsoRunLength } from './gso.js';
+import { GroReceiver } from './gro.js';
 
 /** Most datagrams one recvBatch/sendBatch call moves (recvmmsg's practical sweet spot). */
 export const MAX_BATCH = 128;
 /** Default socket buffer size, as wireguard-go (7 MiB). */
 export const DEFAULT_BUFFER_BYTES = 7 << 20;
 
-const SOCKADDR_IN6_LEN = 28;
-const MMSG = 64; // struct mmsghdr on x86-64: msghdr (56) + msg_len (4) + padding
-const IOV = 16;
-const NAME = 32; // sockaddr_in6 (28) rounded up so every name's address is 4-byte aligned
-
-/**
- * Rows of endpoints: `addr` 16 bytes per row (`addr32` is the same memory as 4 words),
- * `port` in host order, `family` 4, 6 or 0 for an empty row. Pass an existing buffer
- * (e.g. a SharedArrayBuffer from another thread) to view the same rows.
- */
-export class EndpointTable {
-  static bytesFor(capacity: number): number {
-    return capacity * 20;
-  }
-
-  readonly addr: Uint8Array;
-  readonly addr32: Uint32Array;
-  readonly port: Uint16Array;
-  readonly family: Uint8Array;
-  readonly buffer: ArrayBufferLike;
-
-  constructor(readonly capacity: number, buffer?: ArrayBufferLike) {
-    this.buffer = buffer ?? new ArrayBuffer(EndpointTable.bytesFor(capacity));
-    if (this.buffer.byteLength < EndpointTable.bytesFor(capacity)) throw new RangeError('endpoint table buffer too small');
-    this.addr = new Uint8Array(this.buffer, 0, 16 * capacity);
-    this.addr32 = new Uint32Array(this.buffer, 0, 4 * capacity);
-    this.port = new Uint16Array(this.buffer, 16 * capacity, capacity);
-    this.family = new Uint8Array(this.buffer, 18 * capacity, capacity);
-  }
-}
-
-/** Copies row `i` of `src` to row `j` of `dst` without allocating. */
-export function copyEndpoint(src: EndpointTable, i: number, dst: EndpointTable, j: number): void {
-  for (let w = 0; w < 4; w++) dst.addr32[4 * j + w] = src.addr32[4 * i + w]!;
-  dst.port[j] = src.port[i]!;
-  dst.family[j] = src.family[i]!;
-}
-
-/** True when row `i` of `a` and row `j` of `b` hold the same endpoint. */
-export function endpointEquals(a: EndpointTable, i: number, b: EndpointTable, j: number): boolean {
-  return a.family[i] === b.family[j] && a.port[i] === b.port[j] &&
-    a.addr32[4 * i] === b.addr32[4 * j] && a.addr32[4 * i + 1] === b.addr32[4 * j + 1] &&
-    a.addr32[4 * i + 2] === b.addr32[4 * j + 2] && a.addr32[4 * i + 3] === b.addr32[4 * j + 3];
-}
-
-/**
- * Parses "a.b.c.d:port" or "[v6]:port" into row `row`. Returns false (row untouched) for
- * anything else: host names, zone ids ("%eth0"), ports outside 0..65535.
- */
-export function parseEndpoint(text: string, table: EndpointTable, row: number): boolean {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text);
-  if (m === null) return false;
-  const port = Number(m[3]);
-  if (port > 0xffff) return false;
-  const bytes = new Uint8Array(new ArrayBuffer(16));
-  let family: number;
-  if (m[1] !== undefined) {
-    if (libc.inet_pton(AF_INET6, m[1], bytes) !== 1) return false;
-    family = isV4Mapped(bytes) ? 4 : 6;
-  } else {
-    if (libc.inet_pton(AF_INET, m[2]!, bytes.subarray(12)) !== 1) return false;
-    bytes[10] = 0xff;
-    bytes[11] = 0xff;
-    family = 4;
-  }
-  table.addr.set(bytes, 16 * row);
-  table.port[row] = port;
-  table.family[row] = family;
-  return true;
-}
-
-/** Formats row `row` as "a.b.c.d:port" or "[v6]:port"; null for an empty row. */
-export function formatEndpoint(table: EndpointTable, row: number): string | null {
-  const family = table.family[row];
-  if (family !== 4 && family !== 6) return null;
-  const a = table.addr.subarray(16 * row, 16 * row + 16);
-  if (family === 4) return `${a[12]}.${a[13]}.${a[14]}.${a[15]}:${table.port[row]}`;
-  const text = libc.inet_ntop(AF_INET6, a, new Uint8Array(new ArrayBuffer(64)), 64) as string;
-  return `[${text}]:${table.port[row]}`;
-}
-
-function isV4Mapped(a: Uint8Array): boolean {
-  for (let i = 0; i < 10; i++) if (a[i] !== 0) return false;
-  return a[10] === 0xff && a[11] === 0xff;
-}
+const MMSG = MMSGHDR_SIZE;
+const IOV = IOVEC_SIZE;
+const NAME = NAME_SLOT;
+const CMSG_HDR = 16; // struct cmsghdr: cmsg_len (size_t), cmsg_level, cmsg_type
+const CMSG_LEN = CMSG_HDR + 2; // CMSG_LEN(sizeof(u16)): the UDP_SEGMENT size
+const CMSG = 24; // CMSG_SPACE(sizeof(u16)): what msg_controllen covers
 
 /** A sockaddr_in6 for row `row` (or the wildcard address ::, with `port`, when `table` is null). */
 function sockaddr(table: EndpointTable | null, row: number, port: number): Uint8Array {
@@ -216,30 +138,68 @@ export function sendTo(fd: number, data: Uint8Array, to: EndpointTable, row: num
 /**
  * One thread's batch machinery for one socket fd. Construct one per worker from the fd number;
  * never share an instance between threads.
+ *
+ * Receive and send have their own mmsghdr arrays: a receive message k always points at iovec k
+ * and name k, written once, while a send message points at the iovec and name of the first
+ * datagram of its run, because with UDP GSO one message carries a run of datagrams (one iovec
+ * each, straight from their slab slots) plus a UDP_SEGMENT cmsg.
  */
 export class UdpBatch {
   private readonly bytes: Uint8Array;
   private readonly u32: Uint32Array;
-  /** Address of each mmsghdr, so sendmmsg can resume mid-batch without a subarray. */
-  private readonly msgAddr: bigint[] = [];
+  private readonly base: number;
+  /** The send messages as a view, the cheapest pointer to hand koffi for a batch's first call. */
+  private readonly sendMsgs: Uint8Array;
+  /** Address of each send mmsghdr, so sendmmsg can resume mid-batch without a subarray. */
+  private readonly sendMsgAddr: bigint[] = [];
+  private readonly sendAt: number;
   private readonly iovAt: number;
   private readonly nameAt: number;
+  private readonly cmsgAt: number;
+  /** Per send message: its first datagram and how many it carries. */
+  private readonly msgFirst: Uint32Array;
+  private readonly msgCount: Uint32Array;
   private readonly slab = new SlabAddress();
+  private gsoOn: boolean;
+  private readonly gro: GroReceiver | null;
 
-  constructor(readonly fd: number, readonly capacity: number = MAX_BATCH) {
+  /**
+   * `offload`: send runs of datagrams with UDP_SEGMENT when the kernel has it; with `groAreaAt`,
+   * the offset of GRO_AREA_BYTES of contiguous slab reserved for this socket, also receive
+   * with UDP_GRO (./gro.ts).
+   */
+  constructor(readonly fd: number, readonly capacity: number = MAX_BATCH, offload = false, groAreaAt = -1) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1024) throw new RangeError(`bad batch capacity ${capacity}`);
-    this.bytes = new Uint8Array(new ArrayBuffer(capacity * (MMSG + IOV + NAME)));
+    this.bytes = new Uint8Array(new ArrayBuffer(capacity * (2 * MMSG + IOV + NAME + CMSG)));
     this.u32 = new Uint32Array(this.bytes.buffer);
-    this.iovAt = capacity * MMSG;
-    this.nameAt = capacity * (MMSG + IOV);
-    const base = addressOf(this.bytes);
+    this.sendAt = capacity * MMSG;
+    this.iovAt = 2 * capacity * MMSG;
+    this.nameAt = this.iovAt + capacity * IOV;
+    this.cmsgAt = this.nameAt + capacity * NAME;
+    this.sendMsgs = this.bytes.subarray(this.sendAt);
+    this.msgFirst = new Uint32Array(capacity);
+    this.msgCount = new Uint32Array(capacity);
+    const base = (this.base = addressOf(this.bytes));
     for (let k = 0; k < capacity; k++) {
       const m = (k * MMSG) >> 2;
       writeAddress(this.u32, m, base + this.nameAt + k * NAME); // msg_name
       writeAddress(this.u32, m + 4, base + this.iovAt + k * IOV); // msg_iov
       this.u32[m + 6] = 1; // msg_iovlen
-      this.msgAddr.push(BigInt(base + k * MMSG));
+      this.sendMsgAddr.push(BigInt(base + this.sendAt + k * MMSG));
+      const c = (this.cmsgAt + k * CMSG) >> 2;
+      this.u32[c] = CMSG_LEN; // cmsg_len (size_t)
+      this.u32[c + 2] = SOL_UDP;
+      this.u32[c + 3] = UDP_SEGMENT;
     }
+    // Setting the socket's default segment size to 0 (none) is harmless and fails only on
+    // kernels without UDP GSO (before 4.18): the probe.
+    this.gsoOn = offload && setInt(fd, SOL_UDP, UDP_SEGMENT, 0) === 0;
+    this.gro = offload && groAreaAt >= 0 && GroReceiver.enable(fd) ? new GroReceiver(fd, groAreaAt) : null;
+  }
+
+  /** Whether sends still use UDP GSO (off after the kernel refused it with EIO). */
+  get gso(): boolean {
+    return this.gsoOn;
   }
 
   /**
@@ -251,6 +211,7 @@ export class UdpBatch {
   recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number): number {
     if (max > this.capacity || max > from.capacity) throw new RangeError(`batch of ${max} exceeds capacity`);
     checkBatch(offsets, lens, max, maxLen);
+    if (this.gro !== null) return this.gro.recvBatch(slab, offsets, maxLen, lens, from, max);
     const base = this.slab.of(slab);
     const u32 = this.u32;
     for (let k = 0; k < max; k++) {
@@ -261,23 +222,11 @@ export class UdpBatch {
       u32[v + 2] = maxLen;
       u32[((k * MMSG) >> 2) + 2] = SOCKADDR_IN6_LEN; // msg_namelen, shrunk by the last call
     }
-    const n = libc.recvmmsg(this.fd, this.bytes, max, MSG_DONTWAIT, null) as number;
-    if (n < 0) {
-      const e = errno();
-      return e === EAGAIN ? 0 : -e;
-    }
-    const bytes = this.bytes;
+    const n = recvMessages(this.fd, this.bytes, max);
     for (let k = 0; k < n; k++) {
       const m = (k * MMSG) >> 2;
       lens[k] = (u32[m + 12]! & MSG_TRUNC) !== 0 ? -EMSGSIZE : u32[m + 14]!;
-      const s = (this.nameAt + k * NAME) >> 2;
-      const a = 4 * k;
-      from.addr32[a] = u32[s + 2]!;
-      from.addr32[a + 1] = u32[s + 3]!;
-      from.addr32[a + 2] = u32[s + 4]!;
-      from.addr32[a + 3] = u32[s + 5]!;
-      from.port[k] = (bytes[4 * s + 2]! << 8) | bytes[4 * s + 3]!;
-      from.family[k] = u32[s + 2] === 0 && u32[s + 3] === 0 && u32[s + 4] === 0xffff0000 ? 4 : 6;
+      readSockaddr(this.bytes, u32, this.nameAt + k * NAME, from, k);
     }
     return n;
   }
@@ -287,13 +236,14 @@ export class UdpBatch {
    * (row k when `toRows` is omitted). Returns how many were consumed: sent, or refused for that
    * datagram alone (no route, bad address…), in which case `lens[k]` becomes -errno. Stops at
    * EAGAIN (send the rest later). -errno only when the fd itself is unusable before any send.
+   * Runs that leave as one GSO message are still accounted per datagram: a run the kernel
+   * refuses is sent again one datagram per message, never dropped.
    */
   sendBatch(slab: Uint8Array, offsets: Uint32Array, lens: Int32Array, to: EndpointTable, count: number, toRows?: Uint32Array): number {
     if (count > this.capacity) throw new RangeError(`batch of ${count} exceeds capacity ${this.capacity}`);
     checkBatch(offsets, lens, count);
     const base = this.slab.of(slab);
     const u32 = this.u32;
-    const bytes = this.bytes;
     for (let k = 0; k < count; k++) {
       const off = offsets[k]!;
       const len = lens[k]!;
@@ -301,7 +251,6 @@ export class UdpBatch {
       const v = (this.iovAt + k * IOV) >> 2;
       writeAddress(u32, v, base + off);
       u32[v + 2] = len;
-      u32[((k * MMSG) >> 2) + 2] = SOCKADDR_IN6_LEN;
       const row = toRows === undefined ? k : toRows[k]!;
       const s = (this.nameAt + k * NAME) >> 2;
       const p = to.port[row]!;
@@ -313,19 +262,63 @@ export class UdpBatch {
       u32[s + 5] = to.addr32[4 * row + 3]!;
       u32[s + 6] = 0; // scope id
     }
-    let done = 0;
-    while (done < count) {
-      const r = libc.sendmmsg(this.fd, done === 0 ? bytes : this.msgAddr[done], count - done, MSG_DONTWAIT) as number;
+    let messages = this.layout(0, count, this.gsoOn, lens, to, toRows);
+    let m = 0;
+    while (m < messages) {
+      const r = libc.sendmmsg(this.fd, m === 0 ? this.sendMsgs : this.sendMsgAddr[m], messages - m, MSG_DONTWAIT) as number;
       if (r >= 0) {
         if (r === 0) break;
-        done += r;
+        m += r;
         continue;
       }
       const e = errno();
       if (e === EAGAIN) break;
-      if (e === EBADF || e === ENOTSOCK) return done === 0 ? -e : done;
-      lens[done++] = -e;
+      const first = this.msgFirst[m]!;
+      if (e === EBADF || e === ENOTSOCK) return first === 0 ? -e : first;
+      if (this.msgCount[m]! > 1) {
+        // EIO: the kernel cannot do GSO on this path at all (before 6.11 it needs checksum
+        // offload on the egress device), so stop asking. Anything else (EINVAL: a segment
+        // above the path MTU; EMSGSIZE) belongs to this run: its datagrams go one by one, so
+        // each gets its own result.
+        if (e === EIO) this.gsoOn = false;
+        messages = this.layout(first, count, false, lens, to, toRows);
+        m = 0;
+        continue;
+      }
+      lens[first] = -e;
+      m++;
     }
-    return done;
+    return m < messages ? this.msgFirst[m]! : count;
+  }
+
+  /**
+   * Writes send messages from message 0 on for datagrams [first, count): runs that may share
+   * one GSO message when `gso` (see gsoRunLength), else one datagram each. Returns the count.
+   */
+  private layout(first: number, count: number, gso: boolean, lens: Int32Array, to: EndpointTable, toRows?: Uint32Array): number {
+    const u32 = this.u32;
+    let m = 0;
+    for (let k = first; k < count; m++) {
+      const n = gso ? gsoRunLength(lens, k, count, to, toRows) : 1;
+      const h = (this.sendAt + m * MMSG) >> 2;
+      writeAddress(u32, h, this.base + this.nameAt + k * NAME); // msg_name
+      u32[h + 2] = SOCKADDR_IN6_LEN;
+      writeAddress(u32, h + 4, this.base + this.iovAt + k * IOV); // msg_iov
+      u32[h + 6] = n; // msg_iovlen
+      if (n > 1) {
+        const c = this.cmsgAt + m * CMSG;
+        this.bytes[c + CMSG_HDR] = lens[k]! & 0xff; // the segment size, a native-endian u16
+        this.bytes[c + CMSG_HDR + 1] = lens[k]! >>> 8;
+        writeAddress(u32, h + 8, this.base + c); // msg_control
+        u32[h + 10] = CMSG; // msg_controllen
+      } else {
+        writeAddress(u32, h + 8, 0);
+        u32[h + 10] = 0;
+      }
+      this.msgFirst[m] = k;
+      this.msgCount[m] = n;
+      k += n;
+    }
+    return m;
   }
 }

@@ -37,4 +37,6 @@ export interface WorkerInit {
   batch: number;
   /** The TUN queues were opened with IFF_VNET_HDR and offloads. */
   offload: boolean;
+  /** Byte offset in the slab of this worker's UDP GRO area, -1 for none. */
+  groAreaAt: number;
 }

@@ -13,7 +13,7 @@
 // key and replay-window views are created once per keypair slot and reused.
 import { Slab } from '../queues/slab.js';
 import { Ring } from '../queues/ring.js';
-import { EndpointTable, copyEndpoint, endpointEquals } from '../net/udp.js';
+import { EndpointTable, copyEndpoint, endpointEquals } from '../net/endpoint.js';
 import { ReplayWindow } from '../replay/replay.js';
 import { lookupV4In, lookupV6In, type AllowedIPsTables } from '../allowedips/allowedips.js';
 import { TransportCrypto } from './transport.js';

@@ -4,9 +4,10 @@
 // so it never blocks.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { setImmediate as yieldTurn } from 'node:timers/promises';
-import { Slab } from '../queues/slab.js';
+import { Slab, SLOT_SIZE } from '../queues/slab.js';
+import { GRO_AREA_BYTES } from '../net/gro.js';
 import { Ring, Doorbell } from '../queues/ring.js';
-import { EndpointTable } from '../net/udp.js';
+import { EndpointTable } from '../net/endpoint.js';
 import { EventFd } from '../net/libc.js';
 import { Tables, D_ROUTES_GEN, D_SHUTDOWN } from '../device/tables.js';
 import type { WorkerInit } from './control.js';
@@ -31,6 +32,8 @@ export class WorkerPool {
   private readonly doorbell = Doorbell.create();
   private readonly rings: Ring[] = [];
   private readonly wakes: EventFd[] = [];
+  /** Byte offset of each worker's UDP GRO area in the slab (none without offloads). */
+  private readonly groAreas: number[] = [];
   private readonly ports: MessagePort[] = [];
   private workers: Worker[] = [];
   private routesGen = 1;
@@ -46,8 +49,18 @@ export class WorkerPool {
 
   constructor(private readonly o: PoolOptions) {
     const n = o.tunFds.length;
-    // Each worker holds two batches for its life; the rest serves control records.
-    this.slab = Slab.create({ slots: n * 2 * o.batch + 4096 });
+    // Each worker holds two batches for its life, with offloads also a UDP GRO area; the rest
+    // serves control records.
+    const groSlots = o.offload ? Math.ceil(GRO_AREA_BYTES / SLOT_SIZE) : 0;
+    this.slab = Slab.create({ slots: n * (2 * o.batch + groSlots) + 4096 });
+    // Reserved first, while the slab is fresh and its free list runs in slot order, so each
+    // area is contiguous; kept for the pool's life (restarted workers take the same area).
+    const area = new Uint32Array(groSlots);
+    for (let i = 0; i < n && groSlots > 0; i++) {
+      this.slab.allocBatch(area, groSlots);
+      if (area[groSlots - 1] !== area[0]! + groSlots - 1) throw new Error('GRO area not contiguous');
+      this.groAreas.push(this.slab.base(area[0]!));
+    }
     this.slotEndpoints = new EndpointTable(this.slab.slotCount, new SharedArrayBuffer(EndpointTable.bytesFor(this.slab.slotCount)));
     for (let i = 0; i < n; i++) {
       this.rings.push(Ring.create(RING_CAPACITY, this.doorbell));
@@ -81,6 +94,7 @@ export class WorkerPool {
         routesGen: this.routesGen,
         batch: this.o.batch,
         offload: this.o.offload,
+        groAreaAt: this.groAreas[id] ?? -1,
         routesPort: port2,
       };
       const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, transferList: [port2] });

@@ -6,7 +6,8 @@
 import { workerData, parentPort, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { Slab } from '../queues/slab.js';
 import { Ring } from '../queues/ring.js';
-import { EndpointTable, UdpBatch } from '../net/udp.js';
+import { EndpointTable } from '../net/endpoint.js';
+import { UdpBatch } from '../net/udp.js';
 import { TunQueue } from '../tun/tun.js';
 import { EventFd, PollSet } from '../net/libc.js';
 import { tablesFromShared } from '../allowedips/allowedips.js';
@@ -26,7 +27,7 @@ const slotEndpoints = new EndpointTable(slab.slotCount, init.slotEndpoints);
 const toMain = Ring.fromShared(init.toMain);
 const path = new DataPath(init.id, tables, slab, slotEndpoints, toMain, tablesFromShared(init.routes), init.batch, init.offload);
 const tun = new TunQueue(init.tunFd);
-const udp = new UdpBatch(init.udpFd, init.batch);
+const udp = new UdpBatch(init.udpFd, init.batch, init.offload, init.groAreaAt);
 const wake = new EventFd(init.wakeFd);
 const poll = new PollSet([init.tunFd, init.udpFd, init.wakeFd]);
 let routesGen = init.routesGen;
