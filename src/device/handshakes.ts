@@ -36,7 +36,7 @@ const noRejections = (): Record<HandshakeRejection, number> =>
 export interface HandshakeOptions {
   /** Threads of the offload pool; 0 answers every initiation on the main thread. */
   threads: number;
-  /** Queue depth (messages waiting in the workers' rings, plus those in the pool) from which initiations go to the pool. */
+  /** Queue depth (messages waiting in the workers' rings, plus those waiting for a pool thread) from which initiations go to the pool. */
   offloadDepth: number;
 }
 
@@ -149,7 +149,7 @@ export class Handshakes {
   }
 
   private queueDepth(): number {
-    return this.d.pool.pending() + (this.offload?.inFlight ?? 0);
+    return this.d.pool.pending() + (this.offload?.backlog() ?? 0);
   }
 
   private receiveHandshake(msg: Uint8Array, slot: number): void {

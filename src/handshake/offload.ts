@@ -65,6 +65,15 @@ export class HandshakeOffload {
   private closed = false;
   /** Initiations added and not yet handed back through `done`. */
   inFlight = 0;
+
+  /**
+   * Initiations waiting for a pool thread, beyond the batch each thread is working on: the part
+   * of `inFlight` that is a queue (the kernel counts only its queue toward "under load", not
+   * what its workers hold).
+   */
+  backlog(): number {
+    return Math.max(0, this.inFlight - this.threads * BATCH_MAX);
+  }
   readonly threads: number;
 
   constructor(private readonly o: OffloadOptions) {
@@ -81,7 +90,8 @@ export class HandshakeOffload {
   }
 
   private start(): Piscina {
-    this.pool ??= new Piscina({
+    if (this.pool !== null) return this.pool;
+    const pool = new Piscina({
       filename: new URL('./prepare-worker.js', import.meta.url).href,
       minThreads: this.threads,
       maxThreads: this.threads,
@@ -89,7 +99,15 @@ export class HandshakeOffload {
       // Tasks are CPU-bound batches; queueing several per thread only hides the pool's depth.
       concurrentTasksPerWorker: 1,
     });
-    return this.pool;
+    // An empty batch per thread loads its modules and our key now. Otherwise the first batches
+    // of a storm wait ~300 ms for that, the queue looks deep, and every peer gets a cookie round.
+    for (let i = 0; i < this.threads; i++) {
+      const warm: PrepareTask = { gen: Atomics.load(this.keyWords, KEY_GEN), count: 0, keyWords: this.keyWords, buf: new ArrayBuffer(0) };
+      // A pool that cannot start fails the first real batch too, which reports it (`failed`).
+      pool.run(warm).catch(() => {});
+    }
+    this.pool = pool;
+    return pool;
   }
 
   /** Queues an initiation (INIT_LEN bytes) from endpoint row `row` of `from`; false when full. */
