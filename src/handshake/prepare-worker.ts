@@ -2,13 +2,42 @@
 // peer-independent X25519 operations of answering one, off the main thread. Our private key
 // comes from a SharedArrayBuffer the main thread writes (and wipes), never from a task message.
 import { move } from 'piscina';
-import { Noise } from './noise.js';
+import { Handshake, Noise, PREPARED_BYTES } from './noise.js';
+import { INIT_LEN } from './messages.js';
+import { generateKeyPair } from '../crypto/x25519.js';
 import { zero } from '../crypto/memory.js';
 import { KEY_GEN, KEY_OFFSET, PREPARE_REJECTIONS, PREPARE_STATUS, messageAt, preparedAt, type PrepareTask } from './prepare-batch.js';
 
 const noise = new Noise();
 const key = new Uint8Array(32);
 let keyGen = -1;
+let warmed = false;
+
+/** Initiations a fresh thread answers to itself before its first real batch. */
+const WARM_ROUNDS = 64;
+
+/**
+ * Runs the whole prepare path on initiations from a throw-away identity, so V8 has compiled it
+ * (BLAKE2s interpreted is ~10x slower) before a storm's first batch arrives: a cold pool
+ * otherwise backs up at the start and the device declares itself under load.
+ */
+function warm(): void {
+  const self = new Noise();
+  const priv = new Uint8Array(32);
+  generateKeyPair(priv, new Uint8Array(32));
+  self.setPrivateKey(priv);
+  zero(priv);
+  const hs = new Handshake(noise.publicKey, 0);
+  const msg = new Uint8Array(INIT_LEN);
+  const out = new Uint8Array(PREPARED_BYTES);
+  for (let i = 0; i < WARM_ROUNDS; i++) {
+    self.createInitiation(hs, i, Date.now() + i, msg);
+    noise.prepareInitiation(msg, out);
+  }
+  zero(out);
+  hs.destroy();
+  self.setPrivateKey(null);
+}
 
 export default function prepare(task: PrepareTask): unknown {
   const bytes = new Uint8Array(task.buf);
@@ -22,6 +51,10 @@ export default function prepare(task: PrepareTask): unknown {
       keyGen = gen;
     }
     zero(key);
+  }
+  if (!warmed && noise.hasPrivateKey) {
+    warm();
+    warmed = true;
   }
   for (let i = 0; i < task.count; i++) {
     // The main thread drops results of another generation too; this only saves the work.
