@@ -122,3 +122,23 @@ test('a tampered initiation comes back rejected, a key change marks queued batch
     await offload.close();
   }
 });
+
+test('the backlog counts initiations waiting for a thread, not the batch a thread is working on', async () => {
+  const server = identity();
+  const client = identity();
+  const { offload, next } = pool();
+  try {
+    offload.setPrivateKey(server.priv);
+    const msg = new Uint8Array(INIT_LEN);
+    assert.ok(client.noise.createInitiation(new Handshake(server.pub, 0), 1, Date.now(), msg));
+    for (let i = 0; i < 3 * BATCH_MAX + 5; i++) assert.ok(offload.add(msg, from, 0));
+    // One thread: the first full batch runs, two wait, and 5 sit in the batch being filled.
+    assert.equal(offload.backlog(), 2 * BATCH_MAX + 5);
+    let seen = 0;
+    while (seen < 3 * BATCH_MAX + 5) seen += (await next()).batch.count;
+    assert.equal(offload.backlog(), 0);
+    assert.equal(offload.inFlight, 0);
+  } finally {
+    await offload.close();
+  }
+});

@@ -73,6 +73,7 @@ class Blake2s {
     const h = this.h;
     for (let i = 0; i < this.outLen; i++) out[i] = h[i >> 2]! >>> (8 * (i & 3));
     h.fill(0);
+    this.m.fill(0);
     this.buf.fill(0);
   }
 

@@ -146,10 +146,13 @@ export class Device extends EventEmitter implements UapiDevice {
 
   /**
    * Every peer's state, resumable: a caller serving a million peers (a UAPI get, a metrics
-   * scrape) can pause between peers; a peer removed meanwhile is skipped, as a Map iterator does.
+   * scrape) can pause between peers; a peer removed meanwhile is skipped, one added is not seen.
    */
   *peerStates(): Generator<PeerState> {
-    for (const peer of this.peers.values()) yield this.peerState(peer);
+    // A snapshot of the peers, not the Map's live iterator: a peer removed and added again
+    // between two steps would come round a second time (a `wg setconf` during a long `wg show`).
+    const peers = [...this.peers.values()];
+    for (const peer of peers) if (this.peers.get(peer.publicKeyHex) === peer) yield this.peerState(peer);
   }
 
   private peerState(peer: Peer): PeerState {

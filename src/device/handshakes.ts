@@ -195,7 +195,11 @@ export class Handshakes {
     const offload = this.offload;
     if (offload !== null && this.queueDepth() >= this.o.offloadDepth) {
       if (offload.add(msg, d.pool.slotEndpoints, slot)) this.stats.offloaded++;
-      else this.stats.rejected.initiation.queue++;
+      else {
+        // The bounded queue is full: that is load, whatever the rings hold right now.
+        underLoad(this.load, HANDSHAKE_QUEUE_CAPACITY, HANDSHAKE_QUEUE_CAPACITY, ms);
+        this.stats.rejected.initiation.queue++;
+      }
       return;
     }
     this.initiationConsumed(d.noise.consumeInitiation(msg, ms, this.lookupStatic), msg, d.pool.slotEndpoints, slot, ms);

@@ -61,18 +61,22 @@ export class HandshakeOffload {
   private readonly key = new Uint8Array(this.keyWords.buffer, KEY_OFFSET, 32);
   private readonly spare: PrepareBatch[] = [];
   private open: PrepareBatch | null = null;
+  /** Batches handed to the pool, in order: the first `threads` are running, the rest wait. */
+  private readonly dispatched: PrepareBatch[] = [];
   private flushQueued = false;
   private closed = false;
   /** Initiations added and not yet handed back through `done`. */
   inFlight = 0;
 
   /**
-   * Initiations waiting for a pool thread, beyond the batch each thread is working on: the part
-   * of `inFlight` that is a queue (the kernel counts only its queue toward "under load", not
-   * what its workers hold).
+   * Initiations waiting for a pool thread: the batch being filled and those queued behind the
+   * ones the threads are working on (the kernel counts only its queue toward "under load", not
+   * what its workers hold). Tasks start in the order they were run, one per thread.
    */
   backlog(): number {
-    return Math.max(0, this.inFlight - this.threads * BATCH_MAX);
+    let n = this.open?.count ?? 0;
+    for (let i = this.threads; i < this.dispatched.length; i++) n += this.dispatched[i]!.count;
+    return n;
   }
   readonly threads: number;
 
@@ -86,11 +90,26 @@ export class HandshakeOffload {
     else this.key.set(key);
     Atomics.add(this.keyWords, KEY_GEN, 1);
     // Threads take ~300 ms to start and load sodium: start them with the key, not in the storm.
-    if (key !== null) this.start();
+    if (key !== null && this.pool === null) this.start();
+    // Running threads still hold the old key in their Noise: an empty batch each makes them
+    // reload it (an all-zero key clears theirs). Idle threads take one task each, so this reaches
+    // every thread that is not busy; a busy one reloads at its next batch.
+    else if (this.pool !== null) void this.touchThreads(this.pool);
   }
 
-  private start(): Piscina {
-    if (this.pool !== null) return this.pool;
+  /** Runs an empty batch per thread: it loads the current key (and warms a fresh thread up). */
+  private touchThreads(pool: Piscina): Promise<unknown> {
+    const runs: Promise<unknown>[] = [];
+    for (let i = 0; i < this.threads; i++) {
+      const task: PrepareTask = { gen: Atomics.load(this.keyWords, KEY_GEN), count: 0, keyWords: this.keyWords, buf: new ArrayBuffer(0) };
+      // A pool that cannot start fails the first real batch too, which reports it (`failed`).
+      runs.push(pool.run(task).catch(() => {}));
+    }
+    return Promise.all(runs);
+  }
+
+  private start(): Piscina | null {
+    if (this.closed || this.pool !== null) return this.pool;
     const pool = new Piscina({
       filename: new URL('./prepare-worker.js', import.meta.url).href,
       minThreads: this.threads,
@@ -101,11 +120,7 @@ export class HandshakeOffload {
     });
     // An empty batch per thread loads its modules and our key now. Otherwise the first batches
     // of a storm wait ~300 ms for that, the queue looks deep, and every peer gets a cookie round.
-    for (let i = 0; i < this.threads; i++) {
-      const warm: PrepareTask = { gen: Atomics.load(this.keyWords, KEY_GEN), count: 0, keyWords: this.keyWords, buf: new ArrayBuffer(0) };
-      // A pool that cannot start fails the first real batch too, which reports it (`failed`).
-      pool.run(warm).catch(() => {});
-    }
+    void this.touchThreads(pool);
     this.pool = pool;
     return pool;
   }
@@ -138,24 +153,38 @@ export class HandshakeOffload {
 
   private flush(): void {
     const b = this.open;
-    if (b === null) return;
+    const pool = this.start();
+    if (b === null || pool === null) return;
     this.open = null;
+    this.dispatched.push(b);
     const task: PrepareTask = { gen: b.gen, count: b.count, keyWords: this.keyWords, buf: b.buf };
-    this.start().run(task, { transferList: [b.buf] }).then((buf: ArrayBuffer) => {
+    pool.run(task, { transferList: [b.buf] }).then((buf: ArrayBuffer) => {
       b.buf = buf;
       b.bytes = new Uint8Array(buf);
-      this.finish(b, true);
+      this.finish(b);
     }, (err: unknown) => {
-      this.inFlight -= b.count;
+      this.settled(b);
+      // The buffer went to the thread that failed: this batch object starts over with a new one.
+      b.buf = new ArrayBuffer(BATCH_BYTES);
+      b.bytes = new Uint8Array(b.buf);
+      this.spare.push(b);
       if (!this.closed) this.o.failed(b.count, err);
-      this.spare.push(new PrepareBatch());
+    }).catch((err: unknown) => {
+      // `done` threw: that batch's remaining initiations are lost, the daemon is not.
+      if (!this.closed) this.o.failed(0, err);
     });
   }
 
-  private finish(b: PrepareBatch, ok: boolean): void {
+  private settled(b: PrepareBatch): void {
     this.inFlight -= b.count;
+    const i = this.dispatched.indexOf(b);
+    if (i >= 0) this.dispatched.splice(i, 1);
+  }
+
+  private finish(b: PrepareBatch): void {
+    this.settled(b);
     try {
-      if (ok && !this.closed) this.o.done(b, b.gen === Atomics.load(this.keyWords, KEY_GEN));
+      if (!this.closed) this.o.done(b, b.gen === Atomics.load(this.keyWords, KEY_GEN));
     } finally {
       zero(b.bytes.subarray(PREPARE_OUT, PREPARE_MSGS));
       this.spare.push(b);
@@ -164,11 +193,15 @@ export class HandshakeOffload {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    this.closed = true;
     zero(this.key);
     Atomics.add(this.keyWords, KEY_GEN, 1);
     const pool = this.pool;
     this.pool = null;
-    if (pool) await pool.destroy();
+    this.closed = true;
+    if (pool) {
+      // Let the threads drop the key from their Noise before they go.
+      await this.touchThreads(pool);
+      await pool.destroy();
+    }
   }
 }

@@ -62,6 +62,8 @@ export interface UapiSessionOptions {
    */
   writable?: () => boolean;
   whenWritable?: (resume: () => void) => void;
+  /** Called when a `get` reply written across turns is out and `busy` turns false again. */
+  onIdle?: () => void;
 }
 
 const encoder = new TextEncoder();
@@ -422,9 +424,15 @@ export class UapiSession {
     this.maxRequest = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
   }
 
+  /** A `get` reply is being written across turns: the transport should stop reading meanwhile. */
+  get busy(): boolean {
+    return this.getting !== null;
+  }
+
   feed(chunk: Uint8Array): boolean {
     if (this.getting !== null) {
-      this.queued.push(chunk.slice());
+      // A copy: a Buffer's own slice() would be a view of memory the caller may reuse.
+      this.queued.push(Uint8Array.prototype.slice.call(chunk));
       return true;
     }
     let p = 0;
@@ -433,7 +441,7 @@ export class UapiSession {
         this.get(chunk[p++] === NL);
         if (this.getting !== null) {
           // Requests are answered in order: the rest waits for this reply.
-          if (p < chunk.length) this.queued.push(chunk.slice(p));
+          if (p < chunk.length) this.queued.push(Uint8Array.prototype.slice.call(chunk, p));
           return true;
         }
         continue;
@@ -564,10 +572,11 @@ export class UapiSession {
         return;
       }
     }
-    if (this.getting === null && this.endQueued) {
+    if (this.getting !== null) return;
+    if (this.endQueued) {
       this.end();
       this.opts.onClose?.();
-    }
+    } else this.opts.onIdle?.();
   }
 
   private finishSet(): void {

@@ -135,13 +135,19 @@ function serve(socket: Socket, device: UapiDevice, opts: UapiServerOptions, sock
     onClose: close,
     writable: () => socket.writableLength <= WRITE_HIGH_WATER,
     whenWritable: (resume) => socket.once('drain', resume),
+    onIdle: () => {
+      if (socket.writableLength <= WRITE_HIGH_WATER) socket.resume();
+    },
   });
   socket.on('data', (chunk: Buffer) => {
     if (session.feed(chunk)) {
-      if (socket.writableLength > WRITE_HIGH_WATER) socket.pause();
+      // Reading stops while a long reply is written (what comes meanwhile would pile up).
+      if (socket.writableLength > WRITE_HIGH_WATER || session.busy) socket.pause();
     } else close();
   });
-  socket.on('drain', () => socket.resume());
+  socket.on('drain', () => {
+    if (!session.busy) socket.resume();
+  });
   socket.on('end', () => {
     if (session.end() && !socket.writableEnded) socket.end();
   });
