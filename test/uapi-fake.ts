@@ -37,7 +37,7 @@ export class FakeDevice implements UapiDevice {
     return this.peers.values();
   }
 
-  apply(req: SetRequest): number {
+  apply(req: SetRequest): number | Promise<number> {
     this.applied.push(req);
     if (this.failWith) throw this.failWith;
     if (req.listenPort !== undefined && this.busyPorts.has(req.listenPort)) return 98;

@@ -502,3 +502,30 @@ test('get: an aborted session stops writing', async () => {
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(chunks, after);
 });
+
+test('set: an apply that completes later holds its reply, and what came behind it waits its turn', async () => {
+  class SlowDevice extends FakeDevice {
+    release: (() => void) | undefined;
+    override apply(req: SetRequest): number | Promise<number> {
+      const errno = super.apply(req);
+      if (req.listenPort === undefined) return errno;
+      return new Promise<number>((resolve) => (this.release = () => resolve(errno as number)));
+    }
+  }
+  const device = new SlowDevice();
+  let out = '';
+  let closed = false;
+  const session = new UapiSession(device, (c) => (out += decoder.decode(c)), { onClose: () => (closed = true) });
+  assert.ok(session.feed(bytes('set=1\nlisten_port=51999\n\nget=1\n\nset=1\nfwmark=7\n\n')));
+  assert.equal(session.busy, true);
+  assert.equal(out, '', 'no reply before the apply completes');
+  assert.equal(device.applied.length, 1, 'the second set waits');
+  assert.equal(session.end(), false, 'the client ended, a reply is still to come');
+  device.release!();
+  const deadline = Date.now() + 5000;
+  while (!closed && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  assert.ok(closed);
+  assert.equal(out, 'errno=0\n\nlisten_port=51999\nerrno=0\n\nerrno=0\n\n');
+  assert.equal(device.applied.length, 2);
+  assert.equal(device.state.fwmark, 7);
+});

@@ -178,7 +178,7 @@ export class Device extends EventEmitter implements UapiDevice {
     };
   }
 
-  apply(req: SetRequest): number {
+  apply(req: SetRequest): number | Promise<number> {
     // Everything that can fail is tried before anything changes.
     let newUdp: { fds: number[]; port: number } | undefined;
     if (req.listenPort !== undefined && req.listenPort !== this.listenPort) {
@@ -205,13 +205,14 @@ export class Device extends EventEmitter implements UapiDevice {
       return EADDRINUSE;
     }
     if (req.privateKey !== undefined) this.setPrivateKey(req.privateKey);
-    if (newUdp) this.swapSockets(newUdp);
+    const swapped = newUdp ? this.swapSockets(newUdp) : undefined;
     if (req.fwmark !== undefined) this.fwmark = req.fwmark;
     if (req.replacePeers) for (const peer of [...this.peers.values()]) this.removePeer(peer);
     let routesChanged = req.replacePeers;
     for (const op of req.peers) routesChanged = this.applyPeer(op) || routesChanged;
     if (routesChanged) this.pool.publishRoutes(this.allowed.snapshot());
-    return 0;
+    // Everything is applied; with a new port the reply waits until the old one is released.
+    return swapped ? swapped.then(() => 0) : 0;
   }
 
   /**
@@ -325,11 +326,12 @@ export class Device extends EventEmitter implements UapiDevice {
     }
   }
 
-  private swapSockets(udp: { fds: number[]; port: number }): void {
+  /** Moves the workers to new sockets; resolves once the old ones are closed (the old port free). */
+  private swapSockets(udp: { fds: number[]; port: number }): Promise<void> {
     const old = this.udpFds;
     this.udpFds = udp.fds;
     this.listenPort = udp.port;
-    void this.pool.restart(udp.fds).then(() => old.forEach(closeFd));
+    return this.pool.restart(udp.fds, () => old.forEach(closeFd));
   }
 
   private markSockets(fds: number[], mark: number): boolean {

@@ -412,6 +412,8 @@ export class UapiSession {
   private readonly maxRequest: number;
   /** A `get` reply in progress; input that arrives meanwhile waits in `queued`. */
   private getting: GetReply | null = null;
+  /** A `set` whose apply completes later (a listen port change); input waits likewise. */
+  private applying = false;
   private queued: Uint8Array[] = [];
   private endQueued = false;
 
@@ -424,13 +426,16 @@ export class UapiSession {
     this.maxRequest = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
   }
 
-  /** A `get` reply is being written across turns: the transport should stop reading meanwhile. */
+  /**
+   * A `get` reply is being written across turns, or a `set` is still applying: the transport
+   * should stop reading meanwhile.
+   */
   get busy(): boolean {
-    return this.getting !== null;
+    return this.getting !== null || this.applying;
   }
 
   feed(chunk: Uint8Array): boolean {
-    if (this.getting !== null) {
+    if (this.busy) {
       // A copy: a Buffer's own slice() would be a view of memory the caller may reuse.
       this.queued.push(Uint8Array.prototype.slice.call(chunk));
       return true;
@@ -439,11 +444,7 @@ export class UapiSession {
     while (p < chunk.length && this.state !== CLOSED) {
       if (this.state === GET_BLANK) {
         this.get(chunk[p++] === NL);
-        if (this.getting !== null) {
-          // Requests are answered in order: the rest waits for this reply.
-          if (p < chunk.length) this.queued.push(Uint8Array.prototype.slice.call(chunk, p));
-          return true;
-        }
+        if (this.busy) return this.wait(chunk, p);
         continue;
       }
       const nl = chunk.indexOf(NL, p);
@@ -461,16 +462,23 @@ export class UapiSession {
         this.line(chunk, p, end);
       }
       p = nl + 1;
+      if (this.busy) return this.wait(chunk, p);
     }
     return this.state !== CLOSED;
   }
 
+  /** Requests are answered in order: the rest of `chunk` from `p` waits for this reply. */
+  private wait(chunk: Uint8Array, p: number): boolean {
+    if (p < chunk.length) this.queued.push(Uint8Array.prototype.slice.call(chunk, p));
+    return true;
+  }
+
   /**
    * The client will send nothing more: a `set` in progress ends here, as in wireguard-go.
-   * Returns false while a `get` reply is still being written; `onClose` follows it.
+   * Returns false while a reply is still to come (`busy`); `onClose` follows it.
    */
   end(): boolean {
-    if (this.getting !== null) {
+    if (this.busy) {
       this.endQueued = true;
       return false;
     }
@@ -478,6 +486,10 @@ export class UapiSession {
       const e = stripCR(this.carry, 0, this.carryLen);
       if (e > 0) this.set!.line(this.carry, 0, e);
       this.finishSet();
+      if (this.busy) {
+        this.endQueued = true;
+        return false;
+      }
     }
     this.state = CLOSED;
     return true;
@@ -487,6 +499,7 @@ export class UapiSession {
   abort(): void {
     this.getting = null;
     this.queued = [];
+    this.endQueued = false;
     this.state = CLOSED;
   }
 
@@ -563,19 +576,25 @@ export class UapiSession {
       this.failed(err);
     }
     this.getting = null;
+    this.resume();
+  }
+
+  /** A reply that took several turns is out: the input that waited for it goes on. */
+  private resume(): void {
+    if (this.state === CLOSED) return; // aborted meanwhile
     const queued = this.queued;
     this.queued = [];
     for (const chunk of queued) {
-      if (this.getting !== null) this.queued.push(chunk);
+      if (this.busy) this.queued.push(chunk);
       else if (!this.feed(chunk)) {
         this.opts.onClose?.();
         return;
       }
     }
-    if (this.getting !== null) return;
+    if (this.busy) return;
     if (this.endQueued) {
-      this.end();
-      this.opts.onClose?.();
+      this.endQueued = false;
+      if (this.end()) this.opts.onClose?.();
     } else this.opts.onIdle?.();
   }
 
@@ -587,14 +606,26 @@ export class UapiSession {
       this.reply(builder.errno);
       return;
     }
-    let errno: number;
+    let errno: number | Promise<number>;
     try {
       errno = this.device.apply(builder.req);
     } catch (err) {
       this.failed(err);
       return;
     }
-    this.reply(errno);
+    if (typeof errno === 'number') {
+      this.reply(errno);
+      return;
+    }
+    this.applying = true;
+    errno.then((n) => {
+      if (this.state !== CLOSED) this.reply(n);
+    }, (err: unknown) => {
+      if (this.state !== CLOSED) this.failed(err);
+    }).finally(() => {
+      this.applying = false;
+      this.resume();
+    });
   }
 
   private failed(err: unknown): void {

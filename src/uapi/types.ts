@@ -89,7 +89,9 @@ export interface UapiDevice {
    * Applies a validated request, all or nothing; returns 0 or a positive errno, which goes on
    * the wire negated. To answer as wireguard-go does: 98 (EADDRINUSE) when the listen port
    * cannot be bound or the fwmark cannot be set, whatever the system error; 22 (EINVAL) when
-   * a new peer would pass the peer limit. A throw is answered with 55 (ENOANO).
+   * a new peer would pass the peer limit. A throw is answered with 55 (ENOANO). A promise when
+   * part of the change completes later (the old listen port is released once the workers have
+   * moved to the new one): the reply waits for it, as wireguard-go's does for its rebind.
    */
-  apply(req: SetRequest): number;
+  apply(req: SetRequest): number | Promise<number>;
 }

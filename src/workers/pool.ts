@@ -116,9 +116,13 @@ export class WorkerPool {
     this.wakeAll();
   }
 
-  /** Stops the workers and starts them again on new sockets (listen port change). */
-  async restart(udpFds: number[]): Promise<void> {
+  /**
+   * Stops the workers and starts them again on new sockets (listen port change); `stopped` runs
+   * in between, when no worker uses the old sockets any more.
+   */
+  async restart(udpFds: number[], stopped: () => void): Promise<void> {
     await this.join();
+    stopped();
     this.start(udpFds);
   }
 
