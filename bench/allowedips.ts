@@ -6,7 +6,7 @@
  * Lookups probe either all peers (cache misses dominate once the trie outgrows L2) or a hot set of
  * 1000 (the trie's own cost).
  *
- *   node dist/bench/allowedips.js [peers]
+ *   node dist/bench/allowedips.js [--peers N] [--quick]   (--quick: 10k peers)
  *
  * Lookup rates are the best of several rounds: the machine is shared, so the best round is the
  * closest to the code's own cost.
@@ -14,11 +14,13 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { AllowedIPs, lookupV4In, lookupV6In, tablesFromShared } from '../src/allowedips/allowedips.js';
+import { flag, numberArg } from './pairings.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
-const PEERS = Number(process.argv[2] ?? 100_000);
+const PEERS = numberArg('--peers', flag('--quick') ? 10_000 : 100_000);
+if (!Number.isInteger(PEERS) || PEERS < 1 || PEERS > 1 << 24) throw new Error(`--peers takes a peer count, got ${PEERS}`);
 const PROBES = 1 << 16; // addresses cycled through by the lookup loops, 9 in 10 of them stored
 const LOOKUPS = 2_000_000;
 const ROUNDS = 5;
