@@ -98,15 +98,22 @@ export const COOKIE_GENERATOR_BYTES = G_LAST_MAC1 + MAC_LEN;
 
 /** The sending side, one per peer: adds mac1/mac2 to our messages, takes cookie replies. */
 export class CookieGenerator {
-  private readonly b: Uint8Array;
+  // A buffer and an offset rather than a view: see Handshake (noise.ts).
+  private readonly buf: ArrayBufferLike;
+  private readonly off: number;
   private cookieSetMs = -Infinity;
   private hasLastMac1 = false;
 
   /** `storage`: COOKIE_GENERATOR_BYTES to live in (default: its own). */
   constructor(peerPublicKey: Uint8Array, storage: Uint8Array = new Uint8Array(COOKIE_GENERATOR_BYTES)) {
     if (storage.length !== COOKIE_GENERATOR_BYTES) throw new RangeError(`cookie generator storage must be ${COOKIE_GENERATOR_BYTES} bytes`);
-    this.b = storage;
-    deriveKeys(this.b.subarray(G_MAC1_KEY, G_MAC1_KEY + HASH_LEN), this.b.subarray(G_COOKIE_KEY, G_COOKIE_KEY + HASH_LEN), peerPublicKey);
+    this.buf = storage.buffer;
+    this.off = storage.byteOffset;
+    deriveKeys(storage.subarray(G_MAC1_KEY, G_MAC1_KEY + HASH_LEN), storage.subarray(G_COOKIE_KEY, G_COOKIE_KEY + HASH_LEN), peerPublicKey);
+  }
+
+  private get b(): Uint8Array {
+    return new Uint8Array(this.buf, this.off, COOKIE_GENERATOR_BYTES);
   }
 
   /** Writes mac1, and mac2 when we hold a fresh cookie (else zeros), into `msg`. */

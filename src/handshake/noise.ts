@@ -90,36 +90,44 @@ export class Handshake {
   lastInitiationConsumedMs = -Infinity;
   /** DH(local static, remote static) is computed on first use and cached (see Noise.staticStatic). */
   staticStatic: StaticStatic = StaticStatic.Unknown;
-  private readonly b: Uint8Array;
+  // Where the state lives: a buffer and an offset, not a view of it. A view is an object of
+  // ~100 bytes, a twentieth of what a peer may cost at a million peers; views are made on access.
+  private readonly buf: ArrayBufferLike;
+  private readonly off: number;
 
   /** `storage`: HANDSHAKE_BYTES of zeroed memory to live in (default: its own). */
   constructor(remoteStatic: Uint8Array, peer: number, storage: Uint8Array = new Uint8Array(HANDSHAKE_BYTES)) {
     if (storage.length !== HANDSHAKE_BYTES) throw new RangeError(`handshake storage must be ${HANDSHAKE_BYTES} bytes`);
-    this.b = storage;
-    this.b.set(remoteStatic, H_REMOTE_STATIC);
+    this.buf = storage.buffer;
+    this.off = storage.byteOffset;
+    storage.set(remoteStatic, H_REMOTE_STATIC);
     this.peer = peer;
   }
 
-  get remoteStatic(): Uint8Array { return this.b.subarray(H_REMOTE_STATIC, H_REMOTE_STATIC + KEY_LEN); }
-  get presharedKey(): Uint8Array { return this.b.subarray(H_PRESHARED, H_PRESHARED + KEY_LEN); }
+  private at(start: number, length: number): Uint8Array {
+    return new Uint8Array(this.buf, this.off + start, length);
+  }
+
+  get remoteStatic(): Uint8Array { return this.at(H_REMOTE_STATIC, KEY_LEN); }
+  get presharedKey(): Uint8Array { return this.at(H_PRESHARED, KEY_LEN); }
   /** DH(local static, remote static): the one DH that is the same for every handshake. */
-  get precomputedStaticStatic(): Uint8Array { return this.b.subarray(H_STATIC_STATIC, H_STATIC_STATIC + KEY_LEN); }
-  get hash(): Uint8Array { return this.b.subarray(H_HASH, H_HASH + HASH_LEN); }
-  get chainKey(): Uint8Array { return this.b.subarray(H_CHAIN_KEY, H_CHAIN_KEY + HASH_LEN); }
-  get localEphemeral(): Uint8Array { return this.b.subarray(H_LOCAL_EPHEMERAL, H_LOCAL_EPHEMERAL + KEY_LEN); }
-  get remoteEphemeral(): Uint8Array { return this.b.subarray(H_REMOTE_EPHEMERAL, H_REMOTE_EPHEMERAL + KEY_LEN); }
+  get precomputedStaticStatic(): Uint8Array { return this.at(H_STATIC_STATIC, KEY_LEN); }
+  get hash(): Uint8Array { return this.at(H_HASH, HASH_LEN); }
+  get chainKey(): Uint8Array { return this.at(H_CHAIN_KEY, HASH_LEN); }
+  get localEphemeral(): Uint8Array { return this.at(H_LOCAL_EPHEMERAL, KEY_LEN); }
+  get remoteEphemeral(): Uint8Array { return this.at(H_REMOTE_EPHEMERAL, KEY_LEN); }
   /** Greatest TAI64N timestamp accepted from this peer; survives handshakes, not restarts. */
-  get lastTimestamp(): Uint8Array { return this.b.subarray(H_TIMESTAMP, H_TIMESTAMP + TIMESTAMP_LEN); }
+  get lastTimestamp(): Uint8Array { return this.at(H_TIMESTAMP, TIMESTAMP_LEN); }
 
   /** Forgets the ephemeral state of a handshake in flight (not the replay timestamp). */
   clear(): void {
-    zero(this.b.subarray(H_HASH, H_TIMESTAMP));
+    zero(this.at(H_HASH, H_TIMESTAMP - H_HASH));
     this.state = HandshakeState.Zeroed;
   }
 
   /** Wipes everything secret: the peer is being removed. */
   destroy(): void {
-    zero(this.b);
+    zero(this.at(0, HANDSHAKE_BYTES));
     this.staticStatic = StaticStatic.Unknown;
     this.state = HandshakeState.Zeroed;
   }
