@@ -13,7 +13,7 @@ import { RateLimiter } from '../handshake/ratelimiter.js';
 import { AllowedIPs } from '../allowedips/allowedips.js';
 import { Timers } from './timers.js';
 import { Keypairs } from './keypairs.js';
-import { Peer, PEER_SECRET_BYTES } from './peer.js';
+import { Peer, PEER_SECRET_BYTES, peerKey } from './peer.js';
 import { Tables, P_LIVE, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU } from './tables.js';
 import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark } from '../net/udp.js';
@@ -226,7 +226,7 @@ export class Device extends EventEmitter implements UapiDevice {
     const changed = new Map<string, boolean>();
     let count = req.replacePeers ? 0 : this.peers.size;
     for (const op of req.peers) {
-      const key = hex(op.publicKey);
+      const key = peerKey(op.publicKey);
       const exists = changed.get(key) ?? (!req.replacePeers && this.peers.has(key));
       if (op.remove && exists) {
         count--;
@@ -241,7 +241,7 @@ export class Device extends EventEmitter implements UapiDevice {
 
   /** Applies one peer's section; returns whether its allowed IPs changed. */
   private applyPeer(op: PeerOp): boolean {
-    const key = hex(op.publicKey);
+    const key = peerKey(op.publicKey);
     let peer = this.peers.get(key);
     if (op.remove) {
       if (peer) this.removePeer(peer);
@@ -250,7 +250,7 @@ export class Device extends EventEmitter implements UapiDevice {
     if (!peer) {
       if (op.updateOnly) return false;
       // wireguard-go ignores a peer whose key is our own public key.
-      if (this.noise.hasPrivateKey && key === hex(this.noise.publicKey)) return false;
+      if (this.noise.hasPrivateKey && key === peerKey(this.noise.publicKey)) return false;
       peer = this.addPeer(op.publicKey);
     }
     if (op.presharedKey) {
@@ -316,7 +316,7 @@ export class Device extends EventEmitter implements UapiDevice {
     if (this.noise.hasPrivateKey) {
       this.checker.setPublicKey(this.noise.publicKey);
       // A peer with our own public key cannot exist (wireguard-go removes it).
-      const self = this.peers.get(hex(this.noise.publicKey));
+      const self = this.peers.get(peerKey(this.noise.publicKey));
       if (self) this.removePeer(self);
     }
     for (const peer of this.peers.values()) {
@@ -427,8 +427,4 @@ export class Device extends EventEmitter implements UapiDevice {
     this.udpFds.forEach(closeFd);
     this.tunFds.forEach(closeFd);
   }
-}
-
-function hex(key: Uint8Array): string {
-  return Buffer.from(key).toString('hex');
 }

@@ -19,7 +19,7 @@ import {
   SEND_COUNTER_LIMIT, SEND_COUNTER_REKEY,
 } from './tables.js';
 import type { Device } from './device.js';
-import type { Peer } from './peer.js';
+import { peerKey, type Peer } from './peer.js';
 
 /** Handshake messages the main thread will queue before declaring itself under load. */
 const HANDSHAKE_QUEUE_CAPACITY = 1024;
@@ -64,7 +64,7 @@ export class Handshakes {
   private lastGcMs = 0;
   private readonly scratch: Seen = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
 
-  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => this.d.peers.get(Buffer.from(pk).toString('hex'))?.handshake;
+  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => this.d.peers.get(peerKey(pk))?.handshake;
 
   constructor(private readonly d: Device, private readonly o: HandshakeOptions) {
     this.offload = o.threads > 0

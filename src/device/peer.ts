@@ -12,6 +12,11 @@ export const PEER_SECRET_BYTES = HANDSHAKE_BYTES + COOKIE_GENERATOR_BYTES;
 export const MAX_STAGED_PACKETS = 128;
 const NONE_STAGED: Uint8Array[] = Object.freeze([]) as unknown as Uint8Array[];
 
+/** A public key as the device's peer map keys it (and as `Peer.publicKeyHex` holds it). */
+export function peerKey(publicKey: Uint8Array): string {
+  return Buffer.from(publicKey).toString('hex');
+}
+
 export class Peer {
   readonly handshake: Handshake;
   readonly cookies: CookieGenerator;
@@ -34,7 +39,7 @@ export class Peer {
   ) {
     this.handshake = new Handshake(publicKey, slot, secrets.subarray(0, HANDSHAKE_BYTES));
     this.cookies = new CookieGenerator(publicKey, secrets.subarray(HANDSHAKE_BYTES, PEER_SECRET_BYTES));
-    this.publicKeyHex = Buffer.from(publicKey).toString('hex');
+    this.publicKeyHex = peerKey(publicKey);
   }
 
   get publicKey(): Uint8Array {
