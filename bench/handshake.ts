@@ -2,22 +2,13 @@
 // both sessions derived) with sodium X25519, and of each step, on this machine.
 //
 //   node dist/bench/handshake.js [--rounds N]
-import { Noise, Handshake, SessionKeys } from '../src/handshake/noise.js';
+import { Handshake, SessionKeys } from '../src/handshake/noise.js';
 import { CookieChecker, CookieGenerator } from '../src/handshake/cookie.js';
-import { generateKeyPair } from '../src/crypto/x25519.js';
+import { identity } from '../test/helpers.js';
 import { INIT_LEN, RESP_LEN } from '../src/handshake/messages.js';
 
 const i = process.argv.indexOf('--rounds');
 const rounds = i >= 0 ? Number(process.argv[i + 1]) : 2000;
-
-function identity(): { noise: Noise; pub: Uint8Array } {
-  const priv = new Uint8Array(32);
-  const pub = new Uint8Array(32);
-  generateKeyPair(priv, pub);
-  const noise = new Noise();
-  noise.setPrivateKey(priv);
-  return { noise, pub };
-}
 
 const a = identity();
 const b = identity();

@@ -4,21 +4,12 @@
 // the bounded queue refuses what is over capacity.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Noise, Handshake, SessionKeys } from '../src/handshake/noise.js';
+import { Handshake, SessionKeys } from '../src/handshake/noise.js';
 import { HandshakeOffload, type PrepareBatch } from '../src/handshake/offload.js';
 import { BATCH_MAX } from '../src/handshake/prepare-batch.js';
 import { INIT_LEN, RESP_LEN, INIT_STATIC } from '../src/handshake/messages.js';
-import { generateKeyPair } from '../src/crypto/x25519.js';
+import { identity } from './helpers.js';
 import { EndpointTable, parseEndpoint } from '../src/net/endpoint.js';
-
-function identity(): { noise: Noise; priv: Uint8Array; pub: Uint8Array } {
-  const priv = new Uint8Array(32);
-  const pub = new Uint8Array(32);
-  generateKeyPair(priv, pub);
-  const noise = new Noise();
-  noise.setPrivateKey(priv);
-  return { noise, priv, pub };
-}
 
 /** An offload whose finished batches arrive through a queue of promises. */
 function pool(capacity = 1024): { offload: HandshakeOffload; next: () => Promise<{ batch: PrepareBatch; current: boolean; copy: Uint8Array[] }> } {

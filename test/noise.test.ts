@@ -7,22 +7,15 @@ import {
   INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, INIT_MAC1, INIT_MAC2, RESP_MAC1, MSG_INITIATION, MSG_RESPONSE,
   MSG_COOKIE_REPLY, MSG_DATA, messageType, readU32, INIT_SENDER,
 } from '../src/handshake/messages.js';
-import { clamp, generateKeyPair, publicKeyOf } from '../src/crypto/x25519.js';
+import { clamp, publicKeyOf } from '../src/crypto/x25519.js';
 import { seal, open, CounterNonce } from '../src/crypto/aead.js';
+import { identity } from './helpers.js';
 
 interface Side { noise: Noise; pub: Uint8Array; hs: Handshake; cookies: CookieGenerator; checker: CookieChecker }
 
 function pair(psk?: Uint8Array): { a: Side; b: Side } {
-  const mk = (): { noise: Noise; pub: Uint8Array } => {
-    const priv = new Uint8Array(32);
-    const pub = new Uint8Array(32);
-    generateKeyPair(priv, pub);
-    const noise = new Noise();
-    noise.setPrivateKey(priv);
-    return { noise, pub };
-  };
-  const x = mk();
-  const y = mk();
+  const x = identity();
+  const y = identity();
   const side = (me: typeof x, them: typeof x, peer: number): Side => {
     const hs = new Handshake(them.pub, peer);
     if (psk) hs.presharedKey.set(psk);
