@@ -18,7 +18,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_MAX_PEERS, DEFAULT_OFFLOAD_DEPTH, Device, MAX_PEERS_LIMIT } from './device/device.js';
 import { startUapiServer } from './uapi/server.js';
-import { createLogger } from './log.js';
+import { createLogger, levelFromEnv } from './log.js';
 import { isValidName } from './tun/tun.js';
 import { isServerCommand } from './server/options.js';
 import { deviceSource } from './metrics/source.js';
@@ -98,7 +98,7 @@ function parseArgs(argv: string[]): Args | string {
 
 /** Re-executes in the background and waits for the child to report ready or fail. */
 function detach(argv: string[]): void {
-  const verbose = process.env.LOG_LEVEL === 'verbose' || process.env.LOG_LEVEL === 'debug';
+  const verbose = levelFromEnv(process.env.LOG_LEVEL) === 'debug';
   const out = verbose ? 'inherit' : 'ignore';
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--foreground', ...argv], {
     detached: true,

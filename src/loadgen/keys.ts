@@ -5,7 +5,7 @@
 import { KEY_LEN, generateKeyPair, publicKeyOf } from '../crypto/x25519.js';
 import { zero } from '../crypto/memory.js';
 import { broadcast, formatIPv4, network, parseIPv4, type Subnet4 } from '../server/addresses.js';
-import { isBase64Key, keyBytes } from '../server/keys.js';
+import { isBase64Key, keyBase64, keyBytes } from '../server/keys.js';
 
 export interface ClientKey {
   privateKey: Uint8Array;
@@ -13,8 +13,6 @@ export interface ClientKey {
   /** The client's tunnel IPv4 address as a 32-bit unsigned number. */
   tunnel: number;
 }
-
-const b64 = (k: Uint8Array): string => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('base64');
 
 /** How many clients fit in the subnet beside the server: network, broadcast and the server's address excluded. */
 export function subnetCapacity(s: Subnet4): number {
@@ -41,7 +39,7 @@ export function generateClients(count: number, subnet: Subnet4): ClientKey[] {
 const KEYS_FILE_HEADER = '# wireguard-ts loadgen clients: private key, tunnel address. Secret: keep it 0600.';
 
 export function formatKeysFile(clients: readonly ClientKey[]): string {
-  return [KEYS_FILE_HEADER, ...clients.map((c) => `${b64(c.privateKey)} ${formatIPv4(c.tunnel)}`)].join('\n') + '\n';
+  return [KEYS_FILE_HEADER, ...clients.map((c) => `${keyBase64(c.privateKey)} ${formatIPv4(c.tunnel)}`)].join('\n') + '\n';
 }
 
 /** Parses a keys file; throws an Error naming the first bad line. Blank lines and # comments are skipped. */
@@ -73,8 +71,8 @@ export type PeerFormat = 'addconf' | 'wg-set';
  * arguments, one peer a line, for `wg set IFNAME $(...)`. Public keys only.
  */
 export function formatPeers(clients: readonly ClientKey[], format: PeerFormat): string {
-  if (format === 'wg-set') return clients.map((c) => `peer ${b64(c.publicKey)} allowed-ips ${formatIPv4(c.tunnel)}/32\n`).join('');
-  return clients.map((c) => `[Peer]\nPublicKey = ${b64(c.publicKey)}\nAllowedIPs = ${formatIPv4(c.tunnel)}/32\n`).join('\n');
+  if (format === 'wg-set') return clients.map((c) => `peer ${keyBase64(c.publicKey)} allowed-ips ${formatIPv4(c.tunnel)}/32\n`).join('');
+  return clients.map((c) => `[Peer]\nPublicKey = ${keyBase64(c.publicKey)}\nAllowedIPs = ${formatIPv4(c.tunnel)}/32\n`).join('\n');
 }
 
 export function wipeClients(clients: readonly ClientKey[]): void {

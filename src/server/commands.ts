@@ -11,11 +11,12 @@
 import { ctEqual } from '../crypto/memory.js';
 import { UapiError, uapiAlive, uapiGet, uapiSet } from '../uapi/client.js';
 import type { PeerState } from '../uapi/types.js';
+import { levelFromEnv } from '../log.js';
 import { contains, formatIPv4, formatNetwork, formatSubnet, nextFreeAddress, parseEndpoint, parseServerAddress, type Subnet4 } from './addresses.js';
 import {
   DEFAULT_MTU, DEFAULT_ROUTES, clientAddress, formatClientConfig, type ClientEntry, type ServerConfig,
 } from './config.js';
-import { keyBytes, keyHex, newKeyPair, newPresharedKey, publicKeyFromPrivate } from './keys.js';
+import { keyBase64, keyBytes, keyHex, newKeyPair, newPresharedKey, publicKeyFromPrivate } from './keys.js';
 import {
   DEFAULT_ADDRESS, DEFAULT_CLIENT, DEFAULT_PORT, USAGE, UsageError, parseServerArgs, type CommandName, type ServerOptions,
 } from './options.js';
@@ -53,7 +54,7 @@ export async function runServerCli(argv: string[]): Promise<number> {
       err(`wireguard-ts: ${e.message}\n`);
       return 2;
     }
-    const debug = /^(verbose|debug)$/.test(process.env.LOG_LEVEL ?? '');
+    const debug = levelFromEnv(process.env.LOG_LEVEL) === 'debug';
     err(`wireguard-ts: ${(e as Error).message}\n`);
     if (!(e instanceof ServerError || e instanceof UapiError) && debug) err(`${(e as Error).stack}\n`);
     return 1;
@@ -181,7 +182,7 @@ async function listClients(ctx: Ctx): Promise<void> {
   const status = await daemonStatus(ctx.opts.ifname, config);
   const live = new Map<string, PeerState>();
   if (status === 'ours') {
-    for (const p of (await uapiGet(ctx.opts.ifname)).peers) live.set(Buffer.from(p.publicKey).toString('base64'), p);
+    for (const p of (await uapiGet(ctx.opts.ifname)).peers) live.set(keyBase64(p.publicKey), p);
   } else {
     ctx.err(`${ctx.opts.ifname} is not up${status === 'foreign' ? ' as this server' : ''}: no handshake or transfer figures\n`);
   }

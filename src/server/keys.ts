@@ -12,13 +12,14 @@ export function keyBytes(b64: string): Uint8Array {
   return Uint8Array.from(Buffer.from(b64, 'base64'));
 }
 
-const b64 = (k: Uint8Array): string => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('base64');
+/** A key as WireGuard's tools write it: standard base64 with padding. */
+export const keyBase64 = (k: Uint8Array): string => Buffer.from(k.buffer, k.byteOffset, k.byteLength).toString('base64');
 
 export function newKeyPair(): { privateKey: string; publicKey: string } {
   const priv = new Uint8Array(KEY_LEN);
   const pub = new Uint8Array(KEY_LEN);
   generateKeyPair(priv, pub);
-  const pair = { privateKey: b64(priv), publicKey: b64(pub) };
+  const pair = { privateKey: keyBase64(priv), publicKey: keyBase64(pub) };
   zero(priv);
   return pair;
 }
@@ -26,7 +27,7 @@ export function newKeyPair(): { privateKey: string; publicKey: string } {
 export function newPresharedKey(): string {
   const k = new Uint8Array(KEY_LEN);
   randomFill(k);
-  const s = b64(k);
+  const s = keyBase64(k);
   zero(k);
   return s;
 }
@@ -36,7 +37,7 @@ export function publicKeyFromPrivate(privateKey: string): string {
   const pub = new Uint8Array(KEY_LEN);
   publicKeyOf(pub, priv);
   zero(priv);
-  return b64(pub);
+  return keyBase64(pub);
 }
 
 /** Hex, as UAPI carries keys. */

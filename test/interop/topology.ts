@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Cleanup, createNetns, keyFile, sh, spawnDaemon, tryRun, uniqueName, waitFor, wgKeyPair } from './harness.js';
+import { Cleanup, createNetns, keyFile, netnsExec, sh, spawnDaemon, tryRun, uniqueName, waitFor, wgKeyPair } from './harness.js';
 import type { LoadgenReport } from '../../src/loadgen/stats.js';
 
 export type Impl = 'ours' | 'wggo';
@@ -78,7 +78,7 @@ export async function startHost(cleanup: Cleanup, impl: Impl, ns: string, outer:
   const ifname = uniqueName(impl === 'ours' ? 'wgts' : 'wggo');
   const d = await startDaemon(cleanup, impl, ns, ifname, impl === 'ours' ? oursArgs : []);
   const keys = wgKeyPair();
-  const exec = (cmd: string, args: string[]): string => sh('ip', ['netns', 'exec', ns, cmd, ...args]);
+  const exec = (cmd: string, args: string[]): string => netnsExec(ns, cmd, args);
   return {
     impl, ns, ifname, ...keys, port: 51820 + n, outer, tunnel4: `10.200.0.${n}`, tunnel6: `fd00:200::${n}`,
     proc: d.proc, exited: d.exited, exec, wg: (...args) => sh('wg', args),
