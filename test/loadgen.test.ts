@@ -15,7 +15,8 @@ import { LatencyHistogram, buildReport, formatProgress, formatReport, mergeResul
 import { ThreadedEngine, splitPlan } from '../src/loadgen/threads.js';
 import { clientAddress, formatKeysFile, formatPeers, generateClients, parseKeysFile, subnetCapacity, type ClientKey } from '../src/loadgen/keys.js';
 import { UsageError, checkPlan, parseLoadgenArgs, parseSources, type RunOptions } from '../src/loadgen/options.js';
-import { checksum, isEchoReply, writeEchoRequest, writeUdp } from '../src/loadgen/packets.js';
+import { isEchoReply, writeEchoRequest, writeUdp } from '../src/loadgen/packets.js';
+import { checksum } from '../src/tun/offload.js';
 import { Engine, type EngineOptions } from '../src/loadgen/engine.js';
 import { formatIPv4, parseIPv4, parseServerAddress, type Subnet4 } from '../src/server/addresses.js';
 import { Noise, Handshake, SessionKeys } from '../src/handshake/noise.js';

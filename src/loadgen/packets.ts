@@ -3,7 +3,7 @@
 // discard port), written in place into a send buffer so building one allocates nothing. The
 // payload is zeros; only the headers vary from packet to packet.
 
-import { fold, sum16 } from '../tun/offload.js';
+import { checksum } from '../tun/offload.js';
 
 export const IPV4_HEADER_LEN = 20;
 /** ICMP echo and UDP headers are both 8 bytes: the smallest packet either protocol makes. */
@@ -14,10 +14,6 @@ const ICMP_ECHO_REPLY = 0;
 const ICMP_ECHO_REQUEST = 8;
 const TTL = 64;
 
-/** The Internet checksum (RFC 1071) of buf[start, end): the same sums the TUN offload uses. */
-export function checksum(buf: Uint8Array, start: number, end: number): number {
-  return ~fold(sum16(buf, start, end)) & 0xffff;
-}
 
 function put16(buf: Uint8Array, off: number, v: number): void {
   buf[off] = v >>> 8;

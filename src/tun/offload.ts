@@ -39,6 +39,11 @@ export function fold(sum: number): number {
   return sum;
 }
 
+/** The Internet checksum (RFC 1071) of buf[start, end), starting from `initial` (a pseudo-header sum). */
+export function checksum(buf: Uint8Array, start: number, end: number, initial = 0): number {
+  return ~fold(sum16(buf, start, end, initial)) & 0xffff;
+}
+
 /** Sum of the TCP/UDP pseudo-header for the packet at `ip` with `l4Len` bytes of layer 4. */
 function pseudoSum(buf: Uint8Array, ip: number, v6: boolean, proto: number, l4Len: number): number {
   const s = v6 ? sum16(buf, ip + 8, ip + 40) : sum16(buf, ip + 12, ip + 20);
@@ -68,7 +73,7 @@ function setU32(buf: Uint8Array, at: number, v: number): void {
 function ipv4HeaderChecksum(buf: Uint8Array, ip: number): void {
   buf[ip + 10] = 0;
   buf[ip + 11] = 0;
-  setU16(buf, ip + 10, ~fold(sum16(buf, ip, ip + 20)) & 0xffff);
+  setU16(buf, ip + 10, checksum(buf, ip, ip + 20));
 }
 
 export interface VnetHeader { flags: number; gsoType: number; gsoSize: number; csumStart: number; csumOffset: number }
@@ -102,7 +107,7 @@ export function writeVnetHeader(buf: Uint8Array, at: number, flags: number, gsoT
 export function completeChecksum(buf: Uint8Array, pkt: number, len: number, csumStart: number, csumOffset: number): boolean {
   const field = pkt + csumStart + csumOffset;
   if (csumStart + csumOffset + 2 > len) return false;
-  setU16(buf, field, ~fold(sum16(buf, pkt + csumStart, pkt + len)) & 0xffff);
+  setU16(buf, field, checksum(buf, pkt + csumStart, pkt + len));
   return true;
 }
 
@@ -177,8 +182,7 @@ export class Segmenter {
       dst[tcp + 13] = flags;
       dst[tcp + 16] = 0;
       dst[tcp + 17] = 0;
-      const sum = sum16(dst, tcp, tcp + l4Len, pseudoSum(dst, out, v6, 6, l4Len));
-      setU16(dst, tcp + 16, ~fold(sum) & 0xffff);
+      setU16(dst, tcp + 16, checksum(dst, tcp, tcp + l4Len, pseudoSum(dst, out, v6, 6, l4Len)));
       lens[first + k] = hdrLen + chunk;
     }
     return k;
