@@ -4,7 +4,7 @@
 // workers' per-peer timestamps into timer events and runs every peer's timers.
 import { SessionKeys, type ConsumeResult, type Handshake, type Rejection } from '../handshake/noise.js';
 import { HandshakeOffload, type PrepareBatch } from '../handshake/offload.js';
-import { underLoad } from '../handshake/cookie.js';
+import { markUnderLoad, underLoad } from '../handshake/cookie.js';
 import {
   INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, INIT_SENDER, RESP_SENDER,
   COOKIE_RECEIVER, DATA_HEADER_LEN, messageType, readU32,
@@ -197,7 +197,7 @@ export class Handshakes {
       if (offload.add(msg, d.pool.slotEndpoints, slot)) this.stats.offloaded++;
       else {
         // The bounded queue is full: that is load, whatever the rings hold right now.
-        underLoad(this.load, HANDSHAKE_QUEUE_CAPACITY, HANDSHAKE_QUEUE_CAPACITY, ms);
+        markUnderLoad(this.load, ms);
         this.stats.rejected.initiation.queue++;
       }
       return;

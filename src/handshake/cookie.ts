@@ -153,6 +153,11 @@ export class CookieGenerator {
  * `state.untilMs` is the caller's memory between calls.
  */
 export function underLoad(state: { untilMs: number }, queueDepth: number, queueCapacity: number, nowMs: number): boolean {
-  if (queueDepth * 8 >= queueCapacity) state.untilMs = nowMs + UNDER_LOAD_AFTER_MS;
+  if (queueDepth * 8 >= queueCapacity) markUnderLoad(state, nowMs);
   return nowMs < state.untilMs;
+}
+
+/** Puts the device under load now, whatever the queue holds (a full offload pool is load too). */
+export function markUnderLoad(state: { untilMs: number }, nowMs: number): void {
+  state.untilMs = nowMs + UNDER_LOAD_AFTER_MS;
 }
