@@ -19,7 +19,7 @@ import { Slab, type SlabDesc } from '../src/queues/slab.js';
 import { Ring, type RingDesc } from '../src/queues/ring.js';
 import { EndpointTable, parseEndpoint } from '../src/net/endpoint.js';
 import { AllowedIPs, tablesFromShared } from '../src/allowedips/allowedips.js';
-import { Tables, C_STRIDE, C_TX_PACKETS, COUNTER_NAMES, D_MTU, P_LIVE, P_STRIDE, type TablesDesc } from '../src/device/tables.js';
+import { Tables, C_STRIDE, C_TX_PACKETS, COUNTER_NAMES, D_MTU, type TablesDesc } from '../src/device/tables.js';
 import { Keypairs } from '../src/device/keypairs.js';
 import { SessionKeys } from '../src/handshake/noise.js';
 import { randomFill } from '../src/crypto/memory.js';
@@ -130,7 +130,6 @@ function setup(): { shared: Shared; rings: RingDesc[]; tables: Tables; sendKeys:
   const sendKeys: Uint8Array[] = [];
   for (let p = 0; p < MAX_THREADS; p++) {
     keypairs.initPeer(p);
-    Atomics.store(tables.peers, p * P_STRIDE + P_LIVE, 1);
     // Never contacted: the UDP double only counts.
     parseEndpoint(`127.0.0.1:${51820 + p}`, tables.endpoints, p);
     const keys = new SessionKeys();

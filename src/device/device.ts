@@ -14,7 +14,7 @@ import { AllowedIPs } from '../allowedips/allowedips.js';
 import { Timers } from './timers.js';
 import { Keypairs } from './keypairs.js';
 import { Peer, PEER_SECRET_BYTES, peerKey } from './peer.js';
-import { Tables, P_LIVE, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU } from './tables.js';
+import { Tables, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU } from './tables.js';
 import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark } from '../net/udp.js';
 import { EndpointTable, copyEndpoint } from '../net/endpoint.js';
@@ -128,10 +128,6 @@ export class Device extends EventEmitter implements UapiDevice {
       tunFds.forEach(closeFd);
       throw err;
     }
-  }
-
-  get closedOrGone(): boolean {
-    return this.closed;
   }
 
   // ---- UAPI ----
@@ -288,13 +284,14 @@ export class Device extends EventEmitter implements UapiDevice {
     this.keypairs.initPeer(slot);
     t.endpoints.family[slot] = 0;
     this.timers.init(slot);
-    Atomics.store(t.peers, slot * P_STRIDE + P_LIVE, 1);
     return peer;
   }
 
-  /** Two steps, like the kernel's peer removal: unpublish first, then wipe. */
+  /**
+   * Two steps, like the kernel's peer removal: unpublish first (no route leads to the peer, no
+   * keypair is usable), then wipe.
+   */
   removePeer(peer: Peer): void {
-    Atomics.store(this.tables.peers, peer.slot * P_STRIDE + P_LIVE, 0);
     this.allowed.removeByPeer(peer.slot);
     this.peers.delete(peer.publicKeyHex);
     this.bySlot[peer.slot] = undefined;

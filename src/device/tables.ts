@@ -42,8 +42,7 @@ export const KPF_CONFIRMED = 4;
 export const SEND_COUNTER_LIMIT = 0xffff0000;
 export const SEND_COUNTER_REKEY = 0xf0000000;
 
-// Peer table, Int32 words per slot.
-export const P_LIVE = 0;
+// Peer table, Int32 words per slot (word 0 unused).
 export const P_CURRENT = 1; // keypair slots, -1 for none
 export const P_PREVIOUS = 2;
 export const P_NEXT = 3;

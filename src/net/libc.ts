@@ -88,7 +88,6 @@ export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
 
 export const POLLIN = 0x1;
-export const POLLOUT = 0x4;
 export const POLLERR = 0x8;
 export const POLLHUP = 0x10;
 export const POLLNVAL = 0x20;
@@ -246,11 +245,6 @@ export class PollSet {
   wait(timeoutMs: number): number {
     const n = libc.poll(this.bytes, this.size, timeoutMs) as number;
     return n >= 0 ? n : -errno();
-  }
-
-  /** revents of entry `i` from the last wait. */
-  revents(i: number): number {
-    return this.halves[4 * i + 3]!;
   }
 
   /** True when entry `i` has data, or an error/hang-up that a read will report. */

@@ -39,7 +39,6 @@ export class WorkerPool {
   private routesGen = 1;
   /** The latest routes snapshot: what a (re)started worker begins with. */
   private routes: SharedArrayBuffer;
-  private draining = false;
   private stopped = false;
   private readonly slots = new Uint32Array(256);
   /** Records taken off a ring and not yet handled: part of the queue depth. */
@@ -69,10 +68,6 @@ export class WorkerPool {
     this.routes = o.routes;
     this.start(o.udpFds);
     void this.drain();
-  }
-
-  get size(): number {
-    return this.o.tunFds.length;
   }
 
   /** Starts one worker per queue on the given sockets (again after a port change). */
@@ -146,15 +141,12 @@ export class WorkerPool {
     for (const w of this.wakes) w.signal();
   }
 
-  /** The main thread's consumer loop over every worker's ring. */
   /**
    * The main thread's consumer loop over every worker's ring. It takes one batch per ring per
    * turn and then yields a full event-loop turn, so a handshake flood cannot starve the UAPI
    * socket and the timer tick (waitAsync alone resolves as a microtask while records keep coming).
    */
   private async drain(): Promise<void> {
-    if (this.draining) return;
-    this.draining = true;
     const ready = (): boolean => this.stopped || this.rings.some((r) => r.size() > 0);
     while (!this.stopped) {
       await this.doorbell.waitAsync(ready, 1000);
