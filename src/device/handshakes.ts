@@ -394,23 +394,13 @@ export class Handshakes {
     const sent = authSent > seen.authSent;
     const received = authReceived > seen.authReceived;
     if (!sent && !received) return;
-    const onSent = (): void => {
-      d.timers.anyAuthenticatedPacketTraversal(peer.slot, authSent);
-      d.timers.anyAuthenticatedPacketSent(peer.slot);
-      if (dataSent > seen.dataSent) d.timers.dataSent(peer.slot, dataSent);
-    };
-    const onReceived = (): void => {
-      d.timers.anyAuthenticatedPacketReceived(peer.slot);
-      d.timers.anyAuthenticatedPacketTraversal(peer.slot, authReceived);
-      if (dataReceived > seen.dataReceived) d.timers.dataReceived(peer.slot, dataReceived);
-    };
     // Replay the two kinds of event in the order they happened.
     if (sent && received && authSent < authReceived) {
-      onSent();
-      onReceived();
+      this.sentSince(peer.slot, now, seen);
+      this.receivedSince(peer.slot, now, seen);
     } else {
-      if (received) onReceived();
-      if (sent) onSent();
+      if (received) this.receivedSince(peer.slot, now, seen);
+      if (sent) this.sentSince(peer.slot, now, seen);
     }
     const kp = d.keypairs.current(peer.slot);
     if (kp >= 0) {
@@ -423,6 +413,21 @@ export class Handshakes {
     seen.dataReceived = dataReceived;
     seen.authSent = authSent;
     seen.authReceived = authReceived;
+  }
+
+  /** Timer events for authenticated packets sent since `seen` (methods, not closures per peer per tick). */
+  private sentSince(slot: number, now: Seen, seen: Seen): void {
+    const t = this.d.timers;
+    t.anyAuthenticatedPacketTraversal(slot, now.authSent);
+    t.anyAuthenticatedPacketSent(slot);
+    if (now.dataSent > seen.dataSent) t.dataSent(slot, now.dataSent);
+  }
+
+  private receivedSince(slot: number, now: Seen, seen: Seen): void {
+    const t = this.d.timers;
+    t.anyAuthenticatedPacketReceived(slot);
+    t.anyAuthenticatedPacketTraversal(slot, now.authReceived);
+    if (now.dataReceived > seen.dataReceived) t.dataReceived(slot, now.dataReceived);
   }
 
   private onTimer(slot: number, action: TimerAction): void {
