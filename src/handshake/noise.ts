@@ -240,25 +240,29 @@ export class Noise {
   }
 
   private writeInitiation(hs: Handshake, unixMs: number, msg: Uint8Array, key: Uint8Array): boolean {
-    hash(hs.hash, INITIAL_HASH, hs.remoteStatic);
-    hs.chainKey.set(INITIAL_CHAIN_KEY);
+    // Each Handshake getter makes a view: take each once.
+    const h = hs.hash;
+    const ck = hs.chainKey;
+    const ephemeral = hs.localEphemeral;
+    hash(h, INITIAL_HASH, hs.remoteStatic);
+    ck.set(INITIAL_CHAIN_KEY);
 
     const ephemeralPub = msg.subarray(INIT_EPHEMERAL, INIT_EPHEMERAL + KEY_LEN);
-    this.generateEphemeral(hs.localEphemeral, ephemeralPub);
-    mixHash(hs.hash, ephemeralPub);
-    kdf(hs.chainKey, ephemeralPub, hs.chainKey);
+    this.generateEphemeral(ephemeral, ephemeralPub);
+    mixHash(h, ephemeralPub);
+    kdf(ck, ephemeralPub, ck);
 
-    if (!dh(this.sShared, hs.localEphemeral, hs.remoteStatic)) return false;
-    kdf(hs.chainKey, this.sShared, hs.chainKey, key);
+    if (!dh(this.sShared, ephemeral, hs.remoteStatic)) return false;
+    kdf(ck, this.sShared, ck, key);
     const encStatic = msg.subarray(INIT_STATIC, INIT_STATIC + KEY_LEN + TAG_LEN);
-    seal(encStatic, this.publicKey, hs.hash, ZERO_NONCE, key);
-    mixHash(hs.hash, encStatic);
+    seal(encStatic, this.publicKey, h, ZERO_NONCE, key);
+    mixHash(h, encStatic);
 
-    kdf(hs.chainKey, hs.precomputedStaticStatic, hs.chainKey, key);
+    kdf(ck, hs.precomputedStaticStatic, ck, key);
     writeTai64n(this.sTimestamp, unixMs);
     const encTimestamp = msg.subarray(INIT_TIMESTAMP, INIT_TIMESTAMP + TIMESTAMP_LEN + TAG_LEN);
-    seal(encTimestamp, this.sTimestamp, hs.hash, ZERO_NONCE, key);
-    mixHash(hs.hash, encTimestamp);
+    seal(encTimestamp, this.sTimestamp, h, ZERO_NONCE, key);
+    mixHash(h, encTimestamp);
     return true;
   }
 
@@ -393,24 +397,27 @@ export class Noise {
   }
 
   private writeResponse(hs: Handshake, msg: Uint8Array, prepared?: Uint8Array): boolean {
+    const h = hs.hash;
+    const ck = hs.chainKey;
     const ephemeralPub = msg.subarray(RESP_EPHEMERAL, RESP_EPHEMERAL + KEY_LEN);
     if (prepared) ephemeralPub.set(prepared.subarray(P_EPHEMERAL, P_EPHEMERAL + KEY_LEN));
     else this.generateEphemeral(hs.localEphemeral, ephemeralPub);
-    mixHash(hs.hash, ephemeralPub);
-    kdf(hs.chainKey, ephemeralPub, hs.chainKey);
+    mixHash(h, ephemeralPub);
+    kdf(ck, ephemeralPub, ck);
     if (prepared) {
-      kdf(hs.chainKey, prepared.subarray(P_EE, P_EE + KEY_LEN), hs.chainKey);
-      kdf(hs.chainKey, prepared.subarray(P_SE, P_SE + KEY_LEN), hs.chainKey);
+      kdf(ck, prepared.subarray(P_EE, P_EE + KEY_LEN), ck);
+      kdf(ck, prepared.subarray(P_SE, P_SE + KEY_LEN), ck);
     } else {
-      if (!dh(this.sShared, hs.localEphemeral, hs.remoteEphemeral)) return false;
-      kdf(hs.chainKey, this.sShared, hs.chainKey);
-      if (!dh(this.sShared, hs.localEphemeral, hs.remoteStatic)) return false;
-      kdf(hs.chainKey, this.sShared, hs.chainKey);
+      const ephemeral = hs.localEphemeral;
+      if (!dh(this.sShared, ephemeral, hs.remoteEphemeral)) return false;
+      kdf(ck, this.sShared, ck);
+      if (!dh(this.sShared, ephemeral, hs.remoteStatic)) return false;
+      kdf(ck, this.sShared, ck);
     }
-    this.mixPresharedKey(hs.hash, hs.chainKey, hs.presharedKey);
+    this.mixPresharedKey(h, ck, hs.presharedKey);
     const encEmpty = msg.subarray(RESP_EMPTY, RESP_EMPTY + TAG_LEN);
-    seal(encEmpty, EMPTY, hs.hash, ZERO_NONCE, this.sKey);
-    mixHash(hs.hash, encEmpty);
+    seal(encEmpty, EMPTY, h, ZERO_NONCE, this.sKey);
+    mixHash(h, encEmpty);
     return true;
   }
 
