@@ -5,6 +5,7 @@ import {
   AllowedIPs, ALLOWEDIPS_MAX_PEERS, lookupV4In, lookupV6In, tablesFromShared, type AllowedIPsTables,
 } from '../src/allowedips/allowedips.js';
 import { V4, V6 } from '../src/allowedips/lookup.js';
+import { seededRandom } from './helpers.js';
 
 const ip4 = (a: number, b: number, c: number, d: number): Uint8Array => Uint8Array.of(a, b, c, d);
 
@@ -257,15 +258,10 @@ test('misuse throws; a bad peer or address never lands in the table', () => {
   assert.equal(t.lookupV4(ip4(10, 9, 9, 9), 0), ALLOWEDIPS_MAX_PEERS - 1);
 });
 
-/** xorshift32: the differential test must be reproducible. */
+/** Reproducible 32-bit words for the differential test. */
 function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>>= 0);
-  };
+  const r = seededRandom(seed);
+  return () => (r() * 2 ** 32) >>> 0;
 }
 
 function maskWords(words: number[], cidr: number): number[] {

@@ -98,16 +98,11 @@ const KERNEL_TABLE: readonly Section[] = [
   ...KERNEL_LOOPS,
 ];
 
-function split(c: bigint): [lo: number, hi: number] {
-  return [Number(c & 0xffffffffn), Number(c >> 32n)];
-}
-
 function runSection(win: ReplayWindow, section: Section, base = 0n): void {
   win.reset();
   section.rows.forEach(([counter, expected], i) => {
-    const [lo, hi] = split(counter + base);
     assert.equal(
-      win.validate(lo, hi),
+      win.validateBig(counter + base),
       expected,
       `${section.name}: row ${i + 1}, counter ${counter} + base ${base}`,
     );
@@ -176,10 +171,7 @@ function runWorker(job: Job): Report {
       Atomics.store(sync, mine, j + 1);
     }
   };
-  const check = (c: bigint): boolean => {
-    const [lo, hi] = split(c);
-    return win.validate(lo, hi);
-  };
+  const check = (c: bigint): boolean => win.validateBig(c);
 
   barrier(1);
   // Phase 1: disjoint, interleaved counters (this worker takes base + 2j + id).
