@@ -6,7 +6,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { formatSubnet, type Subnet4 } from './addresses.js';
 import { ServerError } from './state.js';
-import { socketPath } from '../uapi/client.js';
+import { socketPath } from '../uapi/server.js';
 
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
 /** A daemon that has not exited this long after its interface was deleted is reported. */

@@ -2,9 +2,8 @@
 // reply read up to its "errno=N" line and the empty line after it. Used by the server mode
 // (src/server) to configure a running daemon without depending on the `wg` tool.
 import { createConnection } from 'node:net';
-import { join } from 'node:path';
 import { parseGetResponse } from './protocol.js';
-import { DEFAULT_SOCKET_DIR } from './server.js';
+import { isLive, socketPath } from './server.js';
 import type { DeviceState, PeerState } from './types.js';
 
 /** A daemon that takes longer than this to answer one request is treated as hung. */
@@ -17,20 +16,10 @@ export class UapiError extends Error {
   }
 }
 
-export function socketPath(ifname: string, socketDir = DEFAULT_SOCKET_DIR): string {
-  return join(socketDir, `${ifname}.sock`);
-}
 
 /** Whether a daemon accepts connections on IFNAME's socket (a stale file or no file: false). */
 export function uapiAlive(ifname: string, socketDir?: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = createConnection(socketPath(ifname, socketDir));
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
+  return isLive(socketPath(ifname, socketDir));
 }
 
 /** Sends one request and returns the whole reply text, ending with "errno=N\n\n". */

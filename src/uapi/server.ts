@@ -41,7 +41,7 @@ export async function startUapiServer(ifname: string, device: UapiDevice, opts: 
     throw new Error(`invalid interface name ${JSON.stringify(ifname)}`);
   }
   const dir = opts.socketDir ?? DEFAULT_SOCKET_DIR;
-  const path = join(dir, `${ifname}.sock`);
+  const path = socketPath(ifname, dir);
   // libuv would silently bind a truncated path.
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new Error(`socket path too long: ${path}`);
   if (mkdirSync(dir, { recursive: true, mode: 0o755 }) !== undefined) chmodSync(dir, 0o755);
@@ -111,8 +111,12 @@ function listen(server: Server, path: string): Promise<string | undefined> {
   });
 }
 
+export function socketPath(ifname: string, socketDir = DEFAULT_SOCKET_DIR): string {
+  return join(socketDir, `${ifname}.sock`);
+}
+
 /** Whether a daemon answers on `path` (a stale socket or any other file refuses). */
-function isLive(path: string): Promise<boolean> {
+export function isLive(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = createConnection(path);
     c.once('connect', () => {
