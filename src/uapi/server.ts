@@ -7,9 +7,10 @@
 // the socket is bound under umask 077 (then chmod 0600), so there is no moment where another
 // user could connect; an existing file that refuses connections is a stale socket of a dead
 // daemon and is replaced; one that accepts is a live daemon, and we refuse to start.
-import { chmodSync, lstatSync, mkdirSync, readFileSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { interfaceIndex } from '../tun/tun.js';
 import { UapiSession, type UapiSessionOptions } from './protocol.js';
 import type { UapiDevice } from './types.js';
 
@@ -135,7 +136,8 @@ function serve(socket: Socket, device: UapiDevice, opts: UapiServerOptions, sock
   };
   const session = new UapiSession(device, (chunk) => void socket.write(chunk), {
     ...opts,
-    resolveZone: interfaceIndex,
+    // if_nametoindex answers 0 for a name it does not know.
+    resolveZone: (name) => interfaceIndex(name) || undefined,
     onClose: close,
     writable: () => socket.writableLength <= WRITE_HIGH_WATER,
     whenWritable: (resume) => socket.once('drain', resume),
@@ -160,16 +162,6 @@ function serve(socket: Socket, device: UapiDevice, opts: UapiServerOptions, sock
     session.abort();
     sockets.delete(socket);
   });
-}
-
-/** An interface's index by name, from sysfs (Node has no if_nametoindex). */
-function interfaceIndex(name: string): number | undefined {
-  if (name.includes('/') || name === '.' || name === '..') return undefined;
-  try {
-    return Number(readFileSync(`/sys/class/net/${name}/ifindex`, 'utf8').trim());
-  } catch {
-    return undefined;
-  }
 }
 
 /**
