@@ -264,7 +264,8 @@ function checkCapacity(capacity: number): void {
   }
 }
 
-function checkBatch(arr: Uint32Array, n: number): void {
+/** Throws unless `n` is a whole count that fits `arr` (a batch of slot indices). */
+export function checkBatch(arr: Uint32Array, n: number): void {
   if (!((n | 0) === n && n >= 0 && n <= arr.length)) {
     throw new RangeError(`batch of ${n} does not fit an array of ${arr.length}`);
   }

@@ -22,6 +22,7 @@
 // an ABA slip would need a thread to stall between two loads while exactly a multiple of 2048
 // batch operations complete and the same slot is back on top. Batches pop or push a whole chain
 // with one compare-exchange, so a worker pays one contended atomic per batch, not per packet.
+import { checkBatch } from './ring.js';
 
 /** Default slot size: a 1420-byte MTU packet, header room, padding to 16 and the 16-byte tag fit with room to spare. */
 export const SLOT_SIZE = 2048;
@@ -283,11 +284,5 @@ export class Slab {
     if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount) {
       throw new RangeError(`slot ${slot} out of range 0..${this.slotCount - 1}`);
     }
-  }
-}
-
-function checkBatch(arr: Uint32Array, n: number): void {
-  if (!((n | 0) === n && n >= 0 && n <= arr.length)) {
-    throw new RangeError(`batch of ${n} does not fit an array of ${arr.length}`);
   }
 }
