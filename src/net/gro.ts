@@ -7,7 +7,7 @@
 // conn/bind_std.go splitCoalescedMessages).
 import { EndpointTable, copyEndpoint, readSockaddr } from './endpoint.js';
 import {
-  EMSGSIZE, IOVEC_SIZE, MMSGHDR_SIZE, MSG_TRUNC, NAME_SLOT, SOCKADDR_IN6_LEN, SlabAddress, addressOf, libc, recvMessages,
+  EMSGSIZE, IOVEC_SIZE, MMSGHDR_SIZE, MSG_TRUNC, NAME_SLOT, SOCKADDR_IN6_LEN, SlabAddress, addressOf, recvMessages, setInt,
   writeAddress,
 } from './libc.js';
 import { SOL_UDP, UDP_GRO } from './gso.js';
@@ -58,7 +58,7 @@ export class GroReceiver {
    * changes for the socket.
    */
   static enable(fd: number): boolean {
-    return libc.setsockopt(fd, SOL_UDP, UDP_GRO, Int32Array.of(1), 4) === 0;
+    return setInt(fd, SOL_UDP, UDP_GRO, 1) === 0;
   }
 
   /** The contract of UdpBatch.recvBatch: up to `max` datagrams into the caller's slots. */

@@ -151,6 +151,11 @@ export class SlabAddress {
   }
 }
 
+/** setsockopt with an int value. Returns 0 or -errno. */
+export function setInt(fd: number, level: number, name: number, value: number): number {
+  return libc.setsockopt(fd, level, name, Int32Array.of(value), 4) < 0 ? -errno() : 0;
+}
+
 /**
  * Rejects batch arguments that would make the kernel read or write outside the caller's
  * arrays (a programmer error, so it throws). `maxLen` is checked for receive batches only.

@@ -15,7 +15,7 @@ import {
   IPV6_V6ONLY, MSG_DONTWAIT, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET,
   SO_MARK, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEPORT, SO_SNDBUF, SO_SNDBUFFORCE, SysError,
   SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress, MMSGHDR_SIZE, IOVEC_SIZE,
-  NAME_SLOT, SOCKADDR_IN6_LEN, recvMessages,
+  NAME_SLOT, SOCKADDR_IN6_LEN, recvMessages, setInt,
 } from './libc.js';
 import { EndpointTable, readSockaddr } from './endpoint.js';
 import { SOL_UDP, UDP_SEGMENT, gsoRunLength } from './gso.js';
@@ -42,10 +42,6 @@ function sockaddr(table: EndpointTable | null, row: number, port: number): Uint8
   sa[3] = p & 0xff;
   if (table !== null) sa.set(table.addr.subarray(16 * row, 16 * row + 16), 8);
   return sa;
-}
-
-function setInt(fd: number, level: number, name: number, value: number): number {
-  return libc.setsockopt(fd, level, name, Int32Array.of(value), 4) < 0 ? -errno() : 0;
 }
 
 /** Sets SO_MARK (the fwmark; 0 clears it). Returns 0 or -errno (-EPERM without CAP_NET_ADMIN). */
