@@ -5,10 +5,10 @@
 import { Handshake, SessionKeys } from '../src/handshake/noise.js';
 import { CookieChecker, CookieGenerator } from '../src/handshake/cookie.js';
 import { identity } from '../test/helpers.js';
+import { numberArg } from './pairings.js';
 import { INIT_LEN, RESP_LEN } from '../src/handshake/messages.js';
 
-const i = process.argv.indexOf('--rounds');
-const rounds = i >= 0 ? Number(process.argv[i + 1]) : 2000;
+const rounds = numberArg('--rounds', 2000);
 
 const a = identity();
 const b = identity();

@@ -4,7 +4,7 @@
 // climbing after the first seconds, when the slab and socket buffers are all touched.
 //
 //   node dist/bench/rss.js [--seconds N] [--quick]
-import { readFileSync } from 'node:fs';
+import { statusKb } from '../test/interop/harness.js';
 import { iperfReport, type Host } from '../test/interop/topology.js';
 import { flag, loadNow, mbit, numberArg, printTable, requireRoot, withPair } from './pairings.js';
 
@@ -12,9 +12,7 @@ const seconds = numberArg('--seconds', flag('--quick') ? 10 : 60);
 
 /** VmRSS and VmHWM of a process, in MiB. */
 function memory(pid: number): { rss: number; hwm: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string): number => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
-  return { rss: kb('VmRSS') / 1024, hwm: kb('VmHWM') / 1024 };
+  return { rss: statusKb(pid, 'VmRSS') / 1024, hwm: statusKb(pid, 'VmHWM') / 1024 };
 }
 
 async function main(): Promise<void> {

@@ -63,10 +63,6 @@ export class ThreadedEngine {
     return e;
   }
 
-  get size(): number {
-    return this.threads.length;
-  }
-
   private start(plan: EngineOptions): Promise<void> {
     const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: plan });
     const t: Thread = { worker, counters: newCounters() };

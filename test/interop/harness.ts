@@ -210,9 +210,14 @@ export function numberedPeers(n: number): PeerConfig[] {
   }));
 }
 
+/** A kB field of /proc/PID/status (VmRSS, VmHWM...), in KiB. */
+export function statusKb(pid: number, field: string): number {
+  const m = new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no ${field} for process ${pid}`);
+  return Number(m[1]);
+}
+
 /** The resident set of a process, in KiB. */
 export function rssKb(pid: number): number {
-  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for process ${pid}`);
-  return Number(m[1]);
+  return statusKb(pid, 'VmRSS');
 }
