@@ -49,33 +49,25 @@ interface Args {
 
 function parseArgs(argv: string[]): Args | string {
   let foreground = false;
-  let workers = availableParallelism();
   let offload = true;
-  let maxPeers = DEFAULT_MAX_PEERS;
-  let handshakeThreads = availableParallelism();
-  let offloadDepth = DEFAULT_OFFLOAD_DEPTH;
+  // The integer options: their value so far and the range they take.
+  const ints: Record<string, { value: number; min: number; max: number }> = {
+    '--workers': { value: availableParallelism(), min: 1, max: 64 },
+    '--max-peers': { value: DEFAULT_MAX_PEERS, min: 1, max: MAX_PEERS_LIMIT },
+    '--handshake-threads': { value: availableParallelism(), min: 0, max: 64 },
+    '--offload-depth': { value: DEFAULT_OFFLOAD_DEPTH, min: 0, max: 1_000_000 },
+  };
   let ifname: string | undefined;
   let metrics: MetricsListen | undefined;
   let metricsPeers = Infinity;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '-f' || a === '--foreground') foreground = true;
-    else if (a === '--workers') {
+    else if (Object.hasOwn(ints, a)) {
+      const opt = ints[a]!;
       const n = Number(argv[++i]);
-      if (!Number.isInteger(n) || n < 1 || n > 64) return `--workers takes an integer from 1 to 64, got "${argv[i] ?? ''}"`;
-      workers = n;
-    } else if (a === '--max-peers') {
-      const n = Number(argv[++i]);
-      if (!Number.isInteger(n) || n < 1 || n > MAX_PEERS_LIMIT) return `--max-peers takes an integer from 1 to ${MAX_PEERS_LIMIT}, got "${argv[i] ?? ''}"`;
-      maxPeers = n;
-    } else if (a === '--handshake-threads') {
-      const n = Number(argv[++i]);
-      if (!Number.isInteger(n) || n < 0 || n > 64) return `--handshake-threads takes an integer from 0 to 64, got "${argv[i] ?? ''}"`;
-      handshakeThreads = n;
-    } else if (a === '--offload-depth') {
-      const n = Number(argv[++i]);
-      if (!Number.isInteger(n) || n < 0 || n > 1_000_000) return `--offload-depth takes an integer from 0 to 1000000, got "${argv[i] ?? ''}"`;
-      offloadDepth = n;
+      if (!Number.isInteger(n) || n < opt.min || n > opt.max) return `${a} takes an integer from ${opt.min} to ${opt.max}, got "${argv[i] ?? ''}"`;
+      opt.value = n;
     } else if (a === '--metrics') {
       const value = argv[i + 1];
       const listen = value !== undefined && looksLikeListen(value) ? parseListen(argv[++i]!) : { host: DEFAULT_METRICS_HOST, port: DEFAULT_METRICS_PORT };
@@ -93,7 +85,10 @@ function parseArgs(argv: string[]): Args | string {
   }
   if (ifname === undefined) return USAGE;
   if (!isValidName(ifname)) return `invalid interface name "${ifname}" (1-15 characters, no '/', ':', '%' or spaces)`;
-  return { foreground, workers, maxPeers, offload, ifname, handshakeThreads, offloadDepth, metrics, metricsPeers };
+  return {
+    foreground, workers: ints['--workers']!.value, maxPeers: ints['--max-peers']!.value, offload, ifname,
+    handshakeThreads: ints['--handshake-threads']!.value, offloadDepth: ints['--offload-depth']!.value, metrics, metricsPeers,
+  };
 }
 
 /** Re-executes in the background and waits for the child to report ready or fail. */
