@@ -10,8 +10,8 @@
 //   node dist/bench/peers.js [--peers 10000,50000] [--ips 1|2]
 //   node dist/bench/peers.js --peers 10000,100000,1000000 --ips 1   (the issue's three sizes)
 import { performance } from 'node:perf_hooks';
-import { Cleanup, createNetns, keyFile, numberedPeers, rssKb, sh, tryRun, uniqueName, waitFor, wgConfig, wgKeyPair } from '../test/interop/harness.js';
-import { startDaemon, type Impl } from '../test/interop/topology.js';
+import { Cleanup, keyFile, numberedPeers, rssKb, sh, tryRun, waitFor, wgConfig, wgKeyPair } from '../test/interop/harness.js';
+import { startDaemonAlone, type Impl } from '../test/interop/topology.js';
 import { listArg, loadNow, numberArg, printTable, ratio, requireRoot } from './pairings.js';
 
 interface Result { setconfS: number; dumpS: number; rssBeforeKb: number; rssAfterKb: number; kept: number; error?: string }
@@ -37,9 +37,8 @@ async function settledRss(pid: number): Promise<number> {
 async function measure(impl: Impl, file: string, peers: number): Promise<Result> {
   const cleanup = new Cleanup();
   try {
-    const ifname = uniqueName(impl === 'ours' ? 'wgts' : 'wggo');
     // `ip netns exec` execs the daemon, so the child's pid is the daemon's.
-    const { proc } = await startDaemon(cleanup, impl, createNetns(cleanup), ifname, impl === 'ours' ? ['--max-peers', String(Math.max(peers, 65536))] : []);
+    const { ifname, proc } = await startDaemonAlone(cleanup, impl, impl === 'ours' ? ['--max-peers', String(Math.max(peers, 65536))] : []);
     const rssBeforeKb = await settledRss(proc.pid!);
     const setconf = timed(() => tryRun('wg', ['setconf', ifname, file]));
     // Settled, as before: right after a big setconf the heap still holds the parse's garbage.

@@ -5,18 +5,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import {
-  Cleanup, createNetns, ensureTools, isRoot, keyFile, numberedPeers, randomPublicKey, sh, tryRun, uniqueName, wgConfig, wgKeyPair,
+  Cleanup, ensureTools, isRoot, keyFile, numberedPeers, randomPublicKey, sh, tryRun, wgConfig, wgKeyPair,
   type PeerConfig,
 } from './harness.js';
-import { startDaemon } from './topology.js';
+import { startDaemonAlone } from './topology.js';
 
 const skip = isRoot ? false : 'needs root for network namespaces';
 
-async function ours(cleanup: Cleanup, extra: string[] = []): Promise<{ ifname: string; exited: () => boolean }> {
-  const ifname = uniqueName('wgts');
-  const d = await startDaemon(cleanup, 'ours', createNetns(cleanup), ifname, extra);
-  return { ifname, exited: d.exited };
-}
+const ours = (cleanup: Cleanup, extra: string[] = []): ReturnType<typeof startDaemonAlone> => startDaemonAlone(cleanup, 'ours', extra);
 
 /** `wg show IF dump` as public key → allowed IPs (comma-separated, as wg prints them). */
 function dumpAllowedIps(ifname: string): Map<string, string> {

@@ -14,7 +14,7 @@ import {
   Cleanup, SOCKET_DIR, createNetns, ensureTools, isRoot, keyFile, randomPublicKey, sh, tryRun, uniqueName, waitFor,
   peerSection, wgConfig, wgKeyPair, type PeerConfig,
 } from './harness.js';
-import { BIN, connect, createLink, createPair, peerDump, ping, startDaemon, startHost, type Host, type Impl } from './topology.js';
+import { BIN, connect, createLink, createPair, peerDump, ping, startDaemon, startDaemonAlone, startHost, type Host } from './topology.js';
 
 const skip = isRoot ? false : 'needs root for network namespaces';
 
@@ -30,12 +30,6 @@ function sortPeers(conf: string): string {
   return [head, ...peers.map((p) => p.replace(/\n*$/, '\n')).sort()].join('\n[Peer]\n');
 }
 
-/** Starts `impl` in a namespace of its own, so every daemon may take the same listen port. */
-async function daemonAlone(cleanup: Cleanup, impl: Impl): Promise<string> {
-  const ifname = uniqueName(impl === 'ours' ? 'wgts' : 'wggo');
-  await startDaemon(cleanup, impl, createNetns(cleanup), ifname);
-  return ifname;
-}
 
 /** The literal pipeline a user types; pipefail so an empty config from a failed showconf is not applied. */
 function pipeConf(from: string, to: string): void {
@@ -58,7 +52,7 @@ test('wg showconf | wg setconf /dev/stdin round-trips through wireguard-ts and w
       { publicKey: randomPublicKey() },
     ];
     const conf = wgConfig({ privateKey: self.privateKey, listenPort: 51820, fwmark: 0x42, peers });
-    const [original, oursCopy, goCopy] = await Promise.all([daemonAlone(cleanup, 'ours'), daemonAlone(cleanup, 'ours'), daemonAlone(cleanup, 'wggo')]);
+    const [original, oursCopy, goCopy] = (await Promise.all([startDaemonAlone(cleanup, 'ours'), startDaemonAlone(cleanup, 'ours'), startDaemonAlone(cleanup, 'wggo')])).map((d) => d.ifname);
     sh('wg', ['setconf', original, keyFile(conf)]);
     assert.equal(redact(sh('wg', ['showconf', original])), redact(conf), 'showconf prints what setconf was given, in order');
 

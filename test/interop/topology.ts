@@ -51,6 +51,13 @@ export async function startDaemon(cleanup: Cleanup, impl: Impl, ns: string, ifna
   });
 }
 
+/** Starts `impl` in a new namespace of its own, so every such daemon may take the same listen port. */
+export async function startDaemonAlone(cleanup: Cleanup, impl: Impl, extra: string[] = []): Promise<{ ifname: string; proc: ChildProcess; exited: () => boolean }> {
+  const ifname = uniqueName(impl === 'ours' ? 'wgts' : 'wggo');
+  const d = await startDaemon(cleanup, impl, createNetns(cleanup), ifname, extra);
+  return { ifname, ...d };
+}
+
 /** Two namespaces joined by a veth pair with one outer address on each end. */
 export interface Link { nsA: string; nsB: string; outerA: string; outerB: string }
 
