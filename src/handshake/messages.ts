@@ -1,18 +1,19 @@
 // Wire layout of WireGuard's four message types (REFERENCE.md's message table): every field has
 // a named offset so builders and parsers work on preallocated buffers with explicit offsets.
 // All integers are little-endian; the type is one byte followed by three zero bytes.
+import { KEY_LEN } from '../crypto/x25519.js';
+import { TAG_LEN, XNONCE_LEN as COOKIE_NONCE_LEN } from '../crypto/aead.js';
+import { MAC_LEN } from '../crypto/blake2s.js';
 
 export const MSG_INITIATION = 1;
 export const MSG_RESPONSE = 2;
 export const MSG_COOKIE_REPLY = 3;
 export const MSG_DATA = 4;
 
-export const KEY_LEN = 32;
-export const TAG_LEN = 16;
-export const MAC_LEN = 16;
+// Field sizes come from the primitives that fill them.
+export { KEY_LEN, TAG_LEN, MAC_LEN, COOKIE_NONCE_LEN };
 export const TIMESTAMP_LEN = 12;
 export const COOKIE_LEN = 16;
-export const COOKIE_NONCE_LEN = 24;
 
 // Handshake initiation, 148 bytes.
 export const INIT_TYPE = 0;

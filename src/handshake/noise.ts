@@ -9,7 +9,7 @@
 // has passed, so a forged initiation cannot disturb a handshake in flight.
 import { hash, HASH_LEN } from '../crypto/blake2s.js';
 import { kdf } from '../crypto/kdf.js';
-import { seal, open } from '../crypto/aead.js';
+import { seal, open, NONCE_LEN } from '../crypto/aead.js';
 import { dh, generateKeyPair, publicKeyOf } from '../crypto/x25519.js';
 import { zero, isZero } from '../crypto/memory.js';
 import { writeTai64n, tai64nAfter } from './tai64n.js';
@@ -32,7 +32,7 @@ const INITIAL_HASH = new Uint8Array(HASH_LEN);
 hash(INITIAL_CHAIN_KEY, CONSTRUCTION);
 hash(INITIAL_HASH, INITIAL_CHAIN_KEY, IDENTIFIER);
 
-const ZERO_NONCE = new Uint8Array(12);
+const ZERO_NONCE = new Uint8Array(NONCE_LEN);
 const EMPTY = new Uint8Array(0);
 
 export const enum HandshakeState {

@@ -42,8 +42,8 @@ export const COUNTER_WINDOW_SIZE = RING_WORDS64 * 64 - 64;
 /** Counters at or above this are rejected; the keypair is worn out (2^64 − 2^13 − 1). */
 export const REJECT_AFTER_MESSAGES = (1n << 64n) - (1n << 13n) - 1n;
 /** REJECT_AFTER_MESSAGES split into halves for the hot path: 0xFFFFFFFF_FFFFDFFF. */
-const REJECT_HI = 0xffffffff;
-const REJECT_LO = 0xffffdfff;
+const REJECT_HI = Number(REJECT_AFTER_MESSAGES >> 32n);
+const REJECT_LO = Number(REJECT_AFTER_MESSAGES & 0xffffffffn);
 
 /** 32-bit words of state one window needs in the caller's storage. */
 export const REPLAY_STATE_WORDS = BITMAP + BITMAP_WORDS32;
