@@ -157,9 +157,7 @@ export class Handshakes {
     const type = messageType(msg, 0, msg.length);
     const ms = now();
     if (type === MSG_COOKIE_REPLY) {
-      const kp = d.keypairs.slotOf(readU32(msg, COOKIE_RECEIVER));
-      const peer = kp >= 0 ? d.bySlot[d.keypairs.peerOf(kp)] : undefined;
-      if (peer && peer.pendingIndex === readU32(msg, COOKIE_RECEIVER)) peer.cookies.consumeReply(msg, ms);
+      this.pendingPeer(readU32(msg, COOKIE_RECEIVER))?.cookies.consumeReply(msg, ms);
       return;
     }
     const rejected = type === MSG_INITIATION ? this.stats.rejected.initiation : this.stats.rejected.response;
@@ -256,13 +254,17 @@ export class Handshakes {
     d.log.debug({ peer: peer.slot }, 'sent handshake response');
   }
 
+  /** The peer whose handshake in flight has local index `index` (what a response or cookie reply answers). */
+  private pendingPeer(index: number): Peer | undefined {
+    const d = this.d;
+    const kp = d.keypairs.slotOf(index);
+    const peer = kp >= 0 ? d.bySlot[d.keypairs.peerOf(kp)] : undefined;
+    return peer && peer.pendingIndex === index ? peer : undefined;
+  }
+
   private receiveResponse(msg: Uint8Array, slot: number, ms: number): void {
     const d = this.d;
-    const r = d.noise.consumeResponse(msg, (index) => {
-      const kp = d.keypairs.slotOf(index);
-      const peer = kp >= 0 ? d.bySlot[d.keypairs.peerOf(kp)] : undefined;
-      return peer && peer.pendingIndex === index ? peer.handshake : undefined;
-    });
+    const r = d.noise.consumeResponse(msg, (index) => this.pendingPeer(index)?.handshake);
     if (!r.ok) {
       this.stats.rejected.response[r.reason]++;
       d.log.debug({ reason: r.reason }, 'response rejected');
