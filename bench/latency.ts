@@ -4,7 +4,7 @@
 //   node dist/bench/latency.js [--count N] [--interval S] [--quick] [--pair A-B] [--workers N|default]
 import { tryRun, waitFor, type Cleanup } from '../test/interop/harness.js';
 import { iperfReport, pingTimes, type Host } from '../test/interop/topology.js';
-import { flag, loadNow, numberArg, pairName, printTable, requireRoot, selectedPairings, withPair, workersName } from './pairings.js';
+import { flag, loadNow, measurePairings, numberArg, pairName, printTable, requireRoot, workersName } from './pairings.js';
 
 const count = numberArg('--count', flag('--quick') ? 50 : 200);
 const interval = numberArg('--interval', 0.01);
@@ -37,13 +37,15 @@ async function underLoad(a: Host, b: Host, cleanup: Cleanup): Promise<Stats> {
 async function main(): Promise<void> {
   requireRoot();
   const loadBefore = loadNow();
-  const rows: string[][] = [];
-  for (const p of selectedPairings()) {
-    const [idle, loaded] = await withPair(p, async (a, b, cleanup) => [stats(pingTimes(a, b.tunnel4, count, interval)), await underLoad(a, b, cleanup)]);
-    const ms = (v: number): string => v.toFixed(3);
-    rows.push([pairName(p), workersName(p), ms(idle.median), ms(idle.p99), ms(loaded.median), ms(loaded.p99), `${idle.replies}/${loaded.replies}`]);
-    process.stderr.write(`${pairName(p)} workers ${workersName(p)}: idle ${ms(idle.median)} ms, loaded ${ms(loaded.median)} ms\n`);
-  }
+  const ms = (v: number): string => v.toFixed(3);
+  const { pairings, results } = await measurePairings(
+    async (a, b, cleanup) => [stats(pingTimes(a, b.tunnel4, count, interval)), await underLoad(a, b, cleanup)],
+    ([idle, loaded]) => `idle ${ms(idle!.median)} ms, loaded ${ms(loaded!.median)} ms`,
+  );
+  const rows = pairings.map((p, i) => {
+    const [idle, loaded] = results[i]!;
+    return [pairName(p), workersName(p), ms(idle!.median), ms(idle!.p99), ms(loaded!.median), ms(loaded!.p99), `${idle!.replies}/${loaded!.replies}`];
+  });
   printTable(`ping RTT through the tunnel, ${count} pings ${interval * 1000} ms apart, idle and under one iperf3 TCP stream a -> b`, loadBefore,
     ['sender -> receiver', 'workers', 'idle median ms', 'idle p99 ms', 'loaded median ms', 'loaded p99 ms', `replies of ${count} (idle/loaded)`], rows);
 }

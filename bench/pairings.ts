@@ -84,6 +84,25 @@ export async function withPair<T>(p: Pairing, measure: (a: Host, b: Host, cleanu
   }
 }
 
+/**
+ * Runs `measure` on every selected pairing, one fresh pair each, and reports each pairing's
+ * cells on stderr as they come (`describe`). `baseline(j)` is cell j of wggo->wggo, if selected.
+ */
+export async function measurePairings<T>(
+  measure: (a: Host, b: Host, cleanup: Cleanup) => Promise<T[]>,
+  describe: (cells: T[]) => string,
+): Promise<{ pairings: Pairing[]; results: T[][]; baseline: (j: number) => T | undefined }> {
+  const pairings = selectedPairings();
+  const results: T[][] = [];
+  for (const p of pairings) {
+    const cells = await withPair(p, measure);
+    results.push(cells);
+    process.stderr.write(`${pairName(p)} workers ${workersName(p)}: ${describe(cells)}\n`);
+  }
+  const base = pairings.findIndex(isBaseline);
+  return { pairings, results, baseline: (j) => (base < 0 ? undefined : results[base]![j]) };
+}
+
 export function mbit(bps: number): string {
   return (bps / 1e6).toFixed(0);
 }

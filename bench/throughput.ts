@@ -10,8 +10,7 @@
 import { writeFileSync } from 'node:fs';
 import { iperf } from '../test/interop/topology.js';
 import {
-  flag, isBaseline, listArg, loadNow, mbit, numberArg, pairName, printTable, ratio, requireRoot,
-  selectedPairings, stringArg, withPair, workersName,
+  flag, listArg, loadNow, mbit, measurePairings, numberArg, pairName, printTable, ratio, requireRoot, stringArg, workersName,
 } from './pairings.js';
 
 const seconds = numberArg('--seconds', flag('--quick') ? 3 : 10);
@@ -21,23 +20,16 @@ const pidsFile = stringArg('--pids');
 async function main(): Promise<void> {
   requireRoot();
   const load = loadNow();
-  const pairings = selectedPairings();
-  const results: number[][] = [];
-  for (const p of pairings) {
-    const bps = await withPair(p, async (a, b, cleanup) => {
-      if (pidsFile !== undefined) writeFileSync(pidsFile, JSON.stringify({ [a.proc.pid!]: 'sender', [b.proc.pid!]: 'receiver' }));
-      const r: number[] = [];
-      for (const n of streams) r.push(await iperf(cleanup, a, b, seconds, n));
-      return r;
-    });
-    results.push(bps);
-    process.stderr.write(`${pairName(p)} workers ${workersName(p)}: ${bps.map(mbit).join(' / ')} Mbit/s\n`);
-  }
-  const base = pairings.findIndex(isBaseline);
+  const { pairings, results, baseline } = await measurePairings(async (a, b, cleanup) => {
+    if (pidsFile !== undefined) writeFileSync(pidsFile, JSON.stringify({ [a.proc.pid!]: 'sender', [b.proc.pid!]: 'receiver' }));
+    const r: number[] = [];
+    for (const n of streams) r.push(await iperf(cleanup, a, b, seconds, n));
+    return r;
+  }, (bps) => `${bps.map(mbit).join(' / ')} Mbit/s`);
   const header = ['sender -> receiver', 'workers', ...streams.flatMap((n) => [`${n} stream${n > 1 ? 's' : ''} Mbit/s`, 'vs wggo'])];
   const rows = pairings.map((p, i) => [
     pairName(p), workersName(p),
-    ...results[i]!.flatMap((bps, j) => [mbit(bps), ratio(bps, base < 0 ? undefined : results[base]![j])]),
+    ...results[i]!.flatMap((bps, j) => [mbit(bps), ratio(bps, baseline(j))]),
   ]);
   printTable(`iperf3 TCP, ${seconds} s per cell, veth between two namespaces, MTU 1420`, load, header, rows);
 }

@@ -5,8 +5,7 @@
 //   node dist/bench/udp.js [--seconds N] [--rates 200M,500M] [--quick] [--pair A-B] [--workers N|default]
 import { iperfReport } from '../test/interop/topology.js';
 import {
-  flag, isBaseline, listArg, loadNow, mbit, numberArg, pairName, printTable, ratio, requireRoot,
-  selectedPairings, withPair, workersName,
+  flag, listArg, loadNow, mbit, measurePairings, numberArg, pairName, printTable, ratio, requireRoot, workersName,
 } from './pairings.js';
 
 const PAYLOAD = 1372;
@@ -19,25 +18,18 @@ interface Cell { bps: number; lostPercent: number; outOfOrder: number }
 async function main(): Promise<void> {
   requireRoot();
   const load = loadNow();
-  const pairings = selectedPairings();
-  const results: Cell[][] = [];
-  for (const p of pairings) {
-    const cells = await withPair(p, async (a, b, cleanup) => {
-      const r: Cell[] = [];
-      for (const udpRate of rates) {
-        const { receivedBps, udp } = await iperfReport(cleanup, a, b, { seconds, udpRate, length: PAYLOAD });
-        r.push({ bps: receivedBps, lostPercent: udp!.lostPercent, outOfOrder: udp!.outOfOrder });
-      }
-      return r;
-    });
-    results.push(cells);
-    process.stderr.write(`${pairName(p)} workers ${workersName(p)}: ${cells.map((c) => `${mbit(c.bps)} Mbit/s ${c.lostPercent.toFixed(1)}% lost`).join(', ')}\n`);
-  }
-  const base = pairings.findIndex(isBaseline);
+  const { pairings, results, baseline } = await measurePairings(async (a, b, cleanup) => {
+    const r: Cell[] = [];
+    for (const udpRate of rates) {
+      const { receivedBps, udp } = await iperfReport(cleanup, a, b, { seconds, udpRate, length: PAYLOAD });
+      r.push({ bps: receivedBps, lostPercent: udp!.lostPercent, outOfOrder: udp!.outOfOrder });
+    }
+    return r;
+  }, (cells) => cells.map((c) => `${mbit(c.bps)} Mbit/s ${c.lostPercent.toFixed(1)}% lost`).join(', '));
   const header = ['sender -> receiver', 'workers', ...rates.flatMap((r) => [`${r} offered: Mbit/s received`, 'loss %', 'late', 'vs wggo'])];
   const rows = pairings.map((p, i) => [
     pairName(p), workersName(p),
-    ...results[i]!.flatMap((c, j) => [mbit(c.bps), c.lostPercent.toFixed(1), String(c.outOfOrder), ratio(c.bps, base < 0 ? undefined : results[base]![j]!.bps)]),
+    ...results[i]!.flatMap((c, j) => [mbit(c.bps), c.lostPercent.toFixed(1), String(c.outOfOrder), ratio(c.bps, baseline(j)?.bps)]),
   ]);
   printTable(`iperf3 UDP, ${PAYLOAD}-byte datagrams, ${seconds} s per cell ("late": received after a higher sequence number)`, load, header, rows);
 }
