@@ -169,7 +169,7 @@ export class Device extends EventEmitter implements UapiDevice {
       lastHandshakeNsec: Math.round((ms - sec * 1000) * 1e6),
       txBytes: BigInt(tx),
       rxBytes: BigInt(rx),
-      persistentKeepaliveInterval: peer.persistentKeepaliveInterval,
+      persistentKeepaliveInterval: this.timers.persistentKeepalive(peer.slot),
       allowedIps: this.allowed.entriesForPeer(peer.slot),
     };
   }
@@ -254,9 +254,7 @@ export class Device extends EventEmitter implements UapiDevice {
     }
     if (op.endpoint) this.setEndpoint(peer.slot, op.endpoint);
     if (op.persistentKeepaliveInterval !== undefined) {
-      const turnedOn = peer.persistentKeepaliveInterval === 0 && op.persistentKeepaliveInterval > 0;
-      peer.persistentKeepaliveInterval = op.persistentKeepaliveInterval;
-      this.timers.setPersistentKeepalive(peer.slot, op.persistentKeepaliveInterval);
+      const turnedOn = this.timers.setPersistentKeepalive(peer.slot, op.persistentKeepaliveInterval);
       if (turnedOn && this.noise.hasPrivateKey) this.handshakes.sendKeepalive(peer);
     }
     let changed = false;

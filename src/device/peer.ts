@@ -21,7 +21,6 @@ export class Peer {
   readonly handshake: Handshake;
   readonly cookies: CookieGenerator;
   readonly publicKeyHex: string;
-  persistentKeepaliveInterval = 0;
   /** Wall-clock time of the last completed handshake, ms since the epoch (0: never). */
   lastHandshakeWallMs = 0;
   /** Monotonic time the last initiation was sent, for the REKEY_TIMEOUT spacing. */
