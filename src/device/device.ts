@@ -17,7 +17,7 @@ import { Peer, PEER_SECRET_BYTES, peerKey } from './peer.js';
 import { Tables, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU } from './tables.js';
 import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark } from '../net/udp.js';
-import { EndpointTable, copyEndpoint } from '../net/endpoint.js';
+import { EndpointTable, copyEndpoint, writeEndpointRow } from '../net/endpoint.js';
 import { SysError, closeFd } from '../net/libc.js';
 import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/tun.js';
 import { ctEqual, zero } from '../crypto/memory.js';
@@ -342,20 +342,7 @@ export class Device extends EventEmitter implements UapiDevice {
 
   /** Writes a peer's endpoint under its seqlock (the main thread is the only writer). */
   setEndpoint(slot: number, ep: Endpoint): void {
-    const t = this.tables.endpoints;
-    this.writeEndpoint(slot, () => {
-      const a = t.addr;
-      a.fill(0, 16 * slot, 16 * slot + 16);
-      if (ep.family === 4) {
-        a[16 * slot + 10] = 0xff;
-        a[16 * slot + 11] = 0xff;
-        a.set(ep.addr, 16 * slot + 12);
-      } else {
-        a.set(ep.addr, 16 * slot);
-      }
-      t.port[slot] = ep.port;
-      t.family[slot] = ep.family;
-    });
+    this.writeEndpoint(slot, () => writeEndpointRow(this.tables.endpoints, slot, ep.family, ep.addr, ep.port));
   }
 
   /** Copies row `row` of `from` into the peer's endpoint (roaming). */

@@ -55,21 +55,32 @@ export function parseEndpoint(text: string, table: EndpointTable, row: number): 
   if (m === null) return false;
   const port = Number(m[3]);
   if (port > 0xffff) return false;
-  const bytes = new Uint8Array(new ArrayBuffer(16));
-  let family: number;
   if (m[1] !== undefined) {
+    const bytes = new Uint8Array(new ArrayBuffer(16));
     if (libc.inet_pton(AF_INET6, m[1], bytes) !== 1) return false;
-    family = isV4Mapped(bytes) ? 4 : 6;
+    writeEndpointRow(table, row, isV4Mapped(bytes) ? 4 : 6, bytes, port);
   } else {
-    if (libc.inet_pton(AF_INET, m[2]!, bytes.subarray(12)) !== 1) return false;
-    bytes[10] = 0xff;
-    bytes[11] = 0xff;
-    family = 4;
+    const bytes = new Uint8Array(new ArrayBuffer(4));
+    if (libc.inet_pton(AF_INET, m[2]!, bytes) !== 1) return false;
+    writeEndpointRow(table, row, 4, bytes, port);
   }
-  table.addr.set(bytes, 16 * row);
+  return true;
+}
+
+/** Writes row `row`: a 4-byte IPv4 address as ::ffff:a.b.c.d, a 16-byte address as is. */
+export function writeEndpointRow(table: EndpointTable, row: number, family: number, addr: Uint8Array, port: number): void {
+  const a = table.addr;
+  const o = 16 * row;
+  if (addr.length === 4) {
+    a.fill(0, o, o + 10);
+    a[o + 10] = 0xff;
+    a[o + 11] = 0xff;
+    a.set(addr, o + 12);
+  } else {
+    a.set(addr, o);
+  }
   table.port[row] = port;
   table.family[row] = family;
-  return true;
 }
 
 /** Formats row `row` as "a.b.c.d:port" or "[v6]:port"; null for an empty row. */
