@@ -14,7 +14,7 @@
  */
 
 import {
-  NONE, V4, V6, TrieTables, cidrOf, lookupV4In, lookupV6In, metaOf, peerOf, writeShared,
+  NONE, V4, V6, TrieTables, cidrOf, lookupV4In, lookupV6In, metaOf, peerOf, word, writeShared,
   type AllowedIPsTables, type Layout,
 } from './lookup.js';
 
@@ -402,7 +402,7 @@ export class AllowedIPs {
       throw new RangeError(`cidr out of range for a ${addr.length * 8}-bit address: ${cidr}`);
     }
     for (let i = 0; i < words; i++) {
-      this.k[i] = (addr[i * 4] << 24) | (addr[i * 4 + 1] << 16) | (addr[i * 4 + 2] << 8) | addr[i * 4 + 3];
+      this.k[i] = word(addr, i * 4);
     }
     maskTo(this.k, 0, words, cidr);
     return words === 1 ? this.v4 : this.v6;

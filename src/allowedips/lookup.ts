@@ -43,7 +43,7 @@ export interface AllowedIPsTables {
 }
 
 /** The big-endian 32-bit word at buf[off..off+3], as an int32 (only its bits matter here). */
-function word(buf: Uint8Array, off: number): number {
+export function word(buf: Uint8Array, off: number): number {
   return (buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3];
 }
 
