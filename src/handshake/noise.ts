@@ -161,15 +161,17 @@ export class Noise {
   private hasKey = false;
   private readonly generateEphemeral: (privateKey: Uint8Array, publicKey: Uint8Array) => void;
 
-  // Scratch: owned by this instance, wiped after every use.
-  private readonly sHash = new Uint8Array(HASH_LEN);
-  private readonly sChainKey = new Uint8Array(HASH_LEN);
-  private readonly sKey = new Uint8Array(KEY_LEN);
-  private readonly sShared = new Uint8Array(KEY_LEN);
-  private readonly sTau = new Uint8Array(KEY_LEN);
-  private readonly sStatic = new Uint8Array(KEY_LEN);
-  private readonly sTimestamp = new Uint8Array(TIMESTAMP_LEN);
-  private readonly sEphemeral = new Uint8Array(KEY_LEN);
+  // Scratch: owned by this instance, views of one buffer that every operation wipes whole on
+  // its way out (wipeScratch), so no list of what to wipe can miss a field.
+  private readonly scratch = new Uint8Array(2 * HASH_LEN + 5 * KEY_LEN + TIMESTAMP_LEN);
+  private readonly sHash = this.scratch.subarray(0, HASH_LEN);
+  private readonly sChainKey = this.scratch.subarray(HASH_LEN, 2 * HASH_LEN);
+  private readonly sKey = this.scratch.subarray(2 * HASH_LEN, 2 * HASH_LEN + KEY_LEN);
+  private readonly sShared = this.scratch.subarray(2 * HASH_LEN + KEY_LEN, 2 * HASH_LEN + 2 * KEY_LEN);
+  private readonly sTau = this.scratch.subarray(2 * HASH_LEN + 2 * KEY_LEN, 2 * HASH_LEN + 3 * KEY_LEN);
+  private readonly sStatic = this.scratch.subarray(2 * HASH_LEN + 3 * KEY_LEN, 2 * HASH_LEN + 4 * KEY_LEN);
+  private readonly sEphemeral = this.scratch.subarray(2 * HASH_LEN + 4 * KEY_LEN, 2 * HASH_LEN + 5 * KEY_LEN);
+  private readonly sTimestamp = this.scratch.subarray(2 * HASH_LEN + 5 * KEY_LEN);
 
   constructor(options: NoiseOptions = {}) {
     this.generateEphemeral = options.generateEphemeral ?? generateKeyPair;
@@ -225,9 +227,7 @@ export class Noise {
     if (!this.precompute(hs)) return false;
     const key = this.sKey;
     const ok = this.writeInitiation(hs, unixMs, msg, key);
-    zero(key);
-    zero(this.sShared);
-    zero(this.sTimestamp);
+    this.wipeScratch();
     if (!ok) {
       hs.clear();
       return false;
@@ -277,7 +277,7 @@ export class Noise {
       if (opened !== undefined) return { ok: false, reason: opened };
       return this.finishInitiation(msg, nowMs, lookup);
     } finally {
-      this.wipeInitiationScratch();
+      this.wipeScratch();
     }
   }
 
@@ -302,8 +302,7 @@ export class Noise {
       if (!dh(out.subarray(P_SE, P_SE + KEY_LEN), ephemeral, this.sStatic)) return 'dh';
       return undefined;
     } finally {
-      zero(ephemeral);
-      this.wipeInitiationScratch();
+      this.wipeScratch();
     }
   }
 
@@ -316,7 +315,7 @@ export class Noise {
       this.sChainKey.set(prepared.subarray(P_CHAIN_KEY, P_CHAIN_KEY + HASH_LEN));
       return this.finishInitiation(msg, nowMs, lookup);
     } finally {
-      this.wipeInitiationScratch();
+      this.wipeScratch();
     }
   }
 
@@ -364,13 +363,8 @@ export class Noise {
     return { ok: true, handshake: hs };
   }
 
-  private wipeInitiationScratch(): void {
-    zero(this.sHash);
-    zero(this.sChainKey);
-    zero(this.sKey);
-    zero(this.sShared);
-    zero(this.sStatic);
-    zero(this.sTimestamp);
+  private wipeScratch(): void {
+    zero(this.scratch);
   }
 
   /**
@@ -380,9 +374,7 @@ export class Noise {
   createResponse(hs: Handshake, localIndex: number, msg: Uint8Array, prepared?: Uint8Array): boolean {
     if (hs.state !== HandshakeState.InitiationConsumed) return false;
     const ok = this.writeResponse(hs, msg, prepared);
-    zero(this.sKey);
-    zero(this.sShared);
-    zero(this.sTau);
+    this.wipeScratch();
     zero(hs.localEphemeral);
     if (!ok) {
       hs.clear();
@@ -457,11 +449,7 @@ export class Noise {
       hs.state = HandshakeState.ResponseConsumed;
       return { ok: true, handshake: hs };
     } finally {
-      zero(h);
-      zero(ck);
-      zero(this.sKey);
-      zero(this.sShared);
-      zero(this.sTau);
+      this.wipeScratch();
     }
   }
 
