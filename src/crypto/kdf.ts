@@ -1,5 +1,5 @@
 // WireGuard's KDF_n: HKDF (RFC 5869) over HMAC-BLAKE2s with the chaining key as salt, taking
-// one, two or three 32-byte outputs. The pseudo-random key is wiped before returning.
+// one, two or three 32-byte outputs. The pseudo-random key and T_i are wiped before returning.
 import { hmac, HASH_LEN } from './blake2s.js';
 import { zero } from './memory.js';
 
@@ -8,8 +8,9 @@ const TWO = Uint8Array.of(2);
 const THREE = Uint8Array.of(3);
 // Scratch for the pseudo-random key and each T_i, allocated once per thread: a handshake runs
 // a dozen KDFs, and nothing here yields, so calls never interleave.
-const prk = new Uint8Array(HASH_LEN);
-const t = new Uint8Array(HASH_LEN);
+const scratch = new Uint8Array(2 * HASH_LEN);
+const prk = scratch.subarray(0, HASH_LEN);
+const t = scratch.subarray(HASH_LEN);
 
 /**
  * Derives up to three keys: out1 = T1, out2 = T2, out3 = T3. Outputs may alias `key` (the
@@ -27,6 +28,5 @@ export function kdf(key: Uint8Array, input: Uint8Array, out1: Uint8Array, out2?:
       out3.set(t);
     }
   }
-  zero(prk);
-  zero(t);
+  zero(scratch);
 }
