@@ -14,6 +14,7 @@ import { AllowedIPs } from '../allowedips/allowedips.js';
 import { Timers } from './timers.js';
 import { Keypairs } from './keypairs.js';
 import { Peer, PEER_SECRET_BYTES, peerKey } from './peer.js';
+import { SlotPool } from './slots.js';
 import { Tables, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU } from './tables.js';
 import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark } from '../net/udp.js';
@@ -77,7 +78,7 @@ export class Device extends EventEmitter implements UapiDevice {
   udpFds: number[];
   listenPort: number;
   fwmark = 0;
-  private readonly freeSlots: number[] = [];
+  private readonly slots: SlotPool;
   /** Handshake and cookie state of every peer slot, one table instead of two buffers per peer. */
   private readonly peerSecrets: Uint8Array;
   private readonly tunFds: number[];
@@ -97,7 +98,7 @@ export class Device extends EventEmitter implements UapiDevice {
     this.tables = Tables.create(peerCapacity, o.keypairCapacity ?? peerCapacity * 3 + 1, o.workers + 1);
     this.mainRow = o.workers;
     Atomics.store(this.tables.device, D_MTU, DEFAULT_MTU);
-    for (let s = peerCapacity - 1; s >= 0; s--) this.freeSlots.push(s);
+    this.slots = new SlotPool(0, peerCapacity);
     this.peerSecrets = new Uint8Array(peerCapacity * PEER_SECRET_BYTES);
     this.keypairs = new Keypairs(this.tables);
     this.handshakes = new Handshakes(this, {
@@ -271,7 +272,8 @@ export class Device extends EventEmitter implements UapiDevice {
   }
 
   private addPeer(publicKey: Uint8Array): Peer {
-    const slot = this.freeSlots.pop()!;
+    // peersFit() has checked that the request's peers fit.
+    const slot = this.slots.take();
     const secrets = this.peerSecrets.subarray(slot * PEER_SECRET_BYTES, (slot + 1) * PEER_SECRET_BYTES);
     secrets.fill(0);
     const peer = new Peer(slot, publicKey, secrets);
@@ -298,7 +300,7 @@ export class Device extends EventEmitter implements UapiDevice {
     this.keypairs.clearPeer(peer.slot);
     if (peer.pendingIndex >= 0) this.keypairs.release(peer.pendingIndex);
     peer.destroy();
-    this.freeSlots.push(peer.slot);
+    this.slots.give(peer.slot);
   }
 
   private setPrivateKey(key: Uint8Array | null): void {

@@ -10,21 +10,18 @@ import { randomInt } from 'node:crypto';
 import { zero } from '../crypto/memory.js';
 import type { SessionKeys } from '../handshake/noise.js';
 import { REPLAY_STATE_WORDS } from '../replay/replay.js';
+import { SlotPool } from './slots.js';
 import {
   Tables, now, KP_FLAGS, KP_PEER, KP_LOCAL_INDEX, KP_REMOTE_INDEX, KP_SEND_COUNTER, KP_REPLAY, KP_STRIDE,
   KP_SLOT_BITS, KP_KEYS_BYTES, KPF_VALID, KPF_INITIATOR, P_CURRENT, P_PREVIOUS, P_NEXT, P_STRIDE,
 } from './tables.js';
 
 export class Keypairs {
-  private readonly free: number[] = [];
+  // Slot 0 is never used, so no live local index is 0 (the value of a retired slot).
+  private readonly free: SlotPool;
 
   constructor(private readonly t: Tables) {
-    // Slot 0 is never used, so no live local index is 0 (the value of a retired slot).
-    for (let s = t.desc.keypairCapacity - 1; s >= 1; s--) this.free.push(s);
-  }
-
-  get available(): number {
-    return this.free.length;
+    this.free = new SlotPool(1, t.desc.keypairCapacity);
   }
 
   /**
@@ -32,8 +29,8 @@ export class Keypairs {
    * (the slot in the low bits, random bits above), or -1 when the table is full.
    */
   reserve(peer: number): number {
-    const slot = this.free.pop();
-    if (slot === undefined) return -1;
+    const slot = this.free.take();
+    if (slot < 0) return -1;
     const index = ((randomInt(1 << (32 - KP_SLOT_BITS)) << KP_SLOT_BITS) | slot) >>> 0;
     const base = slot * KP_STRIDE;
     const kp = this.t.keypairs;
@@ -173,6 +170,6 @@ export class Keypairs {
     Atomics.store(t.keypairs, base + KP_FLAGS, 0);
     t.keypairs[base + KP_LOCAL_INDEX] = 0;
     zero(t.keys.subarray(slot * KP_KEYS_BYTES, (slot + 1) * KP_KEYS_BYTES));
-    this.free.push(slot);
+    this.free.give(slot);
   }
 }
