@@ -103,7 +103,8 @@ export const D_MTU = 0;
 export const D_ROUTES_GEN = 1;
 export const D_SHUTDOWN = 2;
 
-const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
+/** A keypair's usable lifetime, ms (both threads' age checks). */
+export const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
 
 /**
  * Whether keypair `kp` may carry packets out at `nowMs`: valid, younger than REJECT_AFTER_TIME,

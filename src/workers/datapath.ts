@@ -28,11 +28,9 @@ import {
   KP_SLOT_MASK, KP_KEYS_BYTES, KPF_VALID, KPF_CONFIRMED, SEND_COUNTER_LIMIT, P_CURRENT,
   P_NEXT, P_ENDPOINT_SEQ, P_STRIDE, D_MTU, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED,
   S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, C_RX_PACKETS, C_TX_PACKETS, C_DROP_NO_ROUTE, C_DROP_NO_KEYPAIR,
-  C_DROP_DECRYPT, C_DROP_REPLAY, C_DROP_SOURCE, C_DROP_MALFORMED, C_DROP_RING_FULL, C_DROP_NO_ENDPOINT, C_STRIDE,
+  C_DROP_DECRYPT, C_DROP_REPLAY, C_DROP_SOURCE, C_DROP_MALFORMED, C_DROP_RING_FULL, C_DROP_NO_ENDPOINT, C_STRIDE, REJECT_AFTER_MS,
 } from '../device/tables.js';
-import { REJECT_AFTER_TIME } from '../device/timers.js';
 
-const REJECT_AFTER_MS = REJECT_AFTER_TIME * 1000;
 /** A worker reports a peer's new source endpoint at most this often while the main thread catches up. */
 const ROAM_REPORT_INTERVAL_MS = 50;
 /** Super-packets merged per inbound batch at most (each takes one 64 KiB region). */
