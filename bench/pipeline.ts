@@ -19,13 +19,14 @@ import { Slab, type SlabDesc } from '../src/queues/slab.js';
 import { Ring, type RingDesc } from '../src/queues/ring.js';
 import { EndpointTable, parseEndpoint } from '../src/net/endpoint.js';
 import { AllowedIPs, tablesFromShared } from '../src/allowedips/allowedips.js';
-import { Tables, C_STRIDE, C_TX_PACKETS, COUNTER_NAMES, D_MTU, type TablesDesc } from '../src/device/tables.js';
+import { Tables, C_STRIDE, C_TX_PACKETS, COUNTER_NAMES, D_MTU, type TablesDesc } from '../src/queues/tables.js';
 import { Keypairs } from '../src/device/keypairs.js';
+import { Reclaimer } from '../src/device/reclaim.js';
 import { SessionKeys } from '../src/handshake/noise.js';
 import { randomFill } from '../src/crypto/memory.js';
 import { CounterNonce, seal, TAG_LEN } from '../src/crypto/aead.js';
 import { TransportCrypto } from '../src/workers/transport.js';
-import { DataPath, type TunIO, type UdpIO } from '../src/workers/datapath.js';
+import { DataPath, STAGING_SLOTS, type TunIO, type UdpIO } from '../src/workers/datapath.js';
 import { DATA_HEADER_LEN, MSG_DATA, readU32 } from '../src/handshake/messages.js';
 import { flag, loadNow, numberArg } from './pairings.js';
 
@@ -62,6 +63,7 @@ interface Job extends Shared {
   id: number;
   peer: number;
   toMain: RingDesc;
+  events: RingDesc;
 }
 interface Result { packets: number; seconds: number; error?: string; frame?: Uint8Array }
 
@@ -120,18 +122,18 @@ class MemoryUdp implements UdpIO {
  * The tables with MAX_THREADS peers, each with an endpoint, a /32 and a confirmed keypair (as
  * the device and keypairs.ts install them), and the slab. Returns the peers' send keys too.
  */
-function setup(): { shared: Shared; rings: RingDesc[]; tables: Tables; sendKeys: Uint8Array[] } {
+function setup(): { shared: Shared; rings: RingDesc[]; events: RingDesc[]; tables: Tables; sendKeys: Uint8Array[] } {
   // Workers' statistics rows for one peer lie peerCapacity rows apart: with a tiny capacity they
   // would share a cache line, which they never do in a device (65,536 peers by default).
   const tables = Tables.create(1024, 1 + MAX_THREADS, MAX_THREADS);
   Atomics.store(tables.device, D_MTU, PACKET);
-  const keypairs = new Keypairs(tables);
+  const keypairs = new Keypairs(tables, new Reclaimer(tables.epochs));
   const allowed = new AllowedIPs();
   const sendKeys: Uint8Array[] = [];
   for (let p = 0; p < MAX_THREADS; p++) {
-    keypairs.initPeer(p);
+    tables.peers.reset(p);
     // Never contacted: the UDP double only counts.
-    parseEndpoint(`127.0.0.1:${51820 + p}`, tables.endpoints, p);
+    tables.peers.writeEndpoint(p, (t, row) => parseEndpoint(`127.0.0.1:${51820 + p}`, t, row));
     const keys = new SessionKeys();
     randomFill(keys.sendKey);
     randomFill(keys.receiveKey);
@@ -143,7 +145,7 @@ function setup(): { shared: Shared; rings: RingDesc[]; tables: Tables; sendKeys:
     keys.destroy();
     allowed.insert(p, Uint8Array.from([...NET, 2 + p]), 32);
   }
-  const slab = Slab.create({ slots: MAX_THREADS * 2 * BATCH + 256 });
+  const slab = Slab.create({ slots: MAX_THREADS * (2 * BATCH + STAGING_SLOTS) + 256 });
   return {
     shared: {
       ctl: new SharedArrayBuffer(8),
@@ -152,8 +154,9 @@ function setup(): { shared: Shared; rings: RingDesc[]; tables: Tables; sendKeys:
       slotEndpoints: new SharedArrayBuffer(EndpointTable.bytesFor(slab.slotCount)),
       routes: allowed.snapshot(),
     },
-    // A ring has one producer: one per thread (nothing should be staged; the check counts drops).
+    // A ring has one producer: one per thread (nothing should reach it; the check counts drops).
     rings: Array.from({ length: MAX_THREADS }, () => Ring.create(1024).desc),
+    events: Array.from({ length: MAX_THREADS }, () => Ring.create(1024).desc),
     tables,
     sendKeys,
   };
@@ -192,17 +195,20 @@ function sodiumAlone(job: Job): Result {
 function pipeline(job: Job): Result {
   const tables = new Tables(job.tables);
   const slab = Slab.fromShared(job.slab);
-  const path = new DataPath(job.id, tables, slab, new EndpointTable(slab.slotCount, job.slotEndpoints), Ring.fromShared(job.toMain), tablesFromShared(job.routes), BATCH);
+  const take = (n: number): number[] => {
+    const a = new Uint32Array(n);
+    if (slab.allocBatch(a, n) !== n) throw new Error('slab too small');
+    return [...a];
+  };
+  const slots = { tunSlots: take(BATCH), udpSlots: take(BATCH), stagingSlots: take(STAGING_SLOTS), largeAt: [] };
+  const rings = { handshakes: Ring.fromShared(job.toMain), events: Ring.fromShared(job.events) };
+  const path = new DataPath(job.id, tables, slab, new EndpointTable(slab.slotCount, job.slotEndpoints), rings, tablesFromShared(job.routes), BATCH, slots);
   const tun = new MemoryTun(job.peer);
   const udp = new MemoryUdp();
-  try {
-    const r = timed(new Int32Array(job.ctl), () => path.outbound(tun, udp));
-    udp.keepNext = true;
-    path.outbound(tun, udp);
-    return { ...r, error: check(tables, job.id, tun, udp), frame: udp.kept };
-  } finally {
-    path.dispose();
-  }
+  const r = timed(new Int32Array(job.ctl), () => path.outbound(tun, udp));
+  udp.keepNext = true;
+  path.outbound(tun, udp);
+  return { ...r, error: check(tables, job.id, tun, udp), frame: udp.kept };
 }
 
 /** Why the thread's counters are wrong, if they are: every packet read was sent, none dropped. */
@@ -228,7 +234,7 @@ async function measure(v: Variant, seconds: number, s: ReturnType<typeof setup>)
   const ctl = new Int32Array(s.shared.ctl);
   Atomics.store(ctl, GO, 0);
   Atomics.store(ctl, STOP, 0);
-  const jobs = Array.from({ length: v.threads }, (_, id): Job => ({ ...s.shared, mode: v.mode, id, peer: v.peerPerThread ? id : 0, toMain: s.rings[id]! }));
+  const jobs = Array.from({ length: v.threads }, (_, id): Job => ({ ...s.shared, mode: v.mode, id, peer: v.peerPerThread ? id : 0, toMain: s.rings[id]!, events: s.events[id]! }));
   let waiting = jobs.length;
   let allReady!: () => void;
   const ready = new Promise<void>((resolve) => (allReady = resolve));

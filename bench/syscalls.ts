@@ -52,16 +52,15 @@ function slots(n: number): { slab: Uint8Array; offsets: Uint32Array; lens: Int32
 /** Worker: sends `total` datagrams of `size` bytes to 127.0.0.1:port in batches. */
 function send(job: SendJob): Measure {
   const udp = new UdpBatch(job.fd, job.batch);
-  const to = new EndpointTable(1);
-  parseEndpoint(`127.0.0.1:${job.port}`, to, 0);
-  const rows = new Uint32Array(job.batch);
+  const to = new EndpointTable(job.batch);
+  for (let k = 0; k < job.batch; k++) parseEndpoint(`127.0.0.1:${job.port}`, to, k);
   const { slab, offsets, lens } = slots(job.batch);
   let left = job.total;
   return measure(() => {
     if (left === 0) return -1;
     const n = Math.min(job.batch, left);
     lens.fill(job.size);
-    const sent = udp.sendBatch(slab, offsets, lens, to, n, rows);
+    const sent = udp.sendBatch(slab, offsets, lens, to, n);
     left -= sent;
     return sent;
   });

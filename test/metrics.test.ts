@@ -11,7 +11,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { escapeHelp, escapeLabelValue, formatValue, CONTENT_TYPE, ExpositionWriter } from '../src/metrics/exposition.js';
 import { writeMetrics, type MetricsSource, type HandshakeStats } from '../src/metrics/collector.js';
 import { looksLikeListen, parseListen, parsePeerLimit, pause, startMetricsServer } from '../src/metrics/server.js';
-import { COUNTER_NAMES } from '../src/device/tables.js';
+import { COUNTER_NAMES } from '../src/queues/tables.js';
 import type { PeerState } from '../src/uapi/types.js';
 import { newPeer } from './uapi-fake.js';
 import { seededRandom } from './helpers.js';
@@ -123,6 +123,7 @@ function fakeSource(ifname: string, peers: PeerState[] | { count: number; make: 
     },
     handshakes: stats,
     underLoad: () => true,
+    workerRestarts: () => 2,
     pendingRecords: () => 12,
     workers: () => [0, 1].map((w) => ({ worker: String(w), names: COUNTER_NAMES, values: COUNTER_NAMES.map((_, i) => 100 * w + i) })),
   };

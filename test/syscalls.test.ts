@@ -9,7 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { EBADFD, EINVAL, EIO, EMSGSIZE, EventFd, PollSet, SOL_SOCKET, closeFd, libc } from '../src/net/libc.js';
 import { EndpointTable, copyEndpoint, endpointEquals, formatEndpoint, parseEndpoint } from '../src/net/endpoint.js';
-import { UdpBatch, localPort, openUdpSockets, sendTo, setMark } from '../src/net/udp.js';
+import { DatagramSender, UdpBatch, localPort, openUdpSockets, setMark } from '../src/net/udp.js';
 import { GRO_AREA_BYTES } from '../src/net/gro.js';
 import { TunQueue, getMtu, interfaceIndex, isValidName, openQueues, setMtu, tunAttached } from '../src/tun/tun.js';
 import { Cleanup, createNetns, isRoot, sh, uniqueName } from './interop/harness.js';
@@ -28,6 +28,13 @@ function slab(slots: number): { slab: Uint8Array; offsets: Uint32Array; lens: In
     offsets: Uint32Array.from({ length: slots }, (_, i) => i * SLOT),
     lens: new Int32Array(slots),
   };
+}
+
+/** A table with datagram k's destination in row k, copied from row rows[k] of `to`. */
+function perDatagram(to: EndpointTable, rows: Uint32Array, count: number): EndpointTable {
+  const t = new EndpointTable(count);
+  for (let k = 0; k < count; k++) copyEndpoint(to, rows[k]!, t, k);
+  return t;
 }
 
 test('endpoint strings round-trip through the table; v4 is stored v4-mapped', () => {
@@ -90,7 +97,7 @@ test('UDP: two dual-stack SO_REUSEPORT sockets on one port receive a 64-datagram
       lens[k] = 20 + k;
       rows[k] = k % 2;
     }
-    assert.equal(sender.sendBatch(s, offsets, lens, to, 64, rows), 64);
+    assert.equal(sender.sendBatch(s, offsets, lens, perDatagram(to, rows, 64), 64), 64);
 
     const got = receiveAll(batches, 64);
     assert.equal(got.length, 64);
@@ -153,7 +160,7 @@ function sendGsoBatch({ prepare, gro = false, max = 128 }: GsoCase): UdpBatch {
       for (let i = 0; i < lens[k]!; i++) s[offsets[k]! + i] = (k + i) & 0xff;
     }
     const sent = Int32Array.from(lens);
-    assert.equal(sender.sendBatch(s, offsets, lens, to, 120, rows), 120);
+    assert.equal(sender.sendBatch(s, offsets, lens, perDatagram(to, rows, 120), 120), 120);
     assert.deepEqual(lens, sent, 'no datagram refused');
     const got: number[] = [];
     const poll = new PollSet([server.fds[0]!]);
@@ -197,14 +204,16 @@ test('UDP GRO: coalesced runs are cut back into datagrams, intact and in order, 
   sendGsoBatch({ gro: true, max: 1 });
 });
 
-test('UDP: sendTo, a busy port fails with EADDRINUSE, SO_MARK needs privilege only', () => {
+test('UDP: DatagramSender, a busy port fails with EADDRINUSE, SO_MARK needs privilege only', () => {
   const server = openUdpSockets(0, 1);
   const client = openUdpSockets(0, 1);
   try {
     assert.throws(() => openUdpSockets(server.port, 1), /port in use.*errno 98/);
     const to = new EndpointTable(1);
     parseEndpoint(`[::ffff:127.0.0.1]:${server.port}`, to, 0);
-    assert.equal(sendTo(client.fds[0]!, Uint8Array.of(7, 8, 9), to, 0), 3);
+    const data = new Uint8Array(new ArrayBuffer(8));
+    data.set([7, 8, 9], 2);
+    assert.equal(new DatagramSender(() => client.fds[0]!).send(data, 2, 3, to, 0), 3);
     const got = receiveAll([new UdpBatch(server.fds[0]!)], 1);
     assert.deepEqual(got.map((g) => [g.len, g.tag, g.from]), [[3, 7, `127.0.0.1:${client.port}`]]);
     assert.equal(setMark(client.fds[0]!, 0x51820), isRoot ? 0 : -1);

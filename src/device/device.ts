@@ -1,7 +1,11 @@
 // The device: the control plane of one WireGuard interface, on the main thread. It owns the
 // configuration (UAPI `set`/`get`), the peers and their handshakes, and drives the workers
-// through the shared tables; handshake messages, staged packets and data-plane events reach it
-// as control records (see workers/control.ts) and are handled in handshakes.ts.
+// through the shared tables (../queues/tables.ts); handshake messages and data-plane events
+// reach it as records (../queues/records.ts) and are handled in handshakes.ts.
+//
+// A removed peer is taken out in two steps, like the kernel's peer removal: unpublished first
+// (routes, keypairs, a new generation for its slot), its slot reused only after the workers'
+// grace period (./reclaim.ts), so no packet meant for it can reach whoever takes the slot next.
 //
 // Events: 'gone' when the TUN device disappears.
 import { EventEmitter } from 'node:events';
@@ -15,15 +19,16 @@ import { Timers } from './timers.js';
 import { Keypairs } from './keypairs.js';
 import { Peer, PEER_SECRET_BYTES, peerKey } from './peer.js';
 import { SlotPool } from './slots.js';
-import { Tables, P_STRIDE, P_ENDPOINT_SEQ, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU } from './tables.js';
+import { Reclaimer } from './reclaim.js';
+import { Tables, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU, D_TEST_FAULT } from '../queues/tables.js';
 import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark } from '../net/udp.js';
-import { EndpointTable, copyEndpoint, writeEndpointRow } from '../net/endpoint.js';
+import { EndpointTable, writeEndpointRow } from '../net/endpoint.js';
 import { SysError, closeFd } from '../net/libc.js';
 import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/tun.js';
 import { ctEqual, zero } from '../crypto/memory.js';
 import type { DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
-import { Handshakes } from './handshakes.js';
+import { Handshakes, type HandshakeContext } from './handshakes.js';
 
 export const DEFAULT_MTU = 1420;
 const EADDRINUSE = 98;
@@ -51,7 +56,15 @@ export interface DeviceOptions {
   /** Handshake offload pool threads (default: one per CPU; 0: none) and the queue depth that engages it. */
   handshakeThreads?: number;
   handshakeOffloadDepth?: number;
+  /** Tests only: workers can be made to throw (WGTS_TEST_WORKER_FAULT, see injectWorkerFault). */
+  testFaults?: boolean;
 }
+
+/**
+ * Keypair slots beyond three per peer: room for a handshake in flight on top of previous,
+ * current and next, and for slots in their grace period.
+ */
+const KEYPAIR_SLACK = 4096;
 
 /**
  * Queue depth from which initiations go to the offload pool: at ~200 µs per handshake on the main
@@ -60,7 +73,7 @@ export interface DeviceOptions {
  */
 export const DEFAULT_OFFLOAD_DEPTH = 64;
 
-export class Device extends EventEmitter implements UapiDevice {
+export class Device extends EventEmitter implements UapiDevice, HandshakeContext {
   readonly noise = new Noise();
   readonly checker = new CookieChecker();
   readonly limiter = new RateLimiter();
@@ -69,8 +82,9 @@ export class Device extends EventEmitter implements UapiDevice {
   readonly tables: Tables;
   readonly keypairs: Keypairs;
   readonly peers = new Map<string, Peer>();
-  readonly bySlot: (Peer | undefined)[] = [];
+  private readonly bySlot: (Peer | undefined)[] = [];
   readonly log: Logger;
+  readonly reclaim: Reclaimer;
   readonly pool: WorkerPool;
   readonly handshakes: Handshakes;
   /** The stats row the main thread writes (after the workers' rows). */
@@ -79,6 +93,8 @@ export class Device extends EventEmitter implements UapiDevice {
   listenPort: number;
   fwmark = 0;
   private readonly slots: SlotPool;
+  /** Slots of peers removed whose routes are not published yet. */
+  private readonly removed: number[] = [];
   /** Handshake and cookie state of every peer slot, one table instead of two buffers per peer. */
   private readonly peerSecrets: Uint8Array;
   private readonly tunFds: number[];
@@ -86,6 +102,7 @@ export class Device extends EventEmitter implements UapiDevice {
   private closed = false;
   private readonly ifname: string;
   private lastMtuCheckMs = 0;
+  private readonly endpointScratch = new EndpointTable(1);
 
   private constructor(o: DeviceOptions, tunFds: number[], udp: { fds: number[]; port: number }) {
     super();
@@ -95,16 +112,14 @@ export class Device extends EventEmitter implements UapiDevice {
     this.udpFds = udp.fds;
     this.listenPort = udp.port;
     const peerCapacity = o.peerCapacity ?? DEFAULT_MAX_PEERS;
-    this.tables = Tables.create(peerCapacity, o.keypairCapacity ?? peerCapacity * 3 + 1, o.workers + 1);
+    this.tables = Tables.create(peerCapacity, o.keypairCapacity ?? peerCapacity * 3 + KEYPAIR_SLACK, o.workers + 1);
     this.mainRow = o.workers;
     Atomics.store(this.tables.device, D_MTU, DEFAULT_MTU);
+    this.reclaim = new Reclaimer(this.tables.epochs);
     this.slots = new SlotPool(0, peerCapacity);
     this.peerSecrets = new Uint8Array(peerCapacity * PEER_SECRET_BYTES);
-    this.keypairs = new Keypairs(this.tables);
-    this.handshakes = new Handshakes(this, {
-      threads: o.handshakeThreads ?? availableParallelism(),
-      offloadDepth: o.handshakeOffloadDepth ?? DEFAULT_OFFLOAD_DEPTH,
-    });
+    this.keypairs = new Keypairs(this.tables, this.reclaim);
+    // The pool first: the handshake code reads its slab. Records wait for the first event-loop turn.
     this.pool = new WorkerPool({
       tables: this.tables,
       tunFds,
@@ -113,7 +128,12 @@ export class Device extends EventEmitter implements UapiDevice {
       batch: o.batch ?? 128,
       offload: o.offload ?? true,
       onRecord: (slot) => this.handshakes.onRecord(slot),
-      onWorkerError: (id, err) => this.log.error({ worker: id, err: err.message }, 'worker failed'),
+      onError: (what, err) => this.log.error({ err: err instanceof Error ? err.stack : String(err) }, what),
+      testFaults: o.testFaults,
+    });
+    this.handshakes = new Handshakes(this, {
+      threads: o.handshakeThreads ?? availableParallelism(),
+      offloadDepth: o.handshakeOffloadDepth ?? DEFAULT_OFFLOAD_DEPTH,
     });
     this.tick = setInterval(() => this.onTick(), TICK_MS);
   }
@@ -129,6 +149,29 @@ export class Device extends EventEmitter implements UapiDevice {
       tunFds.forEach(closeFd);
       throw err;
     }
+  }
+
+  // ---- what the handshake code reaches (HandshakeContext) ----
+
+  peerByKey(publicKey: Uint8Array): Peer | undefined {
+    return this.peers.get(peerKey(publicKey));
+  }
+
+  peerAt(slot: number): Peer | undefined {
+    return this.bySlot[slot];
+  }
+
+  udpFd(): number {
+    return this.udpFds[0]!;
+  }
+
+  deviceGone(): void {
+    this.emit('gone');
+  }
+
+  /** Tests only: makes worker `id` throw at its next batch (needs `testFaults`). */
+  injectWorkerFault(id: number): void {
+    this.pool.injectFault(id, this.tables.device, D_TEST_FAULT);
   }
 
   // ---- UAPI ----
@@ -204,10 +247,14 @@ export class Device extends EventEmitter implements UapiDevice {
     if (req.privateKey !== undefined) this.setPrivateKey(req.privateKey);
     const swapped = newUdp ? this.swapSockets(newUdp) : undefined;
     if (req.fwmark !== undefined) this.fwmark = req.fwmark;
-    if (req.replacePeers) for (const peer of [...this.peers.values()]) this.removePeer(peer);
+    if (req.replacePeers) {
+      for (const peer of [...this.peers.values()]) this.removePeer(peer);
+      this.publishRemovals();
+    }
     let routesChanged = req.replacePeers;
     for (const op of req.peers) routesChanged = this.applyPeer(op) || routesChanged;
     if (routesChanged) this.pool.publishRoutes(this.allowed.snapshot());
+    this.reclaim.seal();
     // Everything is applied; with a new port the reply waits until the old one is released.
     return swapped ? swapped.then(() => 0) : 0;
   }
@@ -241,8 +288,10 @@ export class Device extends EventEmitter implements UapiDevice {
     const key = peerKey(op.publicKey);
     let peer = this.peers.get(key);
     if (op.remove) {
-      if (peer) this.removePeer(peer);
-      return peer !== undefined;
+      if (!peer) return false;
+      this.removePeer(peer);
+      this.publishRemovals();
+      return true;
     }
     if (!peer) {
       if (op.updateOnly) return false;
@@ -272,35 +321,57 @@ export class Device extends EventEmitter implements UapiDevice {
   }
 
   private addPeer(publicKey: Uint8Array): Peer {
-    // peersFit() has checked that the request's peers fit.
-    const slot = this.slots.take();
+    // peersFit() has checked that the request's peers fit; slots of removed peers may still be
+    // in their grace period.
+    let slot = this.slots.take();
+    if (slot < 0) {
+      this.publishRemovals();
+      this.reclaim.reclaimNow();
+      slot = this.slots.take();
+      if (slot < 0) throw new Error('no free peer slot: removed peers are still in their grace period');
+    }
     const secrets = this.peerSecrets.subarray(slot * PEER_SECRET_BYTES, (slot + 1) * PEER_SECRET_BYTES);
     secrets.fill(0);
-    const peer = new Peer(slot, publicKey, secrets);
-    this.peers.set(peer.publicKeyHex, peer);
-    this.bySlot[slot] = peer;
     const t = this.tables;
     for (let w = 0; w <= this.mainRow; w++) t.stats.fill(0, t.statsBase(w, slot), t.statsBase(w, slot) + S_STRIDE);
-    this.keypairs.initPeer(slot);
-    t.endpoints.family[slot] = 0;
+    t.peers.reset(slot);
+    const peer = new Peer(slot, t.peers.bumpGen(slot), publicKey, secrets);
+    this.peers.set(peer.publicKeyHex, peer);
+    this.bySlot[slot] = peer;
     this.timers.init(slot);
     return peer;
   }
 
   /**
-   * Two steps, like the kernel's peer removal: unpublish first (no route leads to the peer, no
-   * keypair is usable), then wipe.
+   * The first of two steps, like the kernel's peer removal: the peer is unpublished (its routes
+   * go with the next routes snapshot, its keypairs at once, its slot gets a new generation so
+   * staged packets and records naming it are dropped) and its own state wiped. Its slot is
+   * reused only after the workers' grace period that begins once the routes without it are
+   * published (publishRemovals).
    */
   removePeer(peer: Peer): void {
     this.allowed.removeByPeer(peer.slot);
     this.peers.delete(peer.publicKeyHex);
     this.bySlot[peer.slot] = undefined;
+    this.tables.peers.bumpGen(peer.slot);
     this.timers.stop(peer.slot);
     this.handshakes.peerRemoved(peer);
     this.keypairs.clearPeer(peer.slot);
     if (peer.pendingIndex >= 0) this.keypairs.release(peer.pendingIndex);
     peer.destroy();
-    this.slots.give(peer.slot);
+    this.removed.push(peer.slot);
+  }
+
+  /**
+   * Publishes the routes without the peers removed since the last call and queues their slots
+   * for reuse after the grace period that starts now.
+   */
+  private publishRemovals(): void {
+    if (this.removed.length === 0) return;
+    this.pool.publishRoutes(this.allowed.snapshot());
+    for (const slot of this.removed) this.reclaim.retire(() => this.slots.give(slot));
+    this.removed.length = 0;
+    this.reclaim.seal();
   }
 
   private setPrivateKey(key: Uint8Array | null): void {
@@ -321,6 +392,7 @@ export class Device extends EventEmitter implements UapiDevice {
       peer.handshake.clear();
       this.keypairs.clearPeer(peer.slot);
     }
+    this.publishRemovals();
   }
 
   /** Moves the workers to new sockets; resolves once the old ones are closed (the old port free). */
@@ -342,29 +414,18 @@ export class Device extends EventEmitter implements UapiDevice {
     return true;
   }
 
-  /** Writes a peer's endpoint under its seqlock (the main thread is the only writer). */
+  /** Sets a peer's endpoint from the configuration (no sticky source: the routed address first). */
   setEndpoint(slot: number, ep: Endpoint): void {
-    this.writeEndpoint(slot, () => writeEndpointRow(this.tables.endpoints, slot, ep.family, ep.addr, ep.port));
-  }
-
-  /** Copies row `row` of `from` into the peer's endpoint (roaming). */
-  setEndpointFrom(slot: number, from: EndpointTable, row: number): void {
-    this.writeEndpoint(slot, () => copyEndpoint(from, row, this.tables.endpoints, slot));
-  }
-
-  private writeEndpoint(slot: number, write: () => void): void {
-    const seq = slot * P_STRIDE + P_ENDPOINT_SEQ;
-    Atomics.add(this.tables.peers, seq, 1);
-    write();
-    Atomics.add(this.tables.peers, seq, 1);
+    this.tables.peers.writeEndpoint(slot, (t, row) => writeEndpointRow(t, row, ep.family, ep.addr, ep.port));
   }
 
   endpointOf(slot: number): Endpoint | undefined {
-    const t = this.tables.endpoints;
-    const family = t.family[slot];
+    const t = this.endpointScratch;
+    if (!this.tables.peers.readEndpoint(slot, t, 0)) return undefined;
+    const family = t.family[0];
     if (family !== 4 && family !== 6) return undefined;
-    const a = t.addr.subarray(16 * slot, 16 * slot + 16);
-    return { family, addr: family === 4 ? a.slice(12) : a.slice(), port: t.port[slot]! };
+    const a = t.addr.subarray(0, 16);
+    return { family, addr: family === 4 ? a.slice(12) : a.slice(), port: t.port[0]! };
   }
 
   // ---- time ----
@@ -376,6 +437,8 @@ export class Device extends EventEmitter implements UapiDevice {
       return;
     }
     this.handshakes.tick();
+    this.publishRemovals();
+    this.reclaim.poll();
     this.followMtu();
   }
 
@@ -405,8 +468,10 @@ export class Device extends EventEmitter implements UapiDevice {
     this.pool.close();
     await this.handshakes.offload?.close();
     for (const peer of [...this.peers.values()]) this.removePeer(peer);
+    this.removed.length = 0;
+    this.reclaim.drainAll();
     this.noise.setPrivateKey(null);
-    zero(this.tables.keys);
+    this.tables.keypairs.wipeAll(zero);
     zero(this.peerSecrets);
     this.udpFds.forEach(closeFd);
     this.tunFds.forEach(closeFd);

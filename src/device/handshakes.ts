@@ -1,25 +1,54 @@
 // The control plane's packet work on the main thread (the kernel's receive.c handshake path and
-// send.c's handshake, keepalive and staged-packet sending): control records from the workers,
-// handshake messages in and out, cookies under load, and the coarse tick that turns the
-// workers' per-peer timestamps into timer events and runs every peer's timers.
-import { SessionKeys, type ConsumeResult, type Handshake, type Rejection } from '../handshake/noise.js';
+// send.c's handshake and keepalive sending): records from the workers, handshake messages in and
+// out, cookies under load, and the coarse tick that turns the workers' per-peer timestamps into
+// timer events and runs every peer's timers. It reaches the device only through the narrow
+// HandshakeContext below.
+import type { Logger } from 'pino';
+import { SessionKeys, type ConsumeResult, type Handshake, type Noise, type Rejection } from '../handshake/noise.js';
 import { HandshakeOffload, type PrepareBatch } from '../handshake/offload.js';
-import { markUnderLoad, underLoad } from '../handshake/cookie.js';
+import { markUnderLoad, underLoad, type CookieChecker } from '../handshake/cookie.js';
+import type { RateLimiter } from '../handshake/ratelimiter.js';
 import {
   INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, INIT_SENDER, RESP_SENDER,
-  COOKIE_RECEIVER, DATA_HEADER_LEN, messageType, readU32,
+  COOKIE_RECEIVER, messageType, readU32,
 } from '../handshake/messages.js';
+import { REKEY_TIMEOUT } from '../handshake/constants.js';
 import { TransportCrypto } from '../workers/transport.js';
-import { RecordKind, META_KIND, META_ARG } from '../workers/control.js';
-import { sendTo } from '../net/udp.js';
-import { formatEndpoint, type EndpointTable } from '../net/endpoint.js';
-import { TimerAction, REKEY_TIMEOUT, shouldRekeyOnSend } from './timers.js';
+import { Records, RecordKind } from '../queues/records.js';
+import type { Slab } from '../queues/slab.js';
+import { DatagramSender } from '../net/udp.js';
+import { EndpointTable, formatEndpoint } from '../net/endpoint.js';
+import { TimerAction, shouldRekeyOnSend, type Timers } from './timers.js';
 import {
-  now, canSend, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, S_TX_BYTES, S_RX_BYTES, D_MTU,
-  SEND_COUNTER_LIMIT, SEND_COUNTER_REKEY,
-} from './tables.js';
-import type { Device } from './device.js';
-import { peerKey, type Peer } from './peer.js';
+  Tables, now, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, S_TX_BYTES, S_RX_BYTES, D_MTU,
+  D_KEYS_GEN, SEND_COUNTER_REKEY,
+} from '../queues/tables.js';
+import type { Keypairs } from './keypairs.js';
+import type { Peer } from './peer.js';
+
+/** What the handshake code needs of the device, and nothing more. */
+export interface HandshakeContext {
+  readonly noise: Noise;
+  readonly checker: CookieChecker;
+  readonly limiter: RateLimiter;
+  readonly timers: Timers;
+  readonly tables: Tables;
+  readonly keypairs: Keypairs;
+  readonly log: Logger;
+  /** The stats row the main thread writes. */
+  readonly mainRow: number;
+  readonly pool: {
+    readonly slab: Slab;
+    readonly slotEndpoints: EndpointTable;
+    pending(): number;
+    wakeAll(): void;
+  };
+  peerByKey(publicKey: Uint8Array): Peer | undefined;
+  peerAt(slot: number): Peer | undefined;
+  /** The socket the main thread sends from. */
+  udpFd(): number;
+  deviceGone(): void;
+}
 
 /** Handshake messages the main thread will queue before declaring itself under load. */
 const HANDSHAKE_QUEUE_CAPACITY = 1024;
@@ -46,8 +75,12 @@ interface Seen { dataSent: number; dataReceived: number; authSent: number; authR
 export class Handshakes {
   private readonly session = new SessionKeys();
   private readonly transport = new TransportCrypto();
-  private readonly msg = new Uint8Array(2048);
+  private readonly msg = new Uint8Array(new ArrayBuffer(2048));
   private readonly source = new Uint8Array(18);
+  private readonly records: Records;
+  private readonly sender: DatagramSender;
+  /** A peer's endpoint copied out of the shared table (under its seqlock) to send to. */
+  private readonly to = new EndpointTable(1);
   /** Under load until this time (on the shared clock `now()`); the metrics endpoint reads it too. */
   readonly load = { untilMs: 0 };
   /**
@@ -64,9 +97,11 @@ export class Handshakes {
   private lastGcMs = 0;
   private readonly scratch: Seen = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
 
-  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => this.d.peers.get(peerKey(pk))?.handshake;
+  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => this.d.peerByKey(pk)?.handshake;
 
-  constructor(private readonly d: Device, private readonly o: HandshakeOptions) {
+  constructor(private readonly d: HandshakeContext, private readonly o: HandshakeOptions) {
+    this.records = new Records(d.pool.slab);
+    this.sender = new DatagramSender(() => d.udpFd());
     this.offload = o.threads > 0
       ? new HandshakeOffload({
         threads: o.threads,
@@ -108,44 +143,45 @@ export class Handshakes {
 
   onRecord(slot: number): void {
     const slab = this.d.pool.slab;
-    const rec = slab.record(slot);
-    const kind = slab.meta[rec + META_KIND];
-    const peerSlot = slab.peer(slot);
-    const start = slab.base(slot) + slab.offset(slot);
-    const bytes = slab.bytes.subarray(start, start + slab.length(slot));
     try {
-      switch (kind) {
-        case RecordKind.Handshake:
-          this.receiveHandshake(bytes, slot);
-          break;
-        case RecordKind.Staged: {
-          const peer = this.d.bySlot[peerSlot];
-          if (peer) {
-            peer.stage(bytes.slice());
-            this.sendStaged(peer);
-          }
-          break;
-        }
-        case RecordKind.Confirmed: {
-          const peer = this.d.bySlot[peerSlot];
-          if (peer && this.d.keypairs.confirm(peer.slot, slab.meta[rec + META_ARG]!)) {
-            this.d.timers.handshakeComplete(peer.slot);
-            peer.lastHandshakeWallMs = Date.now();
-            this.stats.completed++;
-            this.sendStaged(peer);
-          }
-          break;
-        }
-        case RecordKind.Roamed:
-          if (this.d.bySlot[peerSlot]) this.d.setEndpointFrom(peerSlot, this.d.pool.slotEndpoints, slot);
-          break;
-        case RecordKind.DeviceGone:
-          this.d.emit('gone');
-          break;
+      const kind = this.records.kind(slot);
+      if (kind === RecordKind.Handshake) {
+        const start = slab.base(slot) + slab.offset(slot);
+        this.receiveHandshake(slab.bytes.subarray(start, start + slab.length(slot)), slot);
+      } else if (kind === RecordKind.DeviceGone) {
+        this.d.deviceGone();
+      } else {
+        // About a peer: only if the slot still holds the peer the worker saw.
+        const peer = this.d.peerAt(slab.peer(slot));
+        if (peer === undefined || peer.gen !== this.records.peerGen(slot)) return;
+        if (kind === RecordKind.Confirmed) this.confirmed(peer, this.records.arg(slot));
+        else if (kind === RecordKind.HandshakeWanted) this.handshakeWanted(peer);
       }
     } finally {
       slab.free(slot);
     }
+  }
+
+  /** A worker authenticated the first packet on the peer's next keypair: it becomes current. */
+  private confirmed(peer: Peer, kp: number): void {
+    if (!this.d.keypairs.confirm(peer.slot, kp)) return;
+    this.d.timers.handshakeComplete(peer.slot);
+    peer.lastHandshakeWallMs = Date.now();
+    this.stats.completed++;
+    this.keysChanged();
+  }
+
+  /** A worker has packets for the peer and no keypair to send them on. */
+  private handshakeWanted(peer: Peer): void {
+    this.d.tables.peers.clearHandshakeWanted(peer.slot);
+    if (this.sendingKeypair(peer, now()) >= 0) this.keysChanged();
+    else this.sendInitiation(peer, false);
+  }
+
+  /** A peer has a keypair to send on now: workers send what they staged. */
+  private keysChanged(): void {
+    Atomics.add(this.d.tables.device, D_KEYS_GEN, 1);
+    this.d.pool.wakeAll();
   }
 
   private queueDepth(): number {
@@ -157,7 +193,9 @@ export class Handshakes {
     const type = messageType(msg, 0, msg.length);
     const ms = now();
     if (type === MSG_COOKIE_REPLY) {
-      this.pendingPeer(readU32(msg, COOKIE_RECEIVER))?.cookies.consumeReply(msg, ms);
+      // It answers an initiation we sent or a response (whose sender index is a keypair slot
+      // we reserved for the session): either way the index names the peer.
+      this.peerByIndex(readU32(msg, COOKIE_RECEIVER))?.cookies.consumeReply(msg, ms);
       return;
     }
     const rejected = type === MSG_INITIATION ? this.stats.rejected.initiation : this.stats.rejected.response;
@@ -174,7 +212,7 @@ export class Handshakes {
         const sender = readU32(msg, type === MSG_INITIATION ? INIT_SENDER : RESP_SENDER);
         const reply = this.msg.subarray(0, COOKIE_REPLY_LEN);
         d.checker.createReply(reply, msg, msg.length, sender, this.source, ms);
-        if (sendTo(d.udpFds[0]!, reply, ep, slot) > 0) this.stats.cookieRepliesSent++;
+        if (this.sender.send(this.msg, 0, COOKIE_REPLY_LEN, ep, slot) > 0) this.stats.cookieRepliesSent++;
         rejected.cookie++;
         return;
       }
@@ -224,9 +262,9 @@ export class Handshakes {
       if (d.log.isLevelEnabled('debug')) d.log.debug({ reason: r.reason, from: formatEndpoint(from, row) }, 'initiation rejected');
       return;
     }
-    const peer = d.bySlot[r.handshake.peer]!;
+    const peer = d.peerAt(r.handshake.peer)!;
     this.countRx(peer, msg.length);
-    d.setEndpointFrom(peer.slot, from, row);
+    d.tables.peers.writeEndpointFrom(peer.slot, from, row);
     d.timers.anyAuthenticatedPacketReceived(peer.slot);
     d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
     this.sendResponse(peer, r.handshake, ms, prepared);
@@ -247,18 +285,22 @@ export class Handshakes {
     d.keypairs.install(peer.slot, this.session);
     this.activate(peer);
     this.session.destroy();
-    this.send(peer, resp);
+    this.send(peer, RESP_LEN);
     d.timers.sessionDerived(peer.slot, ms);
     d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
     d.timers.anyAuthenticatedPacketSent(peer.slot);
     d.log.debug({ peer: peer.slot }, 'sent handshake response');
   }
 
-  /** The peer whose handshake in flight has local index `index` (what a response or cookie reply answers). */
+  /** The peer a local index of ours was handed to (a handshake in flight or a session), or undefined. */
+  private peerByIndex(index: number): Peer | undefined {
+    const kp = this.d.keypairs.slotOf(index);
+    return kp >= 0 ? this.d.peerAt(this.d.keypairs.peerOf(kp)) : undefined;
+  }
+
+  /** The peer whose initiation in flight has local index `index` (what a response answers). */
   private pendingPeer(index: number): Peer | undefined {
-    const d = this.d;
-    const kp = d.keypairs.slotOf(index);
-    const peer = kp >= 0 ? d.bySlot[d.keypairs.peerOf(kp)] : undefined;
+    const peer = this.peerByIndex(index);
     return peer && peer.pendingIndex === index ? peer : undefined;
   }
 
@@ -270,14 +312,14 @@ export class Handshakes {
       d.log.debug({ reason: r.reason }, 'response rejected');
       return;
     }
-    const peer = d.bySlot[r.handshake.peer]!;
+    const peer = d.peerAt(r.handshake.peer)!;
     this.countRx(peer, msg.length);
     if (!d.noise.beginSession(r.handshake, this.session)) return;
     peer.pendingIndex = -1;
     d.keypairs.install(peer.slot, this.session);
     this.activate(peer);
     this.session.destroy();
-    d.setEndpointFrom(peer.slot, d.pool.slotEndpoints, slot);
+    d.tables.peers.writeEndpointFrom(peer.slot, d.pool.slotEndpoints, slot);
     peer.lastHandshakeWallMs = Date.now();
     this.stats.completed++;
     d.timers.anyAuthenticatedPacketReceived(peer.slot);
@@ -285,16 +327,25 @@ export class Handshakes {
     d.timers.handshakeComplete(peer.slot);
     d.timers.sessionDerived(peer.slot, ms);
     d.log.debug({ peer: peer.slot }, 'handshake complete (initiator)');
-    // Staged packets confirm the session; with none, a keepalive does (kernel receive.c).
+    // The workers' staged packets confirm the session; a keepalive does too, at once (kernel receive.c).
+    this.keysChanged();
     this.sendKeepalive(peer);
   }
 
-  /** Sends a message to the peer's endpoint, counted in its tx bytes as the kernel does. */
-  private send(peer: Peer, msg: Uint8Array): void {
+  /**
+   * Sends `this.msg[0, len)` to the peer's endpoint (from its sticky source), counted in its tx
+   * bytes as the kernel does.
+   */
+  private send(peer: Peer, len: number): void {
     const d = this.d;
-    if (sendTo(d.udpFds[0]!, msg, d.tables.endpoints, peer.slot) > 0) {
-      d.tables.stats[d.tables.statsBase(d.mainRow, peer.slot) + S_TX_BYTES] += msg.length;
+    const peers = d.tables.peers;
+    if (!peers.readEndpoint(peer.slot, this.to, 0)) return;
+    const sourced = this.to.hasSource(0);
+    if (this.sender.send(this.msg, 0, len, this.to, 0) > 0) {
+      d.tables.stats[d.tables.statsBase(d.mainRow, peer.slot) + S_TX_BYTES] += len;
     }
+    // The kernel refused the sticky source: routed from now on, for the workers too.
+    if (sourced && !this.to.hasSource(0)) peers.writeEndpoint(peer.slot, (t, row) => t.clearSource(row));
   }
 
   /** Authenticated handshake messages count in the peer's rx bytes (kernel, wireguard-go). */
@@ -309,7 +360,7 @@ export class Handshakes {
     const ms = now();
     if (!isRetry) d.timers.handshakeRequested(peer.slot);
     if (!d.noise.hasPrivateKey || ms - peer.lastInitiationSentMs < REKEY_TIMEOUT_MS) return;
-    if (d.tables.endpoints.family[peer.slot] === 0) return;
+    if (!d.tables.peers.readEndpoint(peer.slot, this.to, 0)) return;
     peer.lastInitiationSentMs = ms;
     if (peer.pendingIndex >= 0) d.keypairs.release(peer.pendingIndex);
     peer.pendingIndex = d.keypairs.reserve(peer.slot);
@@ -319,56 +370,39 @@ export class Handshakes {
     peer.cookies.addMacs(init, INIT_LEN, ms);
     d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
     d.timers.anyAuthenticatedPacketSent(peer.slot);
-    this.send(peer, init);
+    this.send(peer, INIT_LEN);
     d.timers.handshakeInitiated(peer.slot, ms);
     d.log.debug({ peer: peer.slot, retry: isRetry }, 'sent handshake initiation');
   }
 
-  /** A keepalive is an empty staged packet: it also starts a handshake when there is no session. */
+  /** Sends a keepalive (an empty transport message) on the peer's keypair, or starts a handshake without one. */
   sendKeepalive(peer: Peer): void {
-    if (peer.staged.length === 0) peer.stage(new Uint8Array(0));
-    this.sendStaged(peer);
-  }
-
-  /** The keypair the main thread may send on for a peer, or -1 (same rule as the workers). */
-  private sendingKeypair(peer: Peer, ms: number): number {
-    const kps = this.d.keypairs;
-    const cur = kps.current(peer.slot);
-    if (cur < 0 || !canSend(this.d.tables, cur, ms)) return -1;
-    return kps.sendCounter(cur) < SEND_COUNTER_LIMIT ? cur : -1;
-  }
-
-  /** Sends the peer's staged packets on its current keypair, or asks for a handshake. */
-  sendStaged(peer: Peer): void {
     const d = this.d;
     const ms = now();
+    const kps = d.tables.keypairs;
     const kp = this.sendingKeypair(peer, ms);
-    if (kp < 0 || d.tables.endpoints.family[peer.slot] === 0) {
+    const counter = kp < 0 ? -1 : kps.claimCounter(kp);
+    if (counter < 0) {
       this.sendInitiation(peer, false);
       return;
     }
-    const mtu = d.tables.device[D_MTU]!;
-    let sentData = false;
-    for (const packet of peer.staged) {
-      const counter = d.keypairs.nextCounter(kp);
-      if (counter >= SEND_COUNTER_LIMIT) break;
-      this.msg.set(packet, DATA_HEADER_LEN);
-      const len = this.transport.seal(this.msg, 0, packet.length, mtu, d.keypairs.remoteIndex(kp), counter, 0, d.keypairs.sendKey(kp));
-      this.send(peer, this.msg.subarray(0, len));
-      sentData ||= packet.length > 0;
-    }
-    peer.unstage();
+    const len = this.transport.seal(this.msg, 0, 0, d.tables.device[D_MTU]!, kps.remoteIndex(kp), counter, 0, kps.sendKey(kp));
+    this.send(peer, len);
     d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
     d.timers.anyAuthenticatedPacketSent(peer.slot);
-    if (sentData) d.timers.dataSent(peer.slot, ms);
     this.keepKeyFresh(peer, kp, ms);
+  }
+
+  /** The keypair the main thread may send on for a peer, or -1: the workers' rule (PeerTable.sendingKeypair). */
+  private sendingKeypair(peer: Peer, ms: number): number {
+    return this.d.tables.peers.sendingKeypair(peer.slot, this.d.tables.keypairs, ms);
   }
 
   /** Rekey when the initiator's keypair is old or worn (kernel send.c keep_key_fresh). */
   private keepKeyFresh(peer: Peer, kp: number, ms: number): void {
-    const kps = this.d.keypairs;
+    const kps = this.d.tables.keypairs;
     const counter = kps.sendCounter(kp);
-    if (counter >= SEND_COUNTER_REKEY || shouldRekeyOnSend(kps.isInitiator(kp), kps.birth(kp), counter, ms)) {
+    if (counter >= SEND_COUNTER_REKEY || shouldRekeyOnSend(kps.isInitiator(kp), kps.birthOf(kp), counter, ms)) {
       this.sendInitiation(peer, false);
     }
   }
@@ -407,7 +441,7 @@ export class Handshakes {
     const kp = d.keypairs.current(peer.slot);
     if (kp >= 0) {
       if (dataSent > seen.dataSent) this.keepKeyFresh(peer, kp, ms);
-      if (dataReceived > seen.dataReceived && d.timers.lastMinuteHandshake(peer.slot, d.keypairs.isInitiator(kp), d.keypairs.birth(kp), ms)) {
+      if (dataReceived > seen.dataReceived && d.timers.lastMinuteHandshake(peer.slot, d.tables.keypairs.isInitiator(kp), d.tables.keypairs.birthOf(kp), ms)) {
         this.sendInitiation(peer, false);
       }
     }
@@ -433,7 +467,7 @@ export class Handshakes {
   }
 
   private onTimer(slot: number, action: TimerAction): void {
-    const peer = this.d.bySlot[slot];
+    const peer = this.d.peerAt(slot);
     if (!peer) return;
     switch (action) {
       case TimerAction.SendKeepalive:
@@ -447,7 +481,7 @@ export class Handshakes {
         this.sendInitiation(peer, false);
         break;
       case TimerAction.GiveUp:
-        peer.unstage();
+        // The workers drop what they staged for the peer once it is REKEY_ATTEMPT_TIME old.
         break;
       case TimerAction.ZeroKeys:
         this.active.delete(peer);

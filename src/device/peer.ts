@@ -1,16 +1,12 @@
-// A peer as the control plane sees it: static configuration, the handshake in flight, the
-// cookie state for talking to it, and the packets staged while it has no usable keypair.
-// What the data plane needs of it (keypairs, endpoint, statistics) lives in the shared tables
-// under the same slot number.
+// A peer as the control plane sees it: static configuration, the handshake in flight and the
+// cookie state for talking to it. What the data plane needs of it (keypairs, endpoint,
+// statistics, the packets staged while it has no keypair) lives in the shared tables and the
+// workers under the same slot number; `gen` is the slot's generation while this peer holds it.
 import { Handshake, HANDSHAKE_BYTES } from '../handshake/noise.js';
 import { CookieGenerator, COOKIE_GENERATOR_BYTES } from '../handshake/cookie.js';
 
 /** Per-peer secret state bytes, kept in one table by slot (see PeerSecrets). */
 export const PEER_SECRET_BYTES = HANDSHAKE_BYTES + COOKIE_GENERATOR_BYTES;
-
-/** Packets kept per peer while a handshake is in flight (wireguard-go's MaxStagedPackets). */
-export const MAX_STAGED_PACKETS = 128;
-const NONE_STAGED: Uint8Array[] = Object.freeze([]) as unknown as Uint8Array[];
 
 /** A public key as the device's peer map keys it (and as `Peer.publicKeyHex` holds it). */
 export function peerKey(publicKey: Uint8Array): string {
@@ -27,12 +23,11 @@ export class Peer {
   lastInitiationSentMs = -Infinity;
   /** Local index of the handshake in flight (its reserved keypair slot), or -1. */
   pendingIndex = -1;
-  /** Packets waiting for a session; shared empty array until the first one (most peers never stage). */
-  staged: Uint8Array[] = NONE_STAGED;
 
   /** `secrets`: this slot's PEER_SECRET_BYTES region of the device's table (zeroed). */
   constructor(
     readonly slot: number,
+    readonly gen: number,
     publicKey: Uint8Array,
     secrets: Uint8Array,
   ) {
@@ -45,20 +40,8 @@ export class Peer {
     return this.handshake.remoteStatic;
   }
 
-  stage(packet: Uint8Array): void {
-    if (this.staged === NONE_STAGED) this.staged = [];
-    if (this.staged.length >= MAX_STAGED_PACKETS) this.staged.shift();
-    this.staged.push(packet);
-  }
-
-  /** Drops the staged packets. */
-  unstage(): void {
-    this.staged = NONE_STAGED;
-  }
-
   destroy(): void {
     this.handshake.destroy();
     this.cookies.destroy();
-    this.unstage();
   }
 }

@@ -13,6 +13,7 @@ import { seal, open, NONCE_LEN } from '../crypto/aead.js';
 import { dh, generateKeyPair, publicKeyOf } from '../crypto/x25519.js';
 import { zero, isZero } from '../crypto/memory.js';
 import { writeTai64n, tai64nAfter } from './tai64n.js';
+import { HANDSHAKE_INITIATION_RATE_MS } from './constants.js';
 import {
   KEY_LEN, TAG_LEN, TIMESTAMP_LEN, MSG_INITIATION, MSG_RESPONSE,
   INIT_SENDER, INIT_EPHEMERAL, INIT_STATIC, INIT_TIMESTAMP,
@@ -23,8 +24,6 @@ import {
 const CONSTRUCTION = new TextEncoder().encode('Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s');
 const IDENTIFIER = new TextEncoder().encode('WireGuard v1 zx2c4 Jason@zx2c4.com');
 
-/** Minimum interval between two initiations accepted from one peer (flood protection). */
-export const HANDSHAKE_INITIATION_RATE_MS = 20;
 
 /** C0 = HASH(construction) and H0 = HASH(C0 || identifier), computed once per process. */
 const INITIAL_CHAIN_KEY = new Uint8Array(HASH_LEN);

@@ -46,6 +46,8 @@ export interface MetricsSource {
   underLoad(): boolean;
   /** Control records waiting in the workers' rings to the main thread. */
   pendingRecords(): number;
+  /** Data-plane workers restarted after a failure. */
+  workerRestarts(): number;
   workers(): WorkerCounters[];
 }
 
@@ -121,7 +123,8 @@ function writeDevice(w: ExpositionWriter, s: MetricsSource, iface: string): void
   one('wireguard_cookie_replies_sent_total', 'counter', 'Cookie replies sent to handshake messages received under load', hs.cookieRepliesSent);
   one('wireguard_handshakes_offloaded_total', 'counter', 'Initiations whose DH work went to the handshake offload pool (queue deep)', hs.offloaded);
   one('wireguard_under_load', 'gauge', 'Whether handshakes must carry a cookie (mac2) because the handshake queue is deep', s.underLoad() ? 1 : 0);
-  one('wireguard_control_records_pending', 'gauge', "Records (handshake messages, staged packets, events) waiting in the workers' rings to the main thread", s.pendingRecords());
+  one('wireguard_control_records_pending', 'gauge', "Handshake messages waiting in the workers' rings to the main thread", s.pendingRecords());
+  one('wireguard_worker_restarts_total', 'counter', 'Data-plane workers restarted after they failed', s.workerRestarts());
 
   const workers = s.workers();
   const packets = 'wireguard_worker_packets_total';

@@ -1,7 +1,7 @@
 // The device as a MetricsSource: per-peer figures exactly as UAPI `get` (and so `wg show`)
 // reports them, device counters from the handshake stats and the workers' shared counter rows.
 import type { Device } from '../device/device.js';
-import { COUNTER_NAMES, C_STRIDE, now } from '../device/tables.js';
+import { COUNTER_NAMES, C_STRIDE, now } from '../queues/tables.js';
 import type { MetricsSource, WorkerCounters } from './collector.js';
 
 export function deviceSource(device: Device, ifname: string): MetricsSource {
@@ -12,6 +12,7 @@ export function deviceSource(device: Device, ifname: string): MetricsSource {
     handshakes: () => device.handshakes.stats,
     underLoad: () => now() < device.handshakes.load.untilMs,
     pendingRecords: () => device.pool.pending(),
+    workerRestarts: () => device.pool.restarts,
     workers: () => workerCounters(device),
   };
 }

@@ -11,6 +11,8 @@ import {
   writeAddress,
 } from './libc.js';
 import { SOL_UDP, UDP_GRO } from './gso.js';
+import { CONTROL_SPACE, parseReceived } from './cmsg.js';
+import type { LargeBuffers } from './udp.js';
 
 /** Messages per recvmmsg: each may carry up to 64 KiB of datagrams. */
 const MESSAGES = 8;
@@ -19,8 +21,7 @@ const REGION = 0x10000;
 const MMSG = MMSGHDR_SIZE;
 const IOV = IOVEC_SIZE;
 const NAME = NAME_SLOT;
-const CMSG = 24; // CMSG_SPACE(sizeof(int))
-const CMSG_LEN_INT = 20; // CMSG_LEN(sizeof(int))
+const CMSG = CONTROL_SPACE;
 /** Bytes of slab a receiver needs, contiguous (see WorkerPool). */
 export const GRO_AREA_BYTES = MESSAGES * REGION;
 
@@ -61,8 +62,14 @@ export class GroReceiver {
     return setInt(fd, SOL_UDP, UDP_GRO, 1) === 0;
   }
 
-  /** The contract of UdpBatch.recvBatch: up to `max` datagrams into the caller's slots. */
-  recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number): number {
+  /**
+   * The contract of UdpBatch.recvBatch: up to `max` datagrams into the caller's slots. A
+   * datagram longer than `maxLen` goes to the next of the `large` buffers and `offsets[k]`
+   * points there (the caller restores its slot offsets after the batch); when none is left the
+   * batch ends before it, and it comes first in the next call. Without `large` it is refused
+   * (-EMSGSIZE).
+   */
+  recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number, large?: LargeBuffers): number {
     let k = 0;
     while (k < max) {
       if (this.next === this.count) {
@@ -71,7 +78,13 @@ export class GroReceiver {
       }
       const j = this.next;
       const size = Math.min(this.segment[j]!, this.msgLen[j]! - this.at);
-      if (size > maxLen) {
+      if (size > maxLen && large !== undefined && size <= large.bytes) {
+        if (large.used === large.at.length) break;
+        offsets[k] = large.at[large.used++]!;
+        const src = this.areaAt + j * REGION + this.at;
+        slab.copyWithin(offsets[k]!, src, src + size);
+        lens[k] = size;
+      } else if (size > maxLen) {
         lens[k] = -EMSGSIZE;
       } else {
         const src = this.areaAt + j * REGION + this.at;
@@ -105,12 +118,11 @@ export class GroReceiver {
     for (let k = 0; k < n; k++) {
       const m = (k * MMSG) >> 2;
       const len = u32[m + 14]!;
-      const c = (this.cmsgAt + k * CMSG) >> 2;
-      const coalesced = u32[m + 10]! >= CMSG_LEN_INT && u32[c + 2] === SOL_UDP && u32[c + 3] === UDP_GRO;
+      readSockaddr(this.bytes, u32, this.nameAt + k * NAME, this.sources, k);
+      const segment = parseReceived(u32, this.cmsgAt + k * CMSG, u32[m + 10]!, this.sources, k);
       this.msgLen[k] = len;
       // A truncated datagram (only possible uncoalesced) is passed on as one oversized segment.
-      this.segment[k] = (u32[m + 12]! & MSG_TRUNC) !== 0 ? REGION + 1 : Math.max(coalesced ? u32[c + 4]! : len, 1);
-      readSockaddr(this.bytes, u32, this.nameAt + k * NAME, this.sources, k);
+      this.segment[k] = (u32[m + 12]! & MSG_TRUNC) !== 0 ? REGION + 1 : Math.max(segment > 0 ? segment : len, 1);
     }
     this.count = n;
     this.next = 0;

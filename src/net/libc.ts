@@ -41,6 +41,7 @@ export const libc = {
   recvfrom: lib.func('intptr_t recvfrom(int fd, void *buf, size_t len, int flags, void *addr, void *addrlen)'),
   recvmmsg: lib.func('int recvmmsg(int fd, void *msgvec, unsigned int vlen, int flags, void *timeout)'),
   sendmmsg: lib.func('int sendmmsg(int fd, void *msgvec, unsigned int vlen, int flags)'),
+  sendmsg: lib.func('intptr_t sendmsg(int fd, void *msg, int flags)'),
   if_nametoindex: lib.func('unsigned int if_nametoindex(const char *name)'),
   inet_pton: lib.func('int inet_pton(int af, const char *src, void *dst)'),
   inet_ntop: lib.func('const char *inet_ntop(int af, void *src, void *dst, uint32_t size)'),
@@ -104,6 +105,8 @@ export const EBADFD = 77;
 export const ENOTSOCK = 88;
 export const EMSGSIZE = 90;
 export const EADDRINUSE = 98;
+export const EADDRNOTAVAIL = 99;
+export const ENETUNREACH = 101;
 
 /** A setup failure: the action that failed, the errno and libc's text for it. */
 export class SysError extends Error {

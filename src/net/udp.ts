@@ -11,7 +11,7 @@
  * send also which datagrams each message carries (UDP GSO, ./gso.ts).
  */
 import {
-  AF_INET6, EACCES, EADDRINUSE, EAGAIN, EBADF, EIO, EMSGSIZE, ENOTSOCK, EPERM, IPPROTO_IPV6,
+  AF_INET6, EACCES, EADDRINUSE, EADDRNOTAVAIL, EAGAIN, EBADF, EINVAL, EIO, EMSGSIZE, ENETUNREACH, ENOTSOCK, EPERM, IPPROTO_IPV6,
   IPV6_V6ONLY, MSG_DONTWAIT, MSG_TRUNC, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, SOL_SOCKET,
   SO_MARK, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEPORT, SO_SNDBUF, SO_SNDBUFFORCE, SysError,
   SlabAddress, addressOf, check, checkBatch, closeFd, errno, libc, writeAddress, MMSGHDR_SIZE, IOVEC_SIZE,
@@ -20,6 +20,7 @@ import {
 import { EndpointTable, readSockaddr } from './endpoint.js';
 import { SOL_UDP, UDP_SEGMENT, gsoRunLength } from './gso.js';
 import { GroReceiver } from './gro.js';
+import { CONTROL_SPACE, IPV6_RECVPKTINFO, PKTINFO_SPACE, SEGMENT_SPACE, parseReceived, writePktinfo, writeSegment } from './cmsg.js';
 
 /** Most datagrams one recvBatch/sendBatch call moves (recvmmsg's practical sweet spot). */
 export const MAX_BATCH = 128;
@@ -29,9 +30,25 @@ export const DEFAULT_BUFFER_BYTES = 7 << 20;
 const MMSG = MMSGHDR_SIZE;
 const IOV = IOVEC_SIZE;
 const NAME = NAME_SLOT;
-const CMSG_HDR = 16; // struct cmsghdr: cmsg_len (size_t), cmsg_level, cmsg_type
-const CMSG_LEN = CMSG_HDR + 2; // CMSG_LEN(sizeof(u16)): the UDP_SEGMENT size
-const CMSG = 24; // CMSG_SPACE(sizeof(u16)): what msg_controllen covers
+const CTL = CONTROL_SPACE;
+/** Words of a msghdr (x86-64): name, namelen, iov, iovlen, control, controllen, flags; mmsghdr's msg_len. */
+const M_NAME = 0;
+const M_NAMELEN = 2;
+const M_IOV = 4;
+const M_IOVLEN = 6;
+const M_CONTROL = 8;
+const M_CONTROLLEN = 10;
+const M_FLAGS = 12;
+const M_LEN = 14;
+
+/**
+ * What sending from a sticky source may fail with when that address is gone or unusable
+ * (ip_route_output: EINVAL; ip6_datagram_send_ctl: EINVAL; no route: ENETUNREACH): forget the
+ * source and send again from the routed address, as the kernel does.
+ */
+function sourceRefused(e: number): boolean {
+  return e === EINVAL || e === EADDRNOTAVAIL || e === ENETUNREACH;
+}
 
 /** A sockaddr_in6 for row `row` (or the wildcard address ::, with `port`, when `table` is null). */
 function sockaddr(table: EndpointTable | null, row: number, port: number): Uint8Array {
@@ -69,6 +86,8 @@ function dualStackSocket(reusePort: boolean, bufferBytes: number): number {
   try {
     check(setInt(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0), 'IPV6_V6ONLY=0');
     if (reusePort) check(setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1), 'SO_REUSEPORT');
+    // The local address of each datagram (IPv4 ones v4-mapped), for the sticky source.
+    check(setInt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, 1), 'IPV6_RECVPKTINFO');
     if (setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufferBytes) < 0) setInt(fd, SOL_SOCKET, SO_RCVBUF, bufferBytes);
     if (setInt(fd, SOL_SOCKET, SO_SNDBUFFORCE, bufferBytes) < 0) setInt(fd, SOL_SOCKET, SO_SNDBUF, bufferBytes);
   } catch (err) {
@@ -123,12 +142,66 @@ export function openUdpSockets(port: number, count: number, options: UdpOptions 
 }
 
 /**
- * Sends one datagram (control plane: handshake replies, cookie replies). Returns bytes sent or
- * -errno (-EAGAIN when the socket buffer is full).
+ * Writes a sockaddr_in6 for row `row` of `to` at word `s` of `u32` (family, port big-endian,
+ * flowinfo, address, scope id).
  */
-export function sendTo(fd: number, data: Uint8Array, to: EndpointTable, row: number): number {
-  const r = libc.sendto(fd, data, data.byteLength, MSG_DONTWAIT, sockaddr(to, row, 0), SOCKADDR_IN6_LEN) as number;
-  return r >= 0 ? r : -errno();
+function writeName(u32: Uint32Array, s: number, to: EndpointTable, row: number): void {
+  const p = to.port[row]!;
+  u32[s] = AF_INET6 | ((p >>> 8) << 16) | ((p & 0xff) << 24);
+  u32[s + 1] = 0;
+  u32[s + 2] = to.addr32[4 * row]!;
+  u32[s + 3] = to.addr32[4 * row + 1]!;
+  u32[s + 4] = to.addr32[4 * row + 2]!;
+  u32[s + 5] = to.addr32[4 * row + 3]!;
+  u32[s + 6] = 0;
+}
+
+/**
+ * Sends single datagrams from the control plane (handshake messages, cookie replies,
+ * keepalives) with sendmsg, from the row's sticky source when it has one. One per thread; its
+ * msghdr, name and control buffer are allocated once.
+ */
+export class DatagramSender {
+  private readonly bytes = new Uint8Array(new ArrayBuffer(MMSG + IOV + NAME + CTL));
+  private readonly u32 = new Uint32Array(this.bytes.buffer);
+  private readonly base = addressOf(this.bytes);
+  private readonly slab = new SlabAddress();
+
+  constructor(private readonly fd: () => number) {
+    writeAddress(this.u32, M_NAME, this.base + MMSG + IOV);
+    this.u32[M_NAMELEN] = SOCKADDR_IN6_LEN;
+    writeAddress(this.u32, M_IOV, this.base + MMSG);
+    this.u32[M_IOVLEN] = 1;
+  }
+
+  /**
+   * Sends `buf[off, off + len)` (a buffer that never moves: over an explicit ArrayBuffer) to row
+   * `row` of `to`. A source the kernel refuses is cleared in the row (the caller checks
+   * `to.hasSource(row)` to learn it) and the datagram goes from the routed address. Returns the
+   * bytes sent or -errno (-EAGAIN when the socket buffer is full).
+   */
+  send(buf: Uint8Array, off: number, len: number, to: EndpointTable, row: number): number {
+    const u32 = this.u32;
+    writeAddress(u32, MMSG >> 2, this.slab.of(buf) + off);
+    u32[(MMSG >> 2) + 2] = len;
+    writeName(u32, (MMSG + IOV) >> 2, to, row);
+    for (;;) {
+      const sourced = to.hasSource(row);
+      if (sourced) {
+        writePktinfo(u32, MMSG + IOV + NAME, to, row);
+        writeAddress(u32, M_CONTROL, this.base + MMSG + IOV + NAME);
+        u32[M_CONTROLLEN] = PKTINFO_SPACE;
+      } else {
+        writeAddress(u32, M_CONTROL, 0);
+        u32[M_CONTROLLEN] = 0;
+      }
+      const r = libc.sendmsg(this.fd(), this.bytes, MSG_DONTWAIT) as number;
+      if (r >= 0) return r;
+      const e = errno();
+      if (!sourced || !sourceRefused(e)) return -e;
+      to.clearSource(row);
+    }
+  }
 }
 
 /**
@@ -151,13 +224,20 @@ export class UdpBatch {
   private readonly sendAt: number;
   private readonly iovAt: number;
   private readonly nameAt: number;
-  private readonly cmsgAt: number;
+  private readonly recvCtlAt: number;
+  private readonly sendCtlAt: number;
   /** Per send message: its first datagram and how many it carries. */
   private readonly msgFirst: Uint32Array;
   private readonly msgCount: Uint32Array;
   private readonly slab = new SlabAddress();
   private gsoOn: boolean;
   private readonly gro: GroReceiver | null;
+  /**
+   * After a sendBatch: datagram k's sticky source was refused by the kernel and cleared in its
+   * row of `to` (the caller forgets it for the peer too); `sourcesRefused` counts them.
+   */
+  readonly sourceRefused: Uint8Array;
+  sourcesRefused = 0;
 
   /**
    * `offload`: send runs of datagrams with UDP_SEGMENT when the kernel has it; with `groAreaAt`,
@@ -166,26 +246,25 @@ export class UdpBatch {
    */
   constructor(readonly fd: number, readonly capacity: number = MAX_BATCH, offload = false, groAreaAt = -1) {
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1024) throw new RangeError(`bad batch capacity ${capacity}`);
-    this.bytes = new Uint8Array(new ArrayBuffer(capacity * (2 * MMSG + IOV + NAME + CMSG)));
+    this.bytes = new Uint8Array(new ArrayBuffer(capacity * (2 * MMSG + IOV + NAME + 2 * CTL)));
     this.u32 = new Uint32Array(this.bytes.buffer);
     this.sendAt = capacity * MMSG;
     this.iovAt = 2 * capacity * MMSG;
     this.nameAt = this.iovAt + capacity * IOV;
-    this.cmsgAt = this.nameAt + capacity * NAME;
+    this.recvCtlAt = this.nameAt + capacity * NAME;
+    this.sendCtlAt = this.recvCtlAt + capacity * CTL;
     this.sendMsgs = this.bytes.subarray(this.sendAt);
     this.msgFirst = new Uint32Array(capacity);
     this.msgCount = new Uint32Array(capacity);
+    this.sourceRefused = new Uint8Array(capacity);
     const base = (this.base = addressOf(this.bytes));
     for (let k = 0; k < capacity; k++) {
       const m = (k * MMSG) >> 2;
-      writeAddress(this.u32, m, base + this.nameAt + k * NAME); // msg_name
-      writeAddress(this.u32, m + 4, base + this.iovAt + k * IOV); // msg_iov
-      this.u32[m + 6] = 1; // msg_iovlen
+      writeAddress(this.u32, m + M_NAME, base + this.nameAt + k * NAME);
+      writeAddress(this.u32, m + M_IOV, base + this.iovAt + k * IOV);
+      this.u32[m + M_IOVLEN] = 1;
+      writeAddress(this.u32, m + M_CONTROL, base + this.recvCtlAt + k * CTL);
       this.sendMsgAddr.push(BigInt(base + this.sendAt + k * MMSG));
-      const c = (this.cmsgAt + k * CMSG) >> 2;
-      this.u32[c] = CMSG_LEN; // cmsg_len (size_t)
-      this.u32[c + 2] = SOL_UDP;
-      this.u32[c + 3] = UDP_SEGMENT;
     }
     // Setting the socket's default segment size to 0 (none) is harmless and fails only on
     // kernels without UDP GSO (before 4.18): the probe.
@@ -201,13 +280,14 @@ export class UdpBatch {
   /**
    * Receives up to `max` datagrams without blocking: datagram k goes to
    * `slab[offsets[k] ..+ maxLen)`, its length to `lens[k]` (-EMSGSIZE if it was truncated:
-   * drop it) and its source to row k of `from`. Returns the count (0 when nothing waits) or
-   * -errno.
+   * drop it), its source and the local address it arrived on to row k of `from`. Returns the
+   * count (0 when nothing waits) or -errno. With UDP GRO, datagrams longer than `maxLen` go to
+   * the `large` buffers while they last (see GroReceiver.recvBatch).
    */
-  recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number): number {
+  recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number, large?: LargeBuffers): number {
     if (max > this.capacity || max > from.capacity) throw new RangeError(`batch of ${max} exceeds capacity`);
     checkBatch(offsets, lens, max, maxLen);
-    if (this.gro !== null) return this.gro.recvBatch(slab, offsets, maxLen, lens, from, max);
+    if (this.gro !== null) return this.gro.recvBatch(slab, offsets, maxLen, lens, from, max, large);
     const base = this.slab.of(slab);
     const u32 = this.u32;
     for (let k = 0; k < max; k++) {
@@ -216,30 +296,38 @@ export class UdpBatch {
       const v = (this.iovAt + k * IOV) >> 2;
       writeAddress(u32, v, base + off);
       u32[v + 2] = maxLen;
-      u32[((k * MMSG) >> 2) + 2] = SOCKADDR_IN6_LEN; // msg_namelen, shrunk by the last call
+      const m = (k * MMSG) >> 2;
+      u32[m + M_NAMELEN] = SOCKADDR_IN6_LEN; // shrunk by the last call
+      u32[m + M_CONTROLLEN] = CTL;
     }
     const n = recvMessages(this.fd, this.bytes, max);
     for (let k = 0; k < n; k++) {
       const m = (k * MMSG) >> 2;
-      lens[k] = (u32[m + 12]! & MSG_TRUNC) !== 0 ? -EMSGSIZE : u32[m + 14]!;
+      lens[k] = (u32[m + M_FLAGS]! & MSG_TRUNC) !== 0 ? -EMSGSIZE : u32[m + M_LEN]!;
       readSockaddr(this.bytes, u32, this.nameAt + k * NAME, from, k);
+      parseReceived(u32, this.recvCtlAt + k * CTL, u32[m + M_CONTROLLEN]!, from, k);
     }
     return n;
   }
 
   /**
-   * Sends datagrams k < count from `slab[offsets[k] ..+ lens[k])` to row `toRows[k]` of `to`
-   * (row k when `toRows` is omitted). Returns how many were consumed: sent, or refused for that
-   * datagram alone (no route, bad address…), in which case `lens[k]` becomes -errno. Stops at
+   * Sends datagrams k < count from `slab[offsets[k] ..+ lens[k])` to row k of `to`, from the
+   * row's sticky source when it has one. Returns how many were consumed: sent, or refused for
+   * that datagram alone (no route, too big…), in which case `lens[k]` becomes -errno. Stops at
    * EAGAIN (send the rest later). -errno only when the fd itself is unusable before any send.
    * Runs that leave as one GSO message are still accounted per datagram: a run the kernel
-   * refuses is sent again one datagram per message, never dropped.
+   * refuses is sent again one datagram per message, never dropped; so is a datagram whose
+   * source the kernel refuses, from the routed address (see `sourceRefused`).
    */
-  sendBatch(slab: Uint8Array, offsets: Uint32Array, lens: Int32Array, to: EndpointTable, count: number, toRows?: Uint32Array): number {
+  sendBatch(slab: Uint8Array, offsets: Uint32Array, lens: Int32Array, to: EndpointTable, count: number): number {
     if (count > this.capacity) throw new RangeError(`batch of ${count} exceeds capacity ${this.capacity}`);
     checkBatch(offsets, lens, count);
     const base = this.slab.of(slab);
     const u32 = this.u32;
+    if (this.sourcesRefused > 0) {
+      this.sourceRefused.fill(0);
+      this.sourcesRefused = 0;
+    }
     for (let k = 0; k < count; k++) {
       const off = offsets[k]!;
       const len = lens[k]!;
@@ -247,18 +335,9 @@ export class UdpBatch {
       const v = (this.iovAt + k * IOV) >> 2;
       writeAddress(u32, v, base + off);
       u32[v + 2] = len;
-      const row = toRows === undefined ? k : toRows[k]!;
-      const s = (this.nameAt + k * NAME) >> 2;
-      const p = to.port[row]!;
-      u32[s] = AF_INET6 | ((p >>> 8) << 16) | ((p & 0xff) << 24); // family, then port big-endian
-      u32[s + 1] = 0; // flowinfo
-      u32[s + 2] = to.addr32[4 * row]!;
-      u32[s + 3] = to.addr32[4 * row + 1]!;
-      u32[s + 4] = to.addr32[4 * row + 2]!;
-      u32[s + 5] = to.addr32[4 * row + 3]!;
-      u32[s + 6] = 0; // scope id
+      writeName(u32, (this.nameAt + k * NAME) >> 2, to, k);
     }
-    let messages = this.layout(0, count, this.gsoOn, lens, to, toRows);
+    let messages = this.layout(0, count, this.gsoOn, lens, to);
     let m = 0;
     while (m < messages) {
       const r = libc.sendmmsg(this.fd, m === 0 ? this.sendMsgs : this.sendMsgAddr[m], messages - m, MSG_DONTWAIT) as number;
@@ -271,13 +350,25 @@ export class UdpBatch {
       if (e === EAGAIN) break;
       const first = this.msgFirst[m]!;
       if (e === EBADF || e === ENOTSOCK) return first === 0 ? -e : first;
+      if (to.hasSource(first) && sourceRefused(e)) {
+        // The sticky source is gone (address removed, interface down): forget it for the
+        // run's datagrams and send them again from the routed address.
+        for (let k = first; k < first + this.msgCount[m]!; k++) {
+          to.clearSource(k);
+          this.sourceRefused[k] = 1;
+          this.sourcesRefused++;
+        }
+        messages = this.layout(first, count, this.gsoOn, lens, to);
+        m = 0;
+        continue;
+      }
       if (this.msgCount[m]! > 1) {
         // EIO: the kernel cannot do GSO on this path at all (before 6.11 it needs checksum
         // offload on the egress device), so stop asking. Anything else (EINVAL: a segment
         // above the path MTU; EMSGSIZE) belongs to this run: its datagrams go one by one, so
         // each gets its own result.
         if (e === EIO) this.gsoOn = false;
-        messages = this.layout(first, count, false, lens, to, toRows);
+        messages = this.layout(first, count, false, lens, to);
         m = 0;
         continue;
       }
@@ -289,32 +380,46 @@ export class UdpBatch {
 
   /**
    * Writes send messages from message 0 on for datagrams [first, count): runs that may share
-   * one GSO message when `gso` (see gsoRunLength), else one datagram each. Returns the count.
+   * one GSO message when `gso` (see gsoRunLength: same path, sticky source included), else one
+   * datagram each, each with its source's pktinfo when it has one. Returns the count.
    */
-  private layout(first: number, count: number, gso: boolean, lens: Int32Array, to: EndpointTable, toRows?: Uint32Array): number {
+  private layout(first: number, count: number, gso: boolean, lens: Int32Array, to: EndpointTable): number {
     const u32 = this.u32;
     let m = 0;
     for (let k = first; k < count; m++) {
-      const n = gso ? gsoRunLength(lens, k, count, to, toRows) : 1;
+      const n = gso ? gsoRunLength(lens, k, count, to) : 1;
       const h = (this.sendAt + m * MMSG) >> 2;
-      writeAddress(u32, h, this.base + this.nameAt + k * NAME); // msg_name
-      u32[h + 2] = SOCKADDR_IN6_LEN;
-      writeAddress(u32, h + 4, this.base + this.iovAt + k * IOV); // msg_iov
-      u32[h + 6] = n; // msg_iovlen
-      if (n > 1) {
-        const c = this.cmsgAt + m * CMSG;
-        this.bytes[c + CMSG_HDR] = lens[k]! & 0xff; // the segment size, a native-endian u16
-        this.bytes[c + CMSG_HDR + 1] = lens[k]! >>> 8;
-        writeAddress(u32, h + 8, this.base + c); // msg_control
-        u32[h + 10] = CMSG; // msg_controllen
-      } else {
-        writeAddress(u32, h + 8, 0);
-        u32[h + 10] = 0;
+      writeAddress(u32, h + M_NAME, this.base + this.nameAt + k * NAME);
+      u32[h + M_NAMELEN] = SOCKADDR_IN6_LEN;
+      writeAddress(u32, h + M_IOV, this.base + this.iovAt + k * IOV);
+      u32[h + M_IOVLEN] = n;
+      const c = this.sendCtlAt + m * CTL;
+      let ctl = 0;
+      if (to.hasSource(k)) {
+        writePktinfo(u32, c, to, k);
+        ctl = PKTINFO_SPACE;
       }
+      if (n > 1) {
+        writeSegment(this.bytes, u32, c + ctl, lens[k]!);
+        ctl += SEGMENT_SPACE;
+      }
+      writeAddress(u32, h + M_CONTROL, ctl > 0 ? this.base + c : 0);
+      u32[h + M_CONTROLLEN] = ctl;
       this.msgFirst[m] = k;
       this.msgCount[m] = n;
       k += n;
     }
     return m;
   }
+}
+
+/**
+ * Buffers for packets longer than a slab slot (a jumbo MTU): `at[i]` is the byte offset in the
+ * slab of buffer i, `bytes` long each; `used` counts those a batch has taken. The owner resets
+ * `used` at every batch.
+ */
+export interface LargeBuffers {
+  readonly at: Uint32Array;
+  readonly bytes: number;
+  used: number;
 }

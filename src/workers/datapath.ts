@@ -1,43 +1,60 @@
 // One worker's packet pipeline, run to completion per batch (wireguard-go send.go/receive.go,
 // the kernel's send.c/receive.c, collapsed into one thread per queue):
 //
-//   outbound: TUN batch -> route by destination (allowed IPs) -> the peer's sending keypair
-//             -> counter (Atomics.add) -> seal in place in the slot -> one sendmmsg
-//             no keypair: copy to a control record (staged, the main thread starts a handshake)
+//   outbound: staged packets whose peer now has a keypair go first -> TUN batch -> route by
+//             destination (allowed IPs) -> the peer's sending keypair -> counter (claimed, never
+//             past the limit) -> seal in place in the slot -> one sendmmsg (from each peer's
+//             sticky source)
+//             no keypair: stage in this worker and ask the main thread for a handshake once
+//             no endpoint: drop at once (the kernel's EDESTADDRREQ)
 //   inbound:  recvmmsg batch -> type 4: keypair by receiver index -> open in place -> replay
-//             window -> roaming / confirmation events -> inner source must route back to the
-//             same peer -> one TUN write batch
-//             types 1-3: copy to a control record for the main thread
+//             window -> the peer's endpoint follows the packet (roaming, sticky source) ->
+//             confirmation event -> inner source must route back to the same peer -> one TUN
+//             write batch
+//             types 1-3: copy to a record on the handshake ring for the main thread
+//
+// Packets up to a slab slot travel in the batch slots; with an MTU larger than that (a jumbo
+// MTU, up to 65,535), a batch uses the worker's few large buffers instead, so memory stays
+// bounded. Nothing is cut silently: what cannot be carried is counted as a drop with its reason.
 //
 // Nothing here allocates per packet: slots, offsets and endpoint rows are preallocated, and
-// key and replay-window views are created once per keypair slot and reused.
+// key and replay-window views are created once per keypair slot and reused. A batch runs
+// inside one epoch (see ../queues/epoch.ts): the peers and keypairs it reads cannot be reused
+// under it.
 import { Slab } from '../queues/slab.js';
 import { Ring } from '../queues/ring.js';
-import { EndpointTable, copyEndpoint, endpointEquals } from '../net/endpoint.js';
-import { ReplayWindow } from '../replay/replay.js';
+import { Records, RecordKind } from '../queues/records.js';
+import { EndpointTable, copyEndpoint } from '../net/endpoint.js';
+import type { LargeBuffers } from '../net/udp.js';
+import { EMSGSIZE } from '../net/libc.js';
 import { lookupV4In, lookupV6In, type AllowedIPsTables } from '../allowedips/allowedips.js';
 import { TransportCrypto } from './transport.js';
+import { Staging, StagedFate, STAGED_MAX_AGE_MS } from './staging.js';
 import { messageType, readU32, MSG_DATA, DATA_HEADER_LEN } from '../handshake/messages.js';
-import { RecordKind, META_KIND, META_ARG } from './control.js';
 import {
   Segmenter, Coalescer, readVnetHeader, writeVnetHeader, completeChecksum, VNET_HDR_LEN, VNET_F_NEEDS_CSUM,
   VNET_F_DATA_VALID, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_SUPER_PACKET, type VnetHeader,
 } from '../tun/offload.js';
 import {
-  Tables, now, canSend, KP_FLAGS, KP_PEER, KP_LOCAL_INDEX, KP_REMOTE_INDEX, KP_SEND_COUNTER, KP_REPLAY, KP_STRIDE,
-  KP_SLOT_MASK, KP_KEYS_BYTES, KPF_VALID, KPF_CONFIRMED, SEND_COUNTER_LIMIT, P_CURRENT,
-  P_NEXT, P_ENDPOINT_SEQ, P_STRIDE, D_MTU, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED,
-  S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, C_RX_PACKETS, C_TX_PACKETS, C_DROP_NO_ROUTE, C_DROP_NO_KEYPAIR,
-  C_DROP_DECRYPT, C_DROP_REPLAY, C_DROP_SOURCE, C_DROP_MALFORMED, C_DROP_RING_FULL, C_DROP_NO_ENDPOINT, C_STRIDE, REJECT_AFTER_MS,
-} from '../device/tables.js';
+  Tables, now, D_MTU, D_KEYS_GEN, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT,
+  S_LAST_AUTH_RECEIVED, C_RX_PACKETS, C_TX_PACKETS, C_DROP_NO_ROUTE, C_DROP_NO_KEYPAIR, C_DROP_DECRYPT, C_DROP_REPLAY,
+  C_DROP_SOURCE, C_DROP_MALFORMED, C_DROP_RING_FULL, C_DROP_NO_ENDPOINT, C_DROP_TOO_BIG, C_DROP_STAGED, C_DROP_SEND,
+  C_ROAMED, C_STRIDE,
+} from '../queues/tables.js';
 
-/** A worker reports a peer's new source endpoint at most this often while the main thread catches up. */
-const ROAM_REPORT_INTERVAL_MS = 50;
 /** Super-packets merged per inbound batch at most (each takes one 64 KiB region). */
 const GRO_REGIONS = 8;
 const GRO_REGION_BYTES = MAX_SUPER_PACKET + 32;
 /** Super-packets are read here so the virtio header lands 2 bytes in and the IP header aligned. */
 const SUPER_AT = 2;
+/** Bytes after a packet for padding to 16 and the tag. */
+const TAILROOM = 32;
+/** Large buffers each worker owns for jumbo packets: packets per batch when the MTU is jumbo. */
+export const LARGE_BUFFERS = 8;
+/** A large buffer: header room, the largest IP packet, padding and tag, rounded to 2 KiB slots. */
+export const LARGE_BUFFER_BYTES = 67584;
+/** Staging slots each worker owns. */
+export const STAGING_SLOTS = 256;
 
 /** The I/O a pipeline drives: batch-shaped, so tests can substitute memory doubles. */
 export interface TunIO {
@@ -45,34 +62,65 @@ export interface TunIO {
   writeBatch(slab: Uint8Array, offsets: Uint32Array, lens: Int32Array, count: number): number;
 }
 export interface UdpIO {
-  recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number): number;
+  recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number, large?: LargeBuffers): number;
   sendBatch(slab: Uint8Array, offsets: Uint32Array, lens: Int32Array, to: EndpointTable, count: number): number;
+  /** After sendBatch: which datagrams' sticky sources the kernel refused (and `to` cleared). */
+  readonly sourceRefused?: Uint8Array;
+  readonly sourcesRefused?: number;
+}
+
+/** The slab slots a DataPath works in, owned by its worker for the worker's life. */
+export interface PathSlots {
+  tunSlots: readonly number[];
+  udpSlots: readonly number[];
+  stagingSlots: readonly number[];
+  largeAt: readonly number[];
+}
+
+export interface PathRings {
+  /** Handshake messages for the main thread. */
+  handshakes: Ring;
+  /** Events (confirmed keypairs, handshakes wanted, device gone) for the main thread. */
+  events: Ring;
 }
 
 export class DataPath {
   private readonly bytes: Uint8Array;
   private readonly crypto = new TransportCrypto();
-  private readonly sendKeys: (Uint8Array | undefined)[] = [];
-  private readonly recvKeys: (Uint8Array | undefined)[] = [];
-  private readonly windows: (ReplayWindow | undefined)[] = [];
-  private readonly lastRoamReport: Float64Array;
+  private readonly records: Records;
+  private readonly staging: Staging;
+  private keysGenSeen = -1;
+  private lastExpiryMs = 0;
 
   // Batch state, allocated once.
-  private readonly tunSlots: Uint32Array;
   private readonly tunOffsets: Uint32Array;
   private readonly tunLens: Int32Array;
   private readonly sendOffsets: Uint32Array;
   private readonly sendLens: Int32Array;
   private readonly sendTo: EndpointTable;
-  private readonly udpSlots: Uint32Array;
+  /** The peer of each send row (to forget a sticky source the kernel refused). */
+  private readonly sendPeers: Int32Array;
   private readonly udpOffsets: Uint32Array;
   private readonly udpLens: Int32Array;
   private readonly udpFrom: EndpointTable;
   private readonly writeOffsets: Uint32Array;
   private readonly writeLens: Int32Array;
-  private readonly records: Uint32Array;
-  private nRecords = 0;
+  private readonly handshakeRecords: Uint32Array;
+  private nHandshakeRecords = 0;
+  private readonly eventRecords: Uint32Array;
+  private nEventRecords = 0;
+  /** Largest packet a batch slot carries; larger ones use the large buffers. */
   private readonly maxPacket: number;
+  // The batch's slot offsets, restored after a batch that used large buffers.
+  private readonly tunSlotOffsets: Uint32Array;
+  private readonly udpSlotOffsets: Uint32Array;
+  private readonly large: LargeBuffers;
+  /** The large buffers' starts (datagrams land there), and where a TUN packet goes in each (after header room). */
+  private readonly largeOffsets: Uint32Array;
+  private readonly largeTunOffsets: Uint32Array;
+  /** Staged slots sent by the current flush, released once the send is out. */
+  private readonly flushed: Uint32Array;
+  private nFlushed = 0;
 
   // TUN offload (IFF_VNET_HDR): super-packets in, cut into slots; merged runs out.
   private readonly superBuf = new Uint8Array(new ArrayBuffer(SUPER_AT + VNET_HDR_LEN + MAX_SUPER_PACKET + 6));
@@ -87,69 +135,91 @@ export class DataPath {
   private nWrites = 0;
   private readonly runOffsets: Uint32Array;
   private readonly runLens: Int32Array;
+  private readonly visitStaged = (slot: number, peer: number, gen: number, len: number, time: number): StagedFate =>
+    this.flushOne(slot, peer, gen, len, time);
+  private flushNow = 0;
+  private flushOut = 0;
 
   constructor(
     private readonly id: number,
     private readonly t: Tables,
     private readonly slab: Slab,
     private readonly slotEndpoints: EndpointTable,
-    private readonly toMain: Ring,
+    private readonly rings: PathRings,
     private routes: AllowedIPsTables,
     private readonly batch: number,
+    slots: PathSlots,
     /** The TUN queue was opened with IFF_VNET_HDR and TSO/checksum offload. */
     private readonly offload = false,
   ) {
     this.bytes = slab.bytes;
-    this.lastRoamReport = new Float64Array(t.desc.peerCapacity);
+    this.records = new Records(slab);
     const u32 = (): Uint32Array => new Uint32Array(batch);
     const i32 = (): Int32Array => new Int32Array(batch);
-    this.tunSlots = u32();
     this.tunOffsets = u32();
     this.tunLens = i32();
     this.sendOffsets = u32();
     this.sendLens = i32();
     this.sendTo = new EndpointTable(batch);
-    this.udpSlots = u32();
+    this.sendPeers = i32();
     this.udpOffsets = u32();
     this.udpLens = i32();
     this.udpFrom = new EndpointTable(batch);
     this.writeOffsets = u32();
     this.writeLens = i32();
-    this.records = new Uint32Array(2 * batch);
+    this.handshakeRecords = new Uint32Array(batch);
+    this.eventRecords = new Uint32Array(2 * batch);
     this.writeBufs = new Array<Uint8Array>(batch).fill(slab.bytes);
     this.runOffsets = u32();
     this.runLens = i32();
-    // The worker keeps its batch slots for its whole life; packets leave only as copies.
-    if (slab.allocBatch(this.tunSlots, batch) !== batch || slab.allocBatch(this.udpSlots, batch) !== batch) {
-      throw new Error('slab too small for the worker batches');
-    }
+    this.flushed = u32();
+    if (slots.tunSlots.length < batch || slots.udpSlots.length < batch) throw new Error('fewer batch slots than the batch size');
     // Room in front of a TUN packet for the transport header; behind it for padding and the tag.
-    this.maxPacket = slab.slotSize - slab.headroom - 32;
+    this.maxPacket = slab.slotSize - slab.headroom - TAILROOM;
     for (let k = 0; k < batch; k++) {
-      this.tunOffsets[k] = slab.base(this.tunSlots[k]!) + slab.headroom;
-      this.udpOffsets[k] = slab.base(this.udpSlots[k]!);
+      this.tunOffsets[k] = slab.base(slots.tunSlots[k]!) + slab.headroom;
+      this.udpOffsets[k] = slab.base(slots.udpSlots[k]!);
     }
-  }
-
-  /** Gives the batch slots back to the slab when the worker exits. */
-  dispose(): void {
-    this.slab.freeBatch(this.tunSlots, this.batch);
-    this.slab.freeBatch(this.udpSlots, this.batch);
+    this.tunSlotOffsets = this.tunOffsets.slice();
+    this.udpSlotOffsets = this.udpOffsets.slice();
+    this.largeOffsets = Uint32Array.from(slots.largeAt);
+    this.largeTunOffsets = this.largeOffsets.map((at) => at + slab.headroom);
+    this.large = { at: this.largeOffsets, bytes: LARGE_BUFFER_BYTES, used: 0 };
+    this.staging = new Staging(slots.stagingSlots, t.desc.peerCapacity);
   }
 
   setRoutes(routes: AllowedIPsTables): void {
     this.routes = routes;
   }
 
-  /** Reads one TUN batch and sends what can be sent. Returns the packet count or -errno. */
+  /** Whether a batch must use the large buffers: the MTU's packets do not fit a slot. */
+  private jumbo(): boolean {
+    return this.t.device[D_MTU]! > this.maxPacket && this.largeOffsets.length > 0;
+  }
+
+  /**
+   * Sends staged packets whose peer has a keypair now, drops the stale ones, then reads one TUN
+   * batch and sends what can be sent. Returns the packet count or -errno.
+   */
   outbound(tun: TunIO, udp: UdpIO): number {
-    const n = this.offload ? this.readOffloaded(tun) : tun.readBatch(this.bytes, this.tunOffsets, this.maxPacket, this.tunLens, this.batch);
-    if (n <= 0) return n;
+    if (this.staging.count > 0) this.flushStaged(udp);
+    const jumbo = this.jumbo();
+    if (jumbo) this.tunOffsets.set(this.largeTunOffsets);
+    const max = jumbo ? this.largeOffsets.length : this.batch;
+    const maxLen = jumbo ? LARGE_BUFFER_BYTES - this.slab.headroom - TAILROOM : this.maxPacket;
+    const n = this.offload ? this.readOffloaded(tun, max, maxLen) : tun.readBatch(this.bytes, this.tunOffsets, maxLen, this.tunLens, max);
+    if (n > 0) this.sendRead(n, udp);
+    if (jumbo) this.tunOffsets.set(this.tunSlotOffsets.subarray(0, this.largeOffsets.length));
+    this.flushRecords();
+    return n;
+  }
+
+  private sendRead(n: number, udp: UdpIO): void {
     const t = this.t;
     const bytes = this.bytes;
-    const kps = t.keypairs;
     const ts = now();
     const mtu = t.device[D_MTU]!;
+    const kps = t.keypairs;
     let out = 0;
     for (let k = 0; k < n; k++) {
       const off = this.tunOffsets[k]!;
@@ -159,45 +229,87 @@ export class DataPath {
         this.count(C_DROP_NO_ROUTE);
         continue;
       }
-      const kp = this.sendingKeypair(peer, ts);
-      const counter = kp < 0 ? SEND_COUNTER_LIMIT : Atomics.add(kps, kp * KP_STRIDE + KP_SEND_COUNTER, 1) >>> 0;
-      if (counter >= SEND_COUNTER_LIMIT) {
-        this.stage(peer, off, len);
-        continue;
-      }
-      if (!this.readEndpoint(peer, out)) {
+      if (!t.peers.readEndpoint(peer, this.sendTo, out)) {
         this.count(C_DROP_NO_ENDPOINT);
         continue;
       }
+      const kp = t.peers.sendingKeypair(peer, kps, ts);
+      const counter = kp < 0 ? -1 : kps.claimCounter(kp);
+      if (counter < 0) {
+        this.stage(peer, off, len, ts);
+        continue;
+      }
       const start = off - DATA_HEADER_LEN;
-      const msgLen = this.crypto.seal(bytes, start, len, mtu, kps[kp * KP_STRIDE + KP_REMOTE_INDEX]!, counter, 0, this.sendKey(kp));
+      const msgLen = this.crypto.seal(bytes, start, len, mtu, kps.remoteIndex(kp), counter, 0, kps.sendKey(kp));
       this.sendOffsets[out] = start;
       this.sendLens[out] = msgLen;
+      this.sendPeers[out] = peer;
       out++;
-      const s = t.statsBase(this.id, peer);
-      t.stats[s + S_TX_BYTES] += msgLen;
-      t.stats[s + S_LAST_DATA_SENT] = ts;
-      t.stats[s + S_LAST_AUTH_SENT] = ts;
+      this.sent(peer, msgLen, len > 0, ts);
     }
-    if (out > 0) {
-      udp.sendBatch(bytes, this.sendOffsets, this.sendLens, this.sendTo, out);
-      t.counters[this.id * C_STRIDE + C_TX_PACKETS] += out;
+    if (out > 0) this.send(udp, out);
+  }
+
+  private sent(peer: number, msgLen: number, data: boolean, ts: number): void {
+    const t = this.t;
+    const s = t.statsBase(this.id, peer);
+    t.stats[s + S_TX_BYTES] += msgLen;
+    if (data) t.stats[s + S_LAST_DATA_SENT] = ts;
+    t.stats[s + S_LAST_AUTH_SENT] = ts;
+  }
+
+  /** One sendmmsg of `out` sealed datagrams; refusals counted, refused sticky sources forgotten. */
+  private send(udp: UdpIO, out: number): void {
+    const sent = udp.sendBatch(this.bytes, this.sendOffsets, this.sendLens, this.sendTo, out);
+    let ok = sent;
+    for (let k = 0; k < sent; k++) {
+      const len = this.sendLens[k]!;
+      if (len >= 0) continue;
+      ok--;
+      this.count(len === -EMSGSIZE ? C_DROP_TOO_BIG : C_DROP_SEND);
     }
-    this.flushRecords();
-    return n;
+    // Left unsent after EAGAIN (a full socket buffer): dropped, as the kernel's full queue would.
+    for (let k = sent; k < out; k++) this.count(C_DROP_SEND);
+    if ((udp.sourcesRefused ?? 0) > 0) {
+      for (let k = 0; k < out; k++) if (udp.sourceRefused![k] !== 0) this.forgetSource(this.sendPeers[k]!);
+    }
+    this.t.counters[this.id * C_STRIDE + C_TX_PACKETS] += ok;
+  }
+
+  /** The kernel refused the peer's sticky source (the address went away): route from now on. */
+  private forgetSource(peer: number): void {
+    this.t.peers.writeEndpoint(peer, (ep, row) => ep.clearSource(row));
   }
 
   /** Receives one UDP batch and delivers what authenticates. Returns the datagram count or -errno. */
   inbound(udp: UdpIO, tun: TunIO): number {
-    const m = udp.recvBatch(this.bytes, this.udpOffsets, this.slab.slotSize, this.udpLens, this.udpFrom, this.batch);
-    if (m <= 0) return m;
-    const t = this.t;
+    const jumbo = this.jumbo();
+    this.large.used = 0;
+    let m: number;
+    if (jumbo && !this.offload) {
+      // Without GRO every datagram needs a buffer as large as the MTU's.
+      this.udpOffsets.set(this.largeOffsets);
+      m = udp.recvBatch(this.bytes, this.udpOffsets, LARGE_BUFFER_BYTES, this.udpLens, this.udpFrom, this.largeOffsets.length);
+    } else {
+      m = udp.recvBatch(this.bytes, this.udpOffsets, this.slab.slotSize, this.udpLens, this.udpFrom, this.batch, this.large);
+    }
+    if (m > 0) this.deliver(m, tun);
+    if (jumbo || this.large.used > 0) this.udpOffsets.set(this.udpSlotOffsets);
+    this.flushRecords();
+    return m;
+  }
+
+  private deliver(m: number, tun: TunIO): void {
     const bytes = this.bytes;
     const ts = now();
     let w = 0;
     for (let k = 0; k < m; k++) {
       const off = this.udpOffsets[k]!;
       const len = this.udpLens[k]!;
+      if (len < 0) {
+        this.count(len === -EMSGSIZE ? C_DROP_TOO_BIG : C_DROP_MALFORMED);
+        continue;
+      }
       const type = messageType(bytes, off, len);
       if (type === MSG_DATA) {
         const at = this.receiveData(off, len, k, ts);
@@ -207,32 +319,37 @@ export class DataPath {
           w++;
         }
       } else if (type !== 0) {
-        this.record(RecordKind.Handshake, -1, 0, off, len, k);
+        this.handshakeRecord(off, len, k);
       } else {
         this.count(C_DROP_MALFORMED);
       }
     }
-    t.counters[this.id * C_STRIDE + C_RX_PACKETS] += m;
+    this.t.counters[this.id * C_STRIDE + C_RX_PACKETS] += m;
     if (w > 0) {
       if (this.offload) this.writeOffloaded(tun, w);
       else tun.writeBatch(bytes, this.writeOffsets, this.writeLens, w);
     }
-    this.flushRecords();
-    return m;
   }
 
   /**
-   * Fills the batch's TUN slots from an offloading queue: plain packets get their checksum
-   * finished, super-packets are cut into segments (continuing in the next batch when they do
-   * not fit). Returns the packets placed, or -errno from the first read.
+   * Fills up to `max` of the batch's TUN slots (each `maxLen` bytes) from an offloading queue:
+   * plain packets get their checksum finished, super-packets are cut into segments (continuing
+   * in the next batch when they do not fit). Returns the packets placed, or -errno from the
+   * first read.
    */
-  private readOffloaded(tun: TunIO): number {
+  private readOffloaded(tun: TunIO, max: number, maxLen: number): number {
     const big = this.superBuf;
     const pkt = SUPER_AT + VNET_HDR_LEN;
     let n = 0;
-    while (n < this.batch) {
+    while (n < max) {
       if (this.segmenter.pending) {
-        n += this.segmenter.emit(this.bytes, this.tunOffsets, this.tunLens, n, this.batch - n);
+        if (this.segmenter.segmentBytes > maxLen) {
+          // Begun in a batch with large buffers, and the MTU has shrunk since.
+          this.segmenter.abandon();
+          this.count(C_DROP_TOO_BIG);
+          continue;
+        }
+        n += this.segmenter.emit(this.bytes, this.tunOffsets, this.tunLens, n, max - n);
         continue;
       }
       const r = tun.readBatch(big, this.superOffsets, VNET_HDR_LEN + MAX_SUPER_PACKET, this.superLens, 1);
@@ -243,13 +360,23 @@ export class DataPath {
       const h = this.vnet;
       readVnetHeader(big, SUPER_AT, h);
       if (h.gsoType === GSO_NONE) {
-        if (len > this.maxPacket || ((h.flags & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(big, pkt, len, h.csumStart, h.csumOffset))) {
+        if (len > maxLen) {
+          this.count(C_DROP_TOO_BIG);
+          continue;
+        }
+        if ((h.flags & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(big, pkt, len, h.csumStart, h.csumOffset)) {
           this.count(C_DROP_MALFORMED);
           continue;
         }
         this.bytes.set(big.subarray(pkt, pkt + len), this.tunOffsets[n]!);
         this.tunLens[n++] = len;
-      } else if ((h.gsoType !== GSO_TCPV4 && h.gsoType !== GSO_TCPV6) || h.gsoSize + 80 > this.maxPacket || !this.segmenter.begin(big, pkt, len, h.gsoType, h.gsoSize)) {
+      } else if (h.gsoType !== GSO_TCPV4 && h.gsoType !== GSO_TCPV6) {
+        this.count(C_DROP_MALFORMED);
+      } else if (h.gsoSize + 120 > maxLen) {
+        // Segments of this size do not fit this batch's buffers (the MTU just grew): the
+        // kernel retransmits, and the next batch has large buffers.
+        this.count(C_DROP_TOO_BIG);
+      } else if (!this.segmenter.begin(big, pkt, len, h.gsoType, h.gsoSize)) {
         this.count(C_DROP_MALFORMED);
       }
     }
@@ -315,34 +442,32 @@ export class DataPath {
     const t = this.t;
     const kps = t.keypairs;
     const bytes = this.bytes;
-    const index = readU32(bytes, off + 4);
-    const kp = index & KP_SLOT_MASK;
-    const base = kp * KP_STRIDE;
-    if (kp >= t.desc.keypairCapacity || kps[base + KP_LOCAL_INDEX] !== (index | 0)) {
+    const kp = kps.lookup(readU32(bytes, off + 4));
+    if (kp < 0 || !kps.usable(kp, ts)) {
       this.count(C_DROP_NO_KEYPAIR);
       return 0;
     }
-    const flags = Atomics.load(kps, base + KP_FLAGS);
-    if ((flags & KPF_VALID) === 0 || ts - t.birth[kp]! > REJECT_AFTER_MS) {
-      this.count(C_DROP_NO_KEYPAIR);
-      return 0;
-    }
-    const plainLen = this.crypto.open(bytes, off, len, this.recvKey(kp));
+    const plainLen = this.crypto.open(bytes, off, len, kps.recvKey(kp));
     if (plainLen < 0) {
       this.count(C_DROP_DECRYPT);
       return 0;
     }
-    if (!this.window(kp).validate(readU32(bytes, off + 8), readU32(bytes, off + 12))) {
+    if (!kps.window(kp).validate(readU32(bytes, off + 8), readU32(bytes, off + 12))) {
       this.count(C_DROP_REPLAY);
       return 0;
     }
-    const peer = kps[base + KP_PEER]!;
-    if ((flags & KPF_CONFIRMED) === 0 && (Atomics.or(kps, base + KP_FLAGS, KPF_CONFIRMED) & KPF_CONFIRMED) === 0) {
-      this.record(RecordKind.Confirmed, peer, kp, 0, 0, -1);
+    const peer = kps.peer(kp);
+    // Authenticated: the peer's endpoint follows the packet at once, before its reply is read
+    // from the TUN device (the kernel and wireguard-go do the same in their receive path).
+    if (!t.peers.endpointIs(peer, this.udpFrom, k)) {
+      t.peers.writeEndpointFrom(peer, this.udpFrom, k);
+      this.count(C_ROAMED);
     }
-    if (!this.endpointIs(peer, k) && ts - this.lastRoamReport[peer]! > ROAM_REPORT_INTERVAL_MS) {
-      this.lastRoamReport[peer] = ts;
-      this.record(RecordKind.Roamed, peer, 0, 0, 0, k);
+    if (kps.confirmOnce(kp)) {
+      // This worker's staged packets for the peer may go now; the main thread rotates the
+      // keypair and wakes the other workers.
+      Atomics.add(t.device, D_KEYS_GEN, 1);
+      this.event(RecordKind.Confirmed, peer, kp);
     }
     const s = t.statsBase(this.id, peer);
     t.stats[s + S_RX_BYTES] += len;
@@ -373,89 +498,131 @@ export class DataPath {
     return -1;
   }
 
-  /** The keypair to send on: current, or next once the peer has confirmed it; -1 for none. */
-  private sendingKeypair(peer: number, ts: number): number {
-    const p = this.t.peers;
-    const cur = Atomics.load(p, peer * P_STRIDE + P_CURRENT);
-    if (cur >= 0 && canSend(this.t, cur, ts)) return cur;
-    const next = Atomics.load(p, peer * P_STRIDE + P_NEXT);
-    if (next >= 0 && canSend(this.t, next, ts, KPF_CONFIRMED)) return next;
-    return -1;
-  }
-
-  /** Copies the peer's endpoint into send row `row` under its seqlock; false when it has none. */
-  private readEndpoint(peer: number, row: number): boolean {
-    const p = this.t.peers;
-    const seqAt = peer * P_STRIDE + P_ENDPOINT_SEQ;
-    for (;;) {
-      const seq = Atomics.load(p, seqAt);
-      if ((seq & 1) !== 0) continue;
-      copyEndpoint(this.t.endpoints, peer, this.sendTo, row);
-      if (Atomics.load(p, seqAt) === seq) break;
+  /**
+   * Keeps a packet for a peer without a usable keypair and asks the main thread for a handshake
+   * (once, until it has seen the request).
+   */
+  private stage(peer: number, off: number, len: number, ts: number): void {
+    const t = this.t;
+    if (t.peers.wantHandshake(peer)) this.event(RecordKind.HandshakeWanted, peer, 0);
+    const slot = len <= this.maxPacket ? this.staging.take(peer) : -1;
+    if (slot < 0) {
+      this.count(C_DROP_STAGED);
+      return;
     }
-    return this.sendTo.family[row] !== 0;
+    this.bytes.copyWithin(this.slab.base(slot) + this.slab.headroom, off, off + len);
+    this.staging.add(slot, peer, t.peers.gen(peer), len, ts);
   }
 
-  private endpointIs(peer: number, row: number): boolean {
-    return endpointEquals(this.t.endpoints, peer, this.udpFrom, row);
+  /** Sends the staged packets whose peer has a keypair now; drops those of removed peers and old ones. */
+  private flushStaged(udp: UdpIO): void {
+    const ts = now();
+    const keysGen = Atomics.load(this.t.device, D_KEYS_GEN);
+    // Only when some peer got a keypair, or once a second to age packets out.
+    if (keysGen === this.keysGenSeen && ts - this.lastExpiryMs < 1000) return;
+    this.keysGenSeen = keysGen;
+    this.lastExpiryMs = ts;
+    this.flushNow = ts;
+    this.flushOut = 0;
+    this.nFlushed = 0;
+    this.staging.sweep(this.visitStaged);
+    if (this.flushOut > 0) this.send(udp, this.flushOut);
+    for (let i = 0; i < this.nFlushed; i++) this.staging.release(this.flushed[i]!);
+    // A full send batch stopped the sweep: come back at the next batch.
+    if (this.flushOut === this.batch) this.keysGenSeen = -1;
   }
 
-  /** Hands a packet for a peer without a usable keypair to the main thread. */
-  private stage(peer: number, off: number, len: number): void {
-    this.record(RecordKind.Staged, peer, 0, off, len, -1);
+  private flushOne(slot: number, peer: number, gen: number, len: number, time: number): StagedFate {
+    const t = this.t;
+    const ts = this.flushNow;
+    if (this.flushOut === this.batch) return StagedFate.Stop;
+    if (t.peers.gen(peer) !== gen || ts - time > STAGED_MAX_AGE_MS) {
+      this.count(C_DROP_STAGED);
+      return StagedFate.Drop;
+    }
+    const kps = t.keypairs;
+    const kp = t.peers.sendingKeypair(peer, kps, ts);
+    if (kp < 0) return StagedFate.Keep;
+    const out = this.flushOut;
+    if (!t.peers.readEndpoint(peer, this.sendTo, out)) {
+      this.count(C_DROP_NO_ENDPOINT);
+      return StagedFate.Drop;
+    }
+    const counter = kps.claimCounter(kp);
+    if (counter < 0) return StagedFate.Keep;
+    const start = this.slab.base(slot) + this.slab.headroom - DATA_HEADER_LEN;
+    const msgLen = this.crypto.seal(this.bytes, start, len, t.device[D_MTU]!, kps.remoteIndex(kp), counter, 0, kps.sendKey(kp));
+    this.sendOffsets[out] = start;
+    this.sendLens[out] = msgLen;
+    this.sendPeers[out] = peer;
+    this.flushOut++;
+    this.flushed[this.nFlushed++] = slot;
+    this.sent(peer, msgLen, len > 0, ts);
+    return StagedFate.Sent;
   }
 
-  /** Copies bytes (and the source endpoint of row `fromRow`) into a control record. */
-  private record(kind: RecordKind, peer: number, arg: number, off: number, len: number, fromRow: number): void {
+  /** Copies a handshake message (and its source endpoint, row `k`) into a record for the main thread. */
+  private handshakeRecord(off: number, len: number, k: number): void {
+    if (this.nHandshakeRecords === this.handshakeRecords.length || len > this.slab.slotSize - this.slab.headroom) {
+      this.count(len > this.slab.slotSize - this.slab.headroom ? C_DROP_MALFORMED : C_DROP_RING_FULL);
+      return;
+    }
     const slot = this.slab.alloc();
-    if (slot < 0 || this.nRecords === this.records.length) {
-      if (slot >= 0) this.slab.free(slot);
+    if (slot < 0) {
       this.count(C_DROP_RING_FULL);
       return;
     }
     const base = this.slab.base(slot) + this.slab.headroom;
-    if (len > 0) this.bytes.copyWithin(base, off, off + len);
+    this.bytes.copyWithin(base, off, off + len);
     this.slab.setOffset(slot, this.slab.headroom);
     this.slab.setLength(slot, len);
-    this.slab.setPeer(slot, peer);
-    const meta = this.slab.meta;
-    const rec = this.slab.record(slot);
-    meta[rec + META_KIND] = kind;
-    meta[rec + META_ARG] = arg;
-    if (fromRow >= 0) copyEndpoint(this.udpFrom, fromRow, this.slotEndpoints, slot);
-    this.records[this.nRecords++] = slot;
+    this.records.write(slot, RecordKind.Handshake, -1, 0, 0);
+    copyEndpoint(this.udpFrom, k, this.slotEndpoints, slot);
+    this.handshakeRecords[this.nHandshakeRecords++] = slot;
+  }
+
+  /** Queues an event about `peer` (named with its current generation) for the main thread. */
+  private event(kind: RecordKind, peer: number, arg: number): void {
+    if (this.nEventRecords === this.eventRecords.length) {
+      this.count(C_DROP_RING_FULL);
+      return;
+    }
+    const slot = this.slab.alloc();
+    if (slot < 0) {
+      this.count(C_DROP_RING_FULL);
+      return;
+    }
+    this.slab.setLength(slot, 0);
+    this.records.write(slot, kind, peer, peer >= 0 ? this.t.peers.gen(peer) : 0, arg);
+    this.eventRecords[this.nEventRecords++] = slot;
   }
 
   private flushRecords(): void {
-    if (this.nRecords === 0) return;
-    const pushed = this.toMain.pushBatch(this.records, this.nRecords);
-    for (let i = pushed; i < this.nRecords; i++) {
-      this.slab.free(this.records[i]!);
+    this.nHandshakeRecords = this.push(this.rings.handshakes, this.handshakeRecords, this.nHandshakeRecords);
+    this.nEventRecords = this.push(this.rings.events, this.eventRecords, this.nEventRecords);
+  }
+
+  private push(ring: Ring, slots: Uint32Array, n: number): number {
+    if (n === 0) return 0;
+    const pushed = ring.pushBatch(slots, n);
+    for (let i = pushed; i < n; i++) {
+      const slot = slots[i]!;
+      // A lost "handshake wanted" must not block the next request for that peer.
+      if (this.records.kind(slot) === RecordKind.HandshakeWanted) this.t.peers.clearHandshakeWanted(this.slab.peer(slot));
+      this.slab.free(slot);
       this.count(C_DROP_RING_FULL);
     }
-    this.nRecords = 0;
+    return 0;
   }
 
   /** Tells the main thread something outside the batch flow (the device went away). */
   notify(kind: RecordKind): void {
-    this.record(kind, -1, 0, 0, 0, -1);
+    this.event(kind, -1, 0);
     this.flushRecords();
   }
 
   private count(which: number): void {
     this.t.counters[this.id * C_STRIDE + which]++;
-  }
-
-  private sendKey(kp: number): Uint8Array {
-    return (this.sendKeys[kp] ??= this.t.keys.subarray(kp * KP_KEYS_BYTES, kp * KP_KEYS_BYTES + 32));
-  }
-
-  private recvKey(kp: number): Uint8Array {
-    return (this.recvKeys[kp] ??= this.t.keys.subarray(kp * KP_KEYS_BYTES + 32, kp * KP_KEYS_BYTES + 64));
-  }
-
-  private window(kp: number): ReplayWindow {
-    return (this.windows[kp] ??= new ReplayWindow(this.t.keypairs, kp * KP_STRIDE + KP_REPLAY));
   }
 }
 

@@ -1,7 +1,13 @@
-// The data-plane workers and everything shared with them: the packet slab, one ring per worker
-// to the main thread (all sharing the main thread's doorbell), one eventfd per worker to wake
-// it, and the routes snapshot channel. The main thread drains the rings with Atomics.waitAsync,
-// so it never blocks.
+// The data-plane workers and everything shared with them: the packet slab, two rings per worker
+// to the main thread (handshake messages; events), all sharing the main thread's doorbell, one
+// eventfd per worker to wake it, and the routes snapshot channel. The main thread drains the
+// rings with Atomics.waitAsync, so it never blocks.
+//
+// Supervision: a worker that throws or exits while the pool runs is started again on the same
+// TUN queue and socket, with the same slab regions, within a second (sessions live in the
+// shared tables, so they survive it). The slab regions a worker works in (batch slots, staging
+// slots, the UDP GRO area, the large-packet buffers) are reserved here once and handed to every
+// incarnation, so a crash leaks none of them.
 import { Worker, MessageChannel, type MessagePort } from 'node:worker_threads';
 import { setImmediate as yieldTurn } from 'node:timers/promises';
 import { Slab, SLOT_SIZE } from '../queues/slab.js';
@@ -9,8 +15,9 @@ import { GRO_AREA_BYTES } from '../net/gro.js';
 import { Ring, Doorbell } from '../queues/ring.js';
 import { EndpointTable } from '../net/endpoint.js';
 import { EventFd } from '../net/libc.js';
-import { Tables, D_ROUTES_GEN, D_SHUTDOWN } from '../device/tables.js';
-import type { WorkerInit } from './control.js';
+import { Tables, D_ROUTES_GEN, D_SHUTDOWN } from '../queues/tables.js';
+import type { WorkerInit, WorkerSlots } from '../queues/records.js';
+import { LARGE_BUFFERS, LARGE_BUFFER_BYTES, STAGING_SLOTS } from './datapath.js';
 
 export interface PoolOptions {
   tables: Tables;
@@ -19,87 +26,140 @@ export interface PoolOptions {
   routes: SharedArrayBuffer;
   batch: number;
   offload: boolean;
-  /** Called for every control record; the callee frees the slot. */
+  /** Called for every record; the callee frees the slot. */
   onRecord: (slot: number) => void;
-  onWorkerError: (id: number, err: Error) => void;
+  /** A worker failed (it is being restarted) or a record could not be handled. */
+  onError: (what: string, err: unknown) => void;
+  /** Tests only: workers throw on demand (see D_TEST_FAULT). */
+  testFaults?: boolean;
 }
 
 const RING_CAPACITY = 1024;
+/** Records the main thread handles per ring per event-loop turn at most. */
+const DRAIN_BATCH = 256;
+/** A worker that keeps dying is restarted no faster than this. */
+const RESTART_BACKOFF_MS = 200;
 
 export class WorkerPool {
   readonly slab: Slab;
   readonly slotEndpoints: EndpointTable;
+  /** Workers restarted after a failure, for the metrics. */
+  restarts = 0;
   private readonly doorbell = Doorbell.create();
-  private readonly rings: Ring[] = [];
+  private readonly handshakeRings: Ring[] = [];
+  private readonly eventRings: Ring[] = [];
   private readonly wakes: EventFd[] = [];
-  /** Byte offset of each worker's UDP GRO area in the slab (none without offloads). */
-  private readonly groAreas: number[] = [];
+  private readonly owned: WorkerSlots[] = [];
   private readonly ports: MessagePort[] = [];
-  private workers: Worker[] = [];
+  private workers: (Worker | undefined)[] = [];
+  private udpFds: number[];
   private routesGen = 1;
   /** The latest routes snapshot: what a (re)started worker begins with. */
   private routes: SharedArrayBuffer;
   private stopped = false;
-  private readonly slots = new Uint32Array(256);
-  /** Records taken off a ring and not yet handled: part of the queue depth. */
+  /** Set while `join` stops the workers on purpose: their exits are not failures. */
+  private joining = false;
+  private readonly slots = new Uint32Array(DRAIN_BATCH);
+  /** Handshake records taken off a ring and not yet handled: part of the queue depth. */
   private unprocessed = 0;
+  private readonly lastRestart: number[] = [];
   /** Settles once every worker of the latest start has loaded and entered its loop. */
   ready: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: PoolOptions) {
     const n = o.tunFds.length;
-    // Each worker holds two batches for its life, with offloads also a UDP GRO area; the rest
-    // serves control records.
     const groSlots = o.offload ? Math.ceil(GRO_AREA_BYTES / SLOT_SIZE) : 0;
-    this.slab = Slab.create({ slots: n * (2 * o.batch + groSlots) + 4096 });
-    // Reserved first, while the slab is fresh and its free list runs in slot order, so each
-    // area is contiguous; kept for the pool's life (restarted workers take the same area).
-    const area = new Uint32Array(groSlots);
-    for (let i = 0; i < n && groSlots > 0; i++) {
-      this.slab.allocBatch(area, groSlots);
-      if (area[groSlots - 1] !== area[0]! + groSlots - 1) throw new Error('GRO area not contiguous');
-      this.groAreas.push(this.slab.base(area[0]!));
+    const largeSlots = LARGE_BUFFERS * (LARGE_BUFFER_BYTES / SLOT_SIZE);
+    this.slab = Slab.create({ slots: n * (2 * o.batch + STAGING_SLOTS + groSlots + largeSlots) + 4096 });
+    // Contiguous areas first, while the slab is fresh and its free list runs in slot order.
+    for (let i = 0; i < n; i++) {
+      const groAreaAt = groSlots > 0 ? this.contiguous(groSlots) : -1;
+      const largeAt: number[] = [];
+      for (let b = 0; b < LARGE_BUFFERS; b++) largeAt.push(this.contiguous(LARGE_BUFFER_BYTES / SLOT_SIZE));
+      this.owned.push({ tunSlots: [], udpSlots: [], stagingSlots: [], groAreaAt, largeAt });
+    }
+    for (const owned of this.owned) {
+      owned.tunSlots = this.take(o.batch);
+      owned.udpSlots = this.take(o.batch);
+      owned.stagingSlots = this.take(STAGING_SLOTS);
     }
     this.slotEndpoints = new EndpointTable(this.slab.slotCount, new SharedArrayBuffer(EndpointTable.bytesFor(this.slab.slotCount)));
     for (let i = 0; i < n; i++) {
-      this.rings.push(Ring.create(RING_CAPACITY, this.doorbell));
+      this.handshakeRings.push(Ring.create(RING_CAPACITY, this.doorbell));
+      this.eventRings.push(Ring.create(RING_CAPACITY, this.doorbell));
       this.wakes.push(EventFd.create());
     }
     this.routes = o.routes;
-    this.start(o.udpFds);
+    this.udpFds = o.udpFds;
+    this.startAll();
     void this.drain();
   }
 
-  /** Starts one worker per queue on the given sockets (again after a port change). */
-  private start(udpFds: number[]): void {
+  /** `count` contiguous slab slots; returns the byte offset of the first. */
+  private contiguous(count: number): number {
+    const area = new Uint32Array(count);
+    if (this.slab.allocBatch(area, count) !== count || area[count - 1] !== area[0]! + count - 1) {
+      throw new Error('slab area not contiguous');
+    }
+    return this.slab.base(area[0]!);
+  }
+
+  private take(count: number): number[] {
+    const slots = new Uint32Array(count);
+    if (this.slab.allocBatch(slots, count) !== count) throw new Error('slab too small for the worker slots');
+    return [...slots];
+  }
+
+  private startAll(): void {
     Atomics.store(this.o.tables.device, D_SHUTDOWN, 0);
-    this.workers = this.o.tunFds.map((tunFd, id) => {
-      const { port1, port2 } = new MessageChannel();
-      this.ports[id] = port1;
-      const init: WorkerInit & { routesPort: MessagePort } = {
-        id,
-        tunFd,
-        udpFd: udpFds[id]!,
-        wakeFd: this.wakes[id]!.fd,
-        tables: this.o.tables.desc,
-        slab: this.slab.desc,
-        slotEndpoints: this.slotEndpoints.buffer as SharedArrayBuffer,
-        toMain: this.rings[id]!.desc,
-        routes: this.routes,
-        routesGen: this.routesGen,
-        batch: this.o.batch,
-        offload: this.o.offload,
-        groAreaAt: this.groAreas[id] ?? -1,
-        routesPort: port2,
-      };
-      const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, transferList: [port2] });
-      w.on('error', (err) => this.o.onWorkerError(id, err));
-      return w;
-    });
+    this.workers = this.o.tunFds.map((_, id) => this.startOne(id));
     this.ready = Promise.all(this.workers.map((w) => new Promise<void>((resolve, reject) => {
-      w.once('message', () => resolve());
-      w.once('exit', (code) => reject(new Error(`worker exited with code ${code} during start-up`)));
+      w!.once('message', () => resolve());
+      w!.once('exit', (code) => reject(new Error(`worker exited with code ${code} during start-up`)));
     }))).then(() => undefined);
+  }
+
+  private startOne(id: number): Worker {
+    const { port1, port2 } = new MessageChannel();
+    this.ports[id]?.close();
+    this.ports[id] = port1;
+    const init: WorkerInit & { routesPort: MessagePort } = {
+      id,
+      tunFd: this.o.tunFds[id]!,
+      udpFd: this.udpFds[id]!,
+      wakeFd: this.wakes[id]!.fd,
+      tables: this.o.tables.desc,
+      slab: this.slab.desc,
+      slotEndpoints: this.slotEndpoints.buffer as SharedArrayBuffer,
+      handshakes: this.handshakeRings[id]!.desc,
+      events: this.eventRings[id]!.desc,
+      routes: this.routes,
+      routesGen: this.routesGen,
+      batch: this.o.batch,
+      offload: this.o.offload,
+      owned: this.owned[id]!,
+      testFaults: this.o.testFaults ?? false,
+      routesPort: port2,
+    };
+    const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, transferList: [port2] });
+    w.on('error', (err) => this.o.onError(`worker ${id} failed`, err));
+    w.on('exit', () => this.exited(id, w));
+    return w;
+  }
+
+  /** A worker ended: when not on purpose, it holds nothing any more and is started again. */
+  private exited(id: number, w: Worker): void {
+    if (this.workers[id] !== w) return;
+    this.o.tables.epochs.quiesce(id);
+    if (this.joining || this.stopped) return;
+    this.restarts++;
+    const wait = Math.max(0, (this.lastRestart[id] ?? 0) + RESTART_BACKOFF_MS - Date.now());
+    this.workers[id] = undefined;
+    setTimeout(() => {
+      if (this.joining || this.stopped || this.workers[id] !== undefined) return;
+      this.lastRestart[id] = Date.now();
+      this.workers[id] = this.startOne(id);
+    }, wait).unref();
   }
 
   /** Publishes a new allowed-IPs snapshot; workers switch at their next batch. */
@@ -118,7 +178,8 @@ export class WorkerPool {
   async restart(udpFds: number[], stopped: () => void): Promise<void> {
     await this.join();
     stopped();
-    this.start(udpFds);
+    this.udpFds = udpFds;
+    this.startAll();
   }
 
   async stop(): Promise<void> {
@@ -128,48 +189,75 @@ export class WorkerPool {
   }
 
   private async join(): Promise<void> {
+    this.joining = true;
     Atomics.store(this.o.tables.device, D_SHUTDOWN, 1);
     this.wakeAll();
-    const exits = this.workers.map((w) => new Promise<void>((resolve) => (w.threadId < 0 ? resolve() : w.once('exit', () => resolve()))));
+    const live = this.workers.filter((w): w is Worker => w !== undefined);
+    const exits = live.map((w) => new Promise<void>((resolve) => (w.threadId < 0 ? resolve() : w.once('exit', () => resolve()))));
     const timeout = new Promise<void>((resolve) => setTimeout(resolve, 3000).unref());
     await Promise.race([Promise.all(exits), timeout]);
-    await Promise.all(this.workers.map((w) => w.terminate()));
+    await Promise.all(live.map((w) => w.terminate()));
+    for (let id = 0; id < this.workers.length; id++) this.o.tables.epochs.quiesce(id);
     this.workers = [];
+    this.joining = false;
   }
 
-  private wakeAll(): void {
+  /** Wakes every worker (new routes, a keypair to send staged packets on, shutdown). */
+  wakeAll(): void {
     for (const w of this.wakes) w.signal();
   }
 
   /**
-   * The main thread's consumer loop over every worker's ring. It takes one batch per ring per
-   * turn and then yields a full event-loop turn, so a handshake flood cannot starve the UAPI
-   * socket and the timer tick (waitAsync alone resolves as a microtask while records keep coming).
+   * Tests only: makes worker `id` throw at its next batch, as a bug would (WGTS_TEST_WORKER_FAULT).
+   */
+  injectFault(id: number, device: Int32Array, word: number): void {
+    Atomics.store(device, word, id + 1);
+    this.wakes[id]?.signal();
+  }
+
+  /**
+   * The main thread's consumer loop over every worker's rings. It takes a bounded batch per ring
+   * per turn and then yields a full event-loop turn, so a handshake flood cannot starve the UAPI
+   * socket and the timer tick (waitAsync alone resolves as a microtask while records keep
+   * coming). A record whose handling throws is logged and freed; the loop never stops.
    */
   private async drain(): Promise<void> {
-    const ready = (): boolean => this.stopped || this.rings.some((r) => r.size() > 0);
+    const ready = (): boolean => this.stopped || this.handshakeRings.some((r) => r.size() > 0) || this.eventRings.some((r) => r.size() > 0);
     while (!this.stopped) {
-      await this.doorbell.waitAsync(ready, 1000);
-      for (const ring of this.rings) {
-        const n = ring.popBatch(this.slots, this.slots.length);
-        for (let i = 0; i < n; i++) {
-          this.unprocessed = n - i;
-          this.o.onRecord(this.slots[i]!);
-        }
-        this.unprocessed = 0;
+      try {
+        await this.doorbell.waitAsync(ready, 1000);
+        // Events first: a confirmed keypair lets staged packets go, and costs little.
+        for (const ring of this.eventRings) this.handle(ring, false);
+        for (const ring of this.handshakeRings) this.handle(ring, true);
+      } catch (err) {
+        this.o.onError('record loop', err);
       }
       await yieldTurn();
     }
   }
 
-  /** Control records waiting in the rings: the depth of the handshake queue. */
+  private handle(ring: Ring, handshakes: boolean): void {
+    const n = ring.popBatch(this.slots, this.slots.length);
+    for (let i = 0; i < n; i++) {
+      if (handshakes) this.unprocessed = n - i;
+      try {
+        this.o.onRecord(this.slots[i]!);
+      } catch (err) {
+        this.o.onError('record', err);
+      }
+    }
+    this.unprocessed = 0;
+  }
+
+  /** Handshake messages waiting in the rings: the depth of the handshake queue. */
   pending(): number {
     let n = this.unprocessed;
-    for (const r of this.rings) n += r.size();
+    for (const r of this.handshakeRings) n += r.size();
     return n;
   }
 
   close(): void {
     for (const w of this.wakes) w.close();
+    for (const p of this.ports) p.close();
   }
 }
