@@ -38,6 +38,8 @@ const USAGE = `Usage: wireguard-ts [-f/--foreground] [--workers N] [--max-peers 
                               traffic without authentication, and would be open to the VPN's own
                               clients too. Give ADDR (0.0.0.0, [::], one address) to scrape remotely.
   --metrics-peers none|all|N  per-peer series for all peers (default), none, or the first N`;
+/** Tests only (documented as such in the README): SIGUSR2 makes a worker throw. */
+const TEST_WORKER_FAULT = process.env.WGTS_TEST_WORKER_FAULT === '1';
 /** The background child reports readiness on this fd (a pipe to the parent). */
 const READY_FD = 3;
 const READY_ENV = 'WIREGUARD_TS_READY_FD';
@@ -130,7 +132,7 @@ async function runForeground(args: Args): Promise<void> {
   let device: Device;
   try {
     device = Device.open({ ifname: args.ifname, workers: args.workers, peerCapacity: args.maxPeers, offload: args.offload,
-      handshakeThreads: args.handshakeThreads, handshakeOffloadDepth: args.offloadDepth, logger: log });
+      handshakeThreads: args.handshakeThreads, handshakeOffloadDepth: args.offloadDepth, logger: log, testFaults: TEST_WORKER_FAULT });
   } catch (err) {
     const msg = `wireguard-ts: cannot create interface ${args.ifname}: ${(err as Error).message}${process.getuid?.() !== 0 ? ' (are you root?)' : ''}\n`;
     ready(`error: ${msg}`);
@@ -178,6 +180,8 @@ async function runForeground(args: Args): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   uapi.onSocketDeleted(() => void shutdown('UAPI socket deleted'));
   device.on('gone', () => void shutdown('interface deleted'));
+  // For tests only: SIGUSR2 makes worker 0 throw, as a bug would, to exercise the supervisor.
+  if (TEST_WORKER_FAULT) process.on('SIGUSR2', () => device.injectWorkerFault(0));
   log.info({ workers: args.workers, port: device.listenPort }, 'device started');
   ready('ok\n');
 }
