@@ -90,6 +90,7 @@ export class WorkerPool {
       this.wakes.push(EventFd.create());
     }
     this.routes = o.routes;
+    Atomics.store(o.tables.device, D_ROUTES_GEN, this.routesGen);
     this.udpFds = o.udpFds;
     this.startAll();
     void this.drain();
