@@ -55,6 +55,8 @@ export const LARGE_BUFFERS = 8;
 export const LARGE_BUFFER_BYTES = 67584;
 /** Staging slots each worker owns. */
 export const STAGING_SLOTS = 256;
+/** TUN batches that keep using the large buffers after the last packet too large for a slot. */
+const LARGE_MODE_BATCHES = 1024;
 
 /** The I/O a pipeline drives: batch-shaped, so tests can substitute memory doubles. */
 export interface TunIO {
@@ -139,6 +141,9 @@ export class DataPath {
     this.flushOne(slot, peer, gen, len, time);
   private flushNow = 0;
   private flushOut = 0;
+  private largeBatchesLeft = 0;
+  /** A plain packet too large for this batch's slots waits in superBuf for a batch with large buffers. */
+  private heldPlain = 0;
 
   constructor(
     private readonly id: number,
@@ -192,9 +197,24 @@ export class DataPath {
     this.routes = routes;
   }
 
-  /** Whether a batch must use the large buffers: the MTU's packets do not fit a slot. */
+  /**
+   * Whether a batch must use the large buffers: the MTU's packets do not fit a slot, or a packet
+   * that did not fit was seen lately. The second matters because the MTU is known only while
+   * the interface is in the daemon's namespace (netns.sh moves it away, then raises the MTU).
+   */
   private jumbo(): boolean {
-    return this.t.device[D_MTU]! > this.maxPacket && this.largeOffsets.length > 0;
+    if (this.largeOffsets.length === 0) return false;
+    if (this.t.device[D_MTU]! > this.maxPacket) return true;
+    if (this.largeBatchesLeft > 0) {
+      this.largeBatchesLeft--;
+      return true;
+    }
+    return false;
+  }
+
+  /** A packet larger than a slot was seen: batches use the large buffers for a while. */
+  private sawLarge(): void {
+    this.largeBatchesLeft = LARGE_MODE_BATCHES;
   }
 
   /**
@@ -207,7 +227,7 @@ export class DataPath {
     if (jumbo) this.tunOffsets.set(this.largeTunOffsets);
     const max = jumbo ? this.largeOffsets.length : this.batch;
     const maxLen = jumbo ? LARGE_BUFFER_BYTES - this.slab.headroom - TAILROOM : this.maxPacket;
-    const n = this.offload ? this.readOffloaded(tun, max, maxLen) : tun.readBatch(this.bytes, this.tunOffsets, maxLen, this.tunLens, max);
+    const n = this.offload ? this.readOffloaded(tun, max, maxLen) : this.readPlain(tun, max, maxLen);
     if (n > 0) this.sendRead(n, udp);
     if (jumbo) this.tunOffsets.set(this.tunSlotOffsets.subarray(0, this.largeOffsets.length));
     this.flushRecords();
@@ -307,7 +327,11 @@ export class DataPath {
       const off = this.udpOffsets[k]!;
       const len = this.udpLens[k]!;
       if (len < 0) {
-        this.count(len === -EMSGSIZE ? C_DROP_TOO_BIG : C_DROP_MALFORMED);
+        if (len === -EMSGSIZE) {
+          // Cut by the kernel: the peer's MTU is larger than our slots; receive into the large buffers from now on.
+          this.count(C_DROP_TOO_BIG);
+          this.sawLarge();
+        } else this.count(C_DROP_MALFORMED);
         continue;
       }
       const type = messageType(bytes, off, len);
@@ -332,6 +356,32 @@ export class DataPath {
   }
 
   /**
+   * Reads up to `max` packets of up to `maxLen` bytes. A read that fills the buffer exactly may
+   * have been cut by the kernel: it is dropped and counted, and the next batches use the large
+   * buffers.
+   */
+  private readPlain(tun: TunIO, max: number, maxLen: number): number {
+    const n = tun.readBatch(this.bytes, this.tunOffsets, maxLen, this.tunLens, max);
+    let kept = 0;
+    for (let k = 0; k < n; k++) {
+      if (this.tunLens[k]! >= maxLen && maxLen === this.maxPacket) {
+        this.count(C_DROP_TOO_BIG);
+        this.sawLarge();
+        continue;
+      }
+      if (kept !== k) {
+        // Keep the batch dense: swap the slot offsets so every slot stays owned once.
+        const off = this.tunOffsets[kept]!;
+        this.tunOffsets[kept] = this.tunOffsets[k]!;
+        this.tunOffsets[k] = off;
+        this.tunLens[kept] = this.tunLens[k]!;
+      }
+      kept++;
+    }
+    return n < 0 ? n : kept;
+  }
+
+  /**
    * Fills up to `max` of the batch's TUN slots (each `maxLen` bytes) from an offloading queue:
    * plain packets get their checksum finished, super-packets are cut into segments (continuing
    * in the next batch when they do not fit). Returns the packets placed, or -errno from the
@@ -341,8 +391,19 @@ export class DataPath {
     const big = this.superBuf;
     const pkt = SUPER_AT + VNET_HDR_LEN;
     let n = 0;
+    if (this.heldPlain > 0) {
+      if (this.heldPlain > maxLen) return 0;
+      this.bytes.set(big.subarray(pkt, pkt + this.heldPlain), this.tunOffsets[0]!);
+      this.tunLens[n++] = this.heldPlain;
+      this.heldPlain = 0;
+    }
     while (n < max) {
       if (this.segmenter.pending) {
+        if (this.segmenter.segmentBytes > maxLen && maxLen === this.maxPacket) {
+          // Begun for large buffers: the next batch has them.
+          this.sawLarge();
+          break;
+        }
         if (this.segmenter.segmentBytes > maxLen) {
           // Begun in a batch with large buffers, and the MTU has shrunk since.
           this.segmenter.abandon();
@@ -360,22 +421,24 @@ export class DataPath {
       const h = this.vnet;
       readVnetHeader(big, SUPER_AT, h);
       if (h.gsoType === GSO_NONE) {
-        if (len > maxLen) {
-          this.count(C_DROP_TOO_BIG);
-          continue;
-        }
         if ((h.flags & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(big, pkt, len, h.csumStart, h.csumOffset)) {
           this.count(C_DROP_MALFORMED);
           continue;
+        }
+        if (len > maxLen) {
+          if (maxLen !== this.maxPacket) {
+            this.count(C_DROP_TOO_BIG);
+            continue;
+          }
+          // Kept in superBuf for the next batch, which has large buffers.
+          this.heldPlain = len;
+          this.sawLarge();
+          break;
         }
         this.bytes.set(big.subarray(pkt, pkt + len), this.tunOffsets[n]!);
         this.tunLens[n++] = len;
       } else if (h.gsoType !== GSO_TCPV4 && h.gsoType !== GSO_TCPV6) {
         this.count(C_DROP_MALFORMED);
-      } else if (h.gsoSize + 120 > maxLen) {
-        // Segments of this size do not fit this batch's buffers (the MTU just grew): the
-        // kernel retransmits, and the next batch has large buffers.
-        this.count(C_DROP_TOO_BIG);
       } else if (!this.segmenter.begin(big, pkt, len, h.gsoType, h.gsoSize)) {
         this.count(C_DROP_MALFORMED);
       }
