@@ -13,7 +13,8 @@ import { startDaemon, type Host, type Impl } from './topology.js';
  * adds wireguard-go against itself: what Debian's build passes is what we may ask of it.
  */
 const PAIRINGS: [Impl, Impl][] = [['ours', 'ours'], ['ours', 'wggo'], ['wggo', 'ours']];
-const REFERENCE: [Impl, Impl][] = process.env.WGTS_CONFORMANCE_REFERENCE === '1' ? [['wggo', 'wggo']] : [];
+export const reference = process.env.WGTS_CONFORMANCE_REFERENCE === '1';
+const REFERENCE: [Impl, Impl][] = reference ? [['wggo', 'wggo']] : [];
 
 /**
  * The pairings of a scenario. `goFails`: Debian's wireguard-go (0.0.20220316) fails this scenario
@@ -128,4 +129,22 @@ export async function udpListen(cleanup: Cleanup, ns: string, port: number): Pro
 /** Sends one UDP datagram holding `text` from inside `ns` (bash's /dev/udp). */
 export function udpSend(ns: string, to: string, port: number, text: string): void {
   sh('ip', ['netns', 'exec', ns, 'bash', '-c', `printf %s "$1" > /dev/udp/${to}/${port}`, 'bash', text]);
+}
+
+/** Writes a sysctl inside `ns` (`key` as a path under /proc/sys, e.g. net/ipv4/ip_forward). */
+export function sysctl(ns: string, key: string, value: string | number): void {
+  sh('ip', ['netns', 'exec', ns, 'sh', '-c', 'printf %s "$1" > "/proc/sys/$2"', 'sh', String(value), key]);
+}
+
+/** A veth pair with one end in each namespace, both down; returns the two ends' names. */
+export function vethPair(nsA: string, nsB: string): [string, string] {
+  const a = uniqueName('va');
+  const b = uniqueName('vb');
+  sh('ip', ['link', 'add', a, 'netns', nsA, 'type', 'veth', 'peer', 'name', b, 'netns', nsB]);
+  return [a, b];
+}
+
+/** Waits until a link reports operstate UP (a veth does once both ends are up). */
+export async function waitLinkUp(ns: string, dev: string): Promise<void> {
+  await waitFor(`${dev} up in ${ns}`, () => (JSON.parse(sh('ip', ['-n', ns, '-j', 'link', 'show', dev])) as { operstate: string }[])[0]?.operstate === 'UP', 5000);
 }
