@@ -80,13 +80,17 @@ export function pingOnce(ns: string, to: string): void {
 }
 
 /**
- * `ping -c 10 -f -W 1` from `ns`: ten echo requests, each sent when the previous reply arrives.
- * Throws unless all ten replies come back.
+ * `ping -c 10 -f -W 1` from `ns`: ten echo requests, each sent when the previous reply arrives or
+ * 10 ms pass. Throws unless ping succeeds, the script's check: at least one reply. No stricter:
+ * after the last request flood ping waits only twice the longest round trip, so on a busy machine
+ * a reply a few ms late counts as lost (wireguard-go against itself shows 9 of 10 now and then).
  */
 export function floodPing(ns: string, to: string): void {
   const r = tryRun('ip', ['netns', 'exec', ns, 'ping', ...(to.includes(':') ? ['-6'] : []), '-c', '10', '-f', '-W', '1', to]);
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.out);
-  if (r.status !== 0 || !m || m[2] !== '10') throw new Error(`ping -c 10 -f -W 1 ${to} from ${ns}: ${m ? `${m[2]} of ${m[1]} replies` : 'failed'}\n${r.out.trim()}`);
+  if (r.status !== 0) {
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(r.out);
+    throw new Error(`ping -c 10 -f -W 1 ${to} from ${ns}: ${m ? `${m[2]} of ${m[1]} replies` : 'failed'}\n${r.out.trim()}`);
+  }
 }
 
 /** Receive and transmit byte counters of an interface, as `ip -stats link show` prints them. */
