@@ -27,13 +27,14 @@ export function tryRun(cmd: string, args: string[]): { status: number; out: stri
 
 const has = (bin: string): boolean => spawnSync('sh', ['-c', `command -v ${bin}`]).status === 0;
 
-/** Installs Debian's wireguard-go, wireguard-tools, iperf3 and ping if missing (needs root). */
+/** Installs Debian's wireguard-go, wireguard-tools, iperf3, ping and iptables if missing (needs root). */
 export function ensureTools(): void {
   const need: string[] = [];
   if (!has('wireguard-go')) need.push('wireguard-go');
   if (!has('wg')) need.push('wireguard-tools');
   if (!has('iperf3')) need.push('iperf3');
   if (!has('ping')) need.push('iputils-ping');
+  if (!has('iptables')) need.push('iptables');
   if (need.length === 0) return;
   sh('apt-get', ['update', '-qq']);
   sh('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...need], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });

@@ -137,7 +137,7 @@ export async function iperf(cleanup: Cleanup, client: Host, server: Host, second
 }
 
 export interface IperfOptions {
-  /** Seconds of sending (-t); 10 by default, ignored when `packets` is given. */
+  /** Seconds of sending (-t); 10 by default, ignored when `packets` or `bytes` is given. */
   seconds?: number;
   /** Parallel flows (-P). */
   streams?: number;
@@ -147,11 +147,19 @@ export interface IperfOptions {
   length?: number;
   /** Stop after this many writes or datagrams (-k) instead of after `seconds`. */
   packets?: number;
+  /** Stop after sending this many bytes (-n, e.g. '20M') instead of after `seconds`. */
+  bytes?: string;
+  /** The server's address, bound and connected to (server.tunnel4 by default; an IPv6 one works too). */
+  address?: string;
+  /** Kill the client after this long (the run's seconds plus 30 s by default): a stalled run fails in bounded time. */
+  timeoutMs?: number;
 }
 
 export interface IperfResult {
   /** Bits/s the receiver got. */
   receivedBps: number;
+  /** Bytes the receiver got. */
+  receivedBytes: number;
   /** UDP only, as the receiver counted: datagrams sent, lost, and late (a lower sequence number than one already seen). */
   udp?: { packets: number; lost: number; lostPercent: number; outOfOrder: number };
 }
@@ -159,7 +167,7 @@ export interface IperfResult {
 interface IperfJson {
   error?: string;
   end: {
-    sum_received: { bits_per_second: number; packets?: number; lost_packets?: number; lost_percent?: number };
+    sum_received: { bits_per_second: number; bytes: number; packets?: number; lost_packets?: number; lost_percent?: number };
     streams: { udp?: { out_of_order: number } }[];
   };
 }
@@ -169,22 +177,33 @@ interface IperfJson {
  * receiver's side of the report. Runs asynchronously, so the caller may measure something else
  * (ping, memory) while it goes; a run that does not finish in its time plus 30 s is killed.
  */
-export async function iperfReport(cleanup: Cleanup, client: Host, server: Host, o: IperfOptions): Promise<IperfResult> {
-  const srv = spawn('ip', ['netns', 'exec', server.ns, 'iperf3', '-s', '-1', '-B', server.tunnel4], { stdio: 'ignore' });
-  cleanup.add(() => void srv.kill());
-  await waitFor('iperf3 server', () => tryRun('ip', ['netns', 'exec', server.ns, 'ss', '-ltn', `sport = :5201`]).out.includes('5201'), 5000);
-  const seconds = o.seconds ?? 10;
-  const args = ['-c', server.tunnel4, '-J', '-P', String(o.streams ?? 1)];
-  args.push(...(o.packets !== undefined ? ['-k', String(o.packets)] : ['-t', String(seconds)]));
-  if (o.udpRate !== undefined) args.push('-u', '-b', o.udpRate);
-  if (o.length !== undefined) args.push('-l', String(o.length));
-  const out = await output('ip', ['netns', 'exec', client.ns, 'iperf3', ...args], seconds * 1000 + 30_000);
-  const report = JSON.parse(out) as IperfJson;
-  if (report.error !== undefined) throw new Error(`iperf3 ${args.join(' ')}: ${report.error}`);
-  const r = report.end.sum_received;
-  if (o.udpRate === undefined) return { receivedBps: r.bits_per_second };
-  const outOfOrder = report.end.streams.reduce((n, s) => n + (s.udp?.out_of_order ?? 0), 0);
-  return { receivedBps: r.bits_per_second, udp: { packets: r.packets ?? 0, lost: r.lost_packets ?? 0, lostPercent: r.lost_percent ?? 0, outOfOrder } };
+export async function iperfReport(cleanup: Cleanup, client: Pick<Host, 'ns'>, server: Pick<Host, 'ns' | 'tunnel4'>, o: IperfOptions): Promise<IperfResult> {
+  const address = o.address ?? server.tunnel4;
+  const srv = spawn('ip', ['netns', 'exec', server.ns, 'iperf3', '-s', '-1', '-B', address], { stdio: 'ignore' });
+  const srvExited = new Promise<void>((resolve) => srv.once('exit', () => resolve()));
+  const stopServer = async (): Promise<void> => {
+    srv.kill('SIGKILL');
+    await srvExited;
+  };
+  cleanup.add(stopServer);
+  try {
+    await waitFor('iperf3 server', () => tryRun('ip', ['netns', 'exec', server.ns, 'ss', '-ltn', `sport = :5201`]).out.includes('5201'), 5000);
+    const seconds = o.seconds ?? 10;
+    const args = ['-c', address, '-J', '-P', String(o.streams ?? 1)];
+    args.push(...(o.packets !== undefined ? ['-k', String(o.packets)] : o.bytes !== undefined ? ['-n', o.bytes] : ['-t', String(seconds)]));
+    if (o.udpRate !== undefined) args.push('-u', '-b', o.udpRate);
+    if (o.length !== undefined) args.push('-l', String(o.length));
+    const out = await output('ip', ['netns', 'exec', client.ns, 'iperf3', ...args], o.timeoutMs ?? seconds * 1000 + 30_000);
+    const report = JSON.parse(out) as IperfJson;
+    if (report.error !== undefined) throw new Error(`iperf3 ${args.join(' ')}: ${report.error}`);
+    const r = report.end.sum_received;
+    if (o.udpRate === undefined) return { receivedBps: r.bits_per_second, receivedBytes: r.bytes };
+    const outOfOrder = report.end.streams.reduce((n, s) => n + (s.udp?.out_of_order ?? 0), 0);
+    return { receivedBps: r.bits_per_second, receivedBytes: r.bytes, udp: { packets: r.packets ?? 0, lost: r.lost_packets ?? 0, lostPercent: r.lost_percent ?? 0, outOfOrder } };
+  } finally {
+    // A server whose client failed or stalled would still hold port 5201 for the next run.
+    await stopServer();
+  }
 }
 
 /** Runs a command without blocking the event loop and resolves with its stdout (iperf3 -J reports errors there too). */
@@ -195,11 +214,16 @@ function output(cmd: string, args: string[], timeoutMs: number): Promise<string>
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
     child.on('error', reject);
     child.on('close', (status, signal) => {
       clearTimeout(timer);
-      if (out.trim().startsWith('{')) resolve(out);
+      if (timedOut) reject(new Error(`${cmd} ${args.join(' ')} did not finish within ${timeoutMs} ms (killed): ${err.trim()}`.trim()));
+      else if (out.trim().startsWith('{')) resolve(out);
       else reject(new Error(`${cmd} ${args.join(' ')} failed (${status ?? signal}): ${err.trim()}`));
     });
   });
