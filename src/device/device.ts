@@ -24,6 +24,7 @@ import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/
 import { ctEqual, zero } from '../crypto/memory.js';
 import type { DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
 import { Handshakes } from './handshakes.js';
+import { throttledErrors } from '../log.js';
 
 export const DEFAULT_MTU = 1420;
 const EADDRINUSE = 98;
@@ -113,6 +114,7 @@ export class Device extends EventEmitter implements UapiDevice {
       batch: o.batch ?? 128,
       offload: o.offload ?? true,
       onRecord: (slot) => this.handshakes.onRecord(slot),
+      onRecordError: throttledErrors(this.log, 'control record failed; the next ones are handled'),
       onWorkerError: (id, err) => this.log.error({ worker: id, err: err.message }, 'worker failed'),
     });
     this.tick = setInterval(() => this.onTick(), TICK_MS);

@@ -9,7 +9,9 @@
 //
 // Errno table (the wire carries the negated value, "errno=-22"; `wg` negates it back):
 //   0   success
-//   5   EIO        a line longer than 65535 bytes (bufio.Scanner's limit); our request cap
+//   5   EIO        a line longer than 65535 bytes (bufio.Scanner's limit)
+//   90  EMSGSIZE   a `set` request longer than our cap (maxSetBytes; wireguard-go has none):
+//                  refused whole, nothing applied, the connection closed
 //   22  EINVAL     any bad value or key: hex key not 64 hex digits, number out of range or not
 //                  decimal, bad endpoint or CIDR, unknown key, a peer key before public_key,
 //                  a device key after it, a flag other than "true", protocol_version other
@@ -36,16 +38,34 @@ export const UAPI_EIO = 5;
 export const UAPI_EINVAL = 22;
 export const UAPI_ENOANO = 55;
 export const UAPI_EPROTO = 71;
+export const UAPI_EMSGSIZE = 90;
 export const UAPI_EADDRINUSE = 98;
 
 /** Longest line bufio.Scanner (and so wireguard-go) reads, newline excluded. */
 export const MAX_LINE_BYTES = 65535;
-/** Default cap on one `set` request: room for 1,000,000 peers with a few lines each. */
-export const DEFAULT_MAX_REQUEST_BYTES = 512 * 1024 * 1024;
+/**
+ * The cap on one `set` request scales with the peers the device can hold. `wg setconf` sends
+ * 126 bytes for a peer with one allowed IP, 156 with an IPv4 and an IPv6 one, 235 with a
+ * preshared key too, 323 with an IPv6 endpoint and a keepalive as well (measured). Parsing
+ * holds 4-6 bytes of heap per byte of request until it is applied, so the cap is what bounds
+ * the memory a mistaken or hostile request can take: ~200 MB at the default, and a request
+ * over the cap is refused as it arrives, before it is all read.
+ */
+export const SET_BYTES_PER_PEER = 256;
+/** The cap's floor: at the default 65,536 peers, room for 512 bytes each, or one peer's 1.4M allowed IPs. */
+export const MIN_SET_BYTES = 32 << 20;
+
+/** The `set` cap for a device of `peerCapacity` peers: 32 MiB up to 131,072 peers, 256 MiB at 2^20. */
+export function maxSetBytes(peerCapacity: number): number {
+  return Math.max(MIN_SET_BYTES, peerCapacity * SET_BYTES_PER_PEER);
+}
 
 export interface UapiSessionOptions {
   maxLineBytes?: number;
+  /** Cap on one `set` request (default MIN_SET_BYTES; see maxSetBytes). */
   maxRequestBytes?: number;
+  /** Told when a `set` request is refused for its size (the client gets EMSGSIZE). */
+  onTooLarge?: (limit: number) => void;
   /** Interface name → index for an endpoint's "%zone"; numeric zones work without it. */
   resolveZone?: (name: string) => number | undefined;
   /** Told about a device that threw (the client gets errno 55). */
@@ -423,7 +443,7 @@ export class UapiSession {
     private readonly opts: UapiSessionOptions = {},
   ) {
     this.maxLine = opts.maxLineBytes ?? MAX_LINE_BYTES;
-    this.maxRequest = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    this.maxRequest = opts.maxRequestBytes ?? MIN_SET_BYTES;
   }
 
   /**
@@ -507,11 +527,21 @@ export class UapiSession {
     if (this.state === OP) {
       // No operation is longer: the line can only be invalid, which closes without a reply.
       if (lineBytes > OP_LINE_BYTES) this.state = CLOSED;
-    } else if (lineBytes > this.maxLine || (this.setBytes += newBytes) > this.maxRequest) {
-      this.reply(this.set!.errno || UAPI_EIO);
-      this.state = CLOSED;
+    } else if (lineBytes > this.maxLine) {
+      this.refuse(UAPI_EIO);
+    } else if ((this.setBytes += newBytes) > this.maxRequest) {
+      this.refuse(UAPI_EMSGSIZE);
+      this.opts.onTooLarge?.(this.maxRequest);
     }
     return this.state !== CLOSED;
+  }
+
+  /** Ends a `set` before its end: the first errno of its lines, if any, is the one reported. */
+  private refuse(errno: number): void {
+    this.reply(this.set!.errno || errno);
+    // What was parsed so far goes now, not when the connection is collected.
+    this.set = undefined;
+    this.state = CLOSED;
   }
 
   private keep(b: Uint8Array, s: number, e: number): void {

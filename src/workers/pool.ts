@@ -19,8 +19,10 @@ export interface PoolOptions {
   routes: SharedArrayBuffer;
   batch: number;
   offload: boolean;
-  /** Called for every control record; the callee frees the slot. */
+  /** Called for every control record; the callee frees the slot (also when it throws). */
   onRecord: (slot: number) => void;
+  /** Told when onRecord threw; the next records are handled all the same. */
+  onRecordError: (err: unknown) => void;
   onWorkerError: (id: number, err: Error) => void;
 }
 
@@ -145,6 +147,8 @@ export class WorkerPool {
    * The main thread's consumer loop over every worker's ring. It takes one batch per ring per
    * turn and then yields a full event-loop turn, so a handshake flood cannot starve the UAPI
    * socket and the timer tick (waitAsync alone resolves as a microtask while records keep coming).
+   * A fault of the loop itself (not of a record) rejects it: the process-level handler
+   * (daemon/faults.ts) then ends the daemon, which could no longer answer any handshake.
    */
   private async drain(): Promise<void> {
     const ready = (): boolean => this.stopped || this.rings.some((r) => r.size() > 0);
@@ -154,7 +158,13 @@ export class WorkerPool {
         const n = ring.popBatch(this.slots, this.slots.length);
         for (let i = 0; i < n; i++) {
           this.unprocessed = n - i;
-          this.o.onRecord(this.slots[i]!);
+          try {
+            this.o.onRecord(this.slots[i]!);
+          } catch (err) {
+            // A fault that one record reaches (its bytes come from the network) must not end the
+            // loop that serves every record.
+            this.o.onRecordError(err);
+          }
         }
         this.unprocessed = 0;
       }
