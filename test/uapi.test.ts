@@ -305,13 +305,18 @@ test('limits: a line over 65535 bytes is EIO and closes; a request over the size
   const tooLarge: number[] = [];
   const small = { maxRequestBytes: 100, onTooLarge: (limit: number) => void tooLarge.push(limit) };
   assert.deepEqual(talk(new FakeDevice(), [`set=1\n${'fwmark=1\n'.repeat(11)}\n`], small), { out: 'errno=0\n\n', open: true });
-  // Over the cap: EMSGSIZE as soon as it is passed, nothing applied, the connection closed.
+  // Over the cap: EMSGSIZE as soon as it is passed, nothing applied; the rest of the request is
+  // read and dropped (the client reads its reply only once it has written it all), then closed.
   const device = new FakeDevice();
-  assert.deepEqual(talk(device, [`set=1\n${'fwmark=1\n'.repeat(12)}`, '\n'], small), { out: 'errno=-90\n\n', open: false });
+  assert.deepEqual(talk(device, [`set=1\n${'fwmark=1\n'.repeat(12)}`], small), { out: 'errno=-90\n\n', open: true });
+  assert.deepEqual(talk(device, [`set=1\n${'fwmark=1\n'.repeat(12)}`, 'fwmark=2\r', '\nfwmark=3\n\r', '\n', 'get=1\n\n'], small), { out: 'errno=-90\n\n', open: false });
+  // The blank line that ends the request is the byte over the cap: nothing more to skip.
+  assert.deepEqual(talk(device, [`set=1\n${'fwmark=01\n'.repeat(10)}\nget=1\n\n`], small), { out: 'errno=-90\n\n', open: false });
+  assert.deepEqual(talk(device, [`set=1\n${'fwmark=1\n'.repeat(30)}`], { ...small, end: true }), { out: 'errno=-90\n\n', open: false });
   assert.equal(device.applied.length, 0);
-  assert.deepEqual(tooLarge, [100]);
+  assert.deepEqual(tooLarge, [100, 100, 100, 100]);
   // A bad line before the cap keeps its errno, as any first error does.
-  assert.deepEqual(talk(new FakeDevice(), [`set=1\nfoo=1\n${'fwmark=1\n'.repeat(12)}`], small), { out: 'errno=-22\n\n', open: false });
+  assert.deepEqual(talk(new FakeDevice(), [`set=1\nfoo=1\n${'fwmark=1\n'.repeat(12)}\n`], small), { out: 'errno=-22\n\n', open: false });
 });
 
 test('the set cap scales with the peers the device can hold, with room for a full setconf', () => {

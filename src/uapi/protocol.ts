@@ -11,7 +11,8 @@
 //   0   success
 //   5   EIO        a line longer than 65535 bytes (bufio.Scanner's limit)
 //   90  EMSGSIZE   a `set` request longer than our cap (maxSetBytes; wireguard-go has none):
-//                  refused whole, nothing applied, the connection closed
+//                  refused whole, nothing applied; the rest of it is read and dropped, then
+//                  the connection closed
 //   22  EINVAL     any bad value or key: hex key not 64 hex digits, number out of range or not
 //                  decimal, bad endpoint or CIDR, unknown key, a peer key before public_key,
 //                  a device key after it, a flag other than "true", protocol_version other
@@ -414,6 +415,12 @@ const OP = 0;
 const GET_BLANK = 1;
 const SET = 2;
 const CLOSED = 3;
+/**
+ * A `set` refused for its size, its reply sent: the rest of it is read and dropped up to its
+ * blank line. `wg` reads the reply only once it has written its whole request; closing at once
+ * would kill it with SIGPIPE instead of letting it print the error.
+ */
+const SKIP = 4;
 
 const OP_LINE_BYTES = 5; // "get=1" and "set=1"
 
@@ -436,6 +443,8 @@ export class UapiSession {
   private applying = false;
   private queued: Uint8Array[] = [];
   private endQueued = false;
+  /** In SKIP: no byte of the current line seen yet (so a newline would end the request). */
+  private skipAtLineStart = false;
 
   constructor(
     private readonly device: UapiDevice,
@@ -462,6 +471,10 @@ export class UapiSession {
     }
     let p = 0;
     while (p < chunk.length && this.state !== CLOSED) {
+      if (this.state === SKIP) {
+        p = this.skip(chunk, p);
+        continue;
+      }
       if (this.state === GET_BLANK) {
         this.get(chunk[p++] === NL);
         if (this.busy) return this.wait(chunk, p);
@@ -469,7 +482,8 @@ export class UapiSession {
       }
       const nl = chunk.indexOf(NL, p);
       const end = nl < 0 ? chunk.length : nl;
-      if (!this.withinLimits(this.carryLen + end - p, end - p + (nl < 0 ? 0 : 1))) break;
+      // Past a limit the session is closed, or skips the rest of a refused request from `p`.
+      if (!this.withinLimits(this.carryLen + end - p, end - p + (nl < 0 ? 0 : 1))) continue;
       if (nl < 0) {
         this.keep(chunk, p, end);
         break;
@@ -530,10 +544,31 @@ export class UapiSession {
     } else if (lineBytes > this.maxLine) {
       this.refuse(UAPI_EIO);
     } else if ((this.setBytes += newBytes) > this.maxRequest) {
-      this.refuse(UAPI_EMSGSIZE);
       this.opts.onTooLarge?.(this.maxRequest);
+      this.refuse(UAPI_EMSGSIZE);
+      this.skipAtLineStart = this.carryLen === 0;
+      this.carryLen = 0;
+      this.state = SKIP;
     }
-    return this.state !== CLOSED;
+    return this.state === SET || this.state === OP;
+  }
+
+  /** Drops the refused request's bytes from `p` up to its blank line; returns where it stopped. */
+  private skip(chunk: Uint8Array, p: number): number {
+    for (;;) {
+      const nl = chunk.indexOf(NL, p);
+      if (nl < 0) {
+        // A lone CR so far may still be the start of "\r\n".
+        if (p < chunk.length && !(chunk.length - p === 1 && chunk[p] === CR)) this.skipAtLineStart = false;
+        return chunk.length;
+      }
+      if (this.skipAtLineStart && (nl === p || (nl === p + 1 && chunk[p] === CR))) {
+        this.state = CLOSED;
+        return nl + 1;
+      }
+      this.skipAtLineStart = true;
+      p = nl + 1;
+    }
   }
 
   /** Ends a `set` before its end: the first errno of its lines, if any, is the one reported. */
