@@ -58,4 +58,3 @@ export interface PrepareWorkerData {
  * pool-hang makes it block for ever, so the fallback to the main thread can be exercised.
  */
 export const TEST_FAULT_ENV = 'WGTS_TEST_FAULT';
-
