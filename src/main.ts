@@ -18,7 +18,10 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_MAX_PEERS, DEFAULT_OFFLOAD_DEPTH, Device, MAX_PEERS_LIMIT } from './device/device.js';
 import { startUapiServer } from './uapi/server.js';
-import { createLogger, levelFromEnv } from './log.js';
+import { maxSetBytes } from './uapi/protocol.js';
+import { createLogger } from './log.js';
+import { installFaultHandlers } from './daemon/faults.js';
+import { openDaemonLog } from './daemon/logfile.js';
 import { isValidName } from './tun/tun.js';
 import { isServerCommand } from './server/options.js';
 import { deviceSource } from './metrics/source.js';
@@ -94,14 +97,14 @@ function parseArgs(argv: string[]): Args | string {
 }
 
 /** Re-executes in the background and waits for the child to report ready or fail. */
-function detach(argv: string[]): void {
-  const verbose = levelFromEnv(process.env.LOG_LEVEL) === 'debug';
-  const out = verbose ? 'inherit' : 'ignore';
+function detach(argv: string[], ifname: string): void {
+  const out = openDaemonLog(ifname);
   const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--foreground', ...argv], {
     detached: true,
     stdio: ['ignore', out, out, 'pipe'],
     env: { ...process.env, [READY_ENV]: String(READY_FD) },
   });
+  if (out !== 'ignore') closeSync(out);
   let report = '';
   const pipe = child.stdio[READY_FD] as NodeJS.ReadableStream;
   pipe.setEncoding('utf8');
@@ -129,6 +132,7 @@ function ready(message: string): void {
 
 async function runForeground(args: Args): Promise<void> {
   const log = createLogger(args.ifname);
+  installFaultHandlers(log);
   let device: Device;
   try {
     device = Device.open({ ifname: args.ifname, workers: args.workers, peerCapacity: args.maxPeers, offload: args.offload,
@@ -145,6 +149,8 @@ async function runForeground(args: Args): Promise<void> {
     await device.pool.ready;
     uapi = await startUapiServer(args.ifname, device, {
       onError: (err) => log.error({ err: err instanceof Error ? err.stack : String(err) }, 'UAPI request failed inside the device'),
+      logger: log,
+      maxRequestBytes: maxSetBytes(args.maxPeers),
     });
   } catch (err) {
     await device.close();
@@ -200,5 +206,5 @@ if (isServerCommand(argv[0])) {
     process.exit(args === USAGE ? 1 : 2);
   }
   if (args.foreground) void runForeground(args);
-  else detach(argv);
+  else detach(argv, args.ifname);
 }

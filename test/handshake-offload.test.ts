@@ -1,12 +1,14 @@
 // The handshake offload pool (src/handshake/offload.ts) with real piscina threads, no sockets:
 // batches come back prepared exactly as the main thread would have opened them, tampered
 // messages come back rejected, a key change marks batches queued under the old key stale, and
-// the bounded queue refuses what is over capacity.
+// the bounded queue refuses what is over capacity. Idle threads take a key change without a
+// task; a pool whose threads throw or hang (WGTS_TEST_FAULT) goes down once, says so once, and
+// comes back when a new one works.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Handshake, SessionKeys } from '../src/handshake/noise.js';
-import { HandshakeOffload, type PrepareBatch } from '../src/handshake/offload.js';
-import { BATCH_MAX } from '../src/handshake/prepare-batch.js';
+import { HandshakeOffload, FAILURES_BEFORE_DOWN, TASK_TIMEOUT_MS, type PrepareBatch } from '../src/handshake/offload.js';
+import { BATCH_MAX, TEST_FAULT_ENV } from '../src/handshake/prepare-batch.js';
 import { INIT_LEN, RESP_LEN, INIT_STATIC } from '../src/handshake/messages.js';
 import { identity } from './helpers.js';
 import { EndpointTable, parseEndpoint } from '../src/net/endpoint.js';
@@ -26,6 +28,7 @@ function pool(capacity = 1024): { offload: HandshakeOffload; next: () => Promise
       else ready.push(v);
     },
     failed: (_count, err) => { throw err; },
+    health: (healthy, why) => assert.fail(`health ${healthy}: ${why}`),
   });
   const next = () => new Promise<{ batch: PrepareBatch; current: boolean; copy: Uint8Array[] }>((resolve) => {
     const v = ready.shift();
@@ -130,6 +133,105 @@ test('the backlog counts initiations waiting for a thread, not the batch a threa
     assert.equal(offload.backlog(), 0);
     assert.equal(offload.inFlight, 0);
   } finally {
+    await offload.close();
+  }
+});
+
+/** Polls `cond` every 5 ms until it holds or `ms` pass. */
+async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+test('every idle thread takes a key change, and wipes its copy on removal, without being given a task', async () => {
+  const { offload } = pool();
+  const two = new HandshakeOffload({ threads: 2, capacity: 64, done: () => {}, failed: () => {}, health: () => {} });
+  try {
+    for (const o of [offload, two]) {
+      o.setPrivateKey(identity().priv);
+      await until('the threads to take the first key', () => o.keyTaken());
+      o.setPrivateKey(identity().priv);
+      await until('the threads to take the new key', () => o.keyTaken(), 1000);
+      o.setPrivateKey(null);
+      await until('the threads to wipe the key', () => o.keyTaken(), 1000);
+    }
+  } finally {
+    await offload.close();
+    await two.close();
+  }
+});
+
+/** An offload with a test fault in its threads, recording what it reports. */
+function faulty(fault: string, retryFirstMs = 60_000): { offload: HandshakeOffload; failed: number[]; health: [boolean, string][]; done: PrepareBatch[] } {
+  const failed: number[] = [];
+  const health: [boolean, string][] = [];
+  const done: PrepareBatch[] = [];
+  process.env[TEST_FAULT_ENV] = fault;
+  try {
+    const offload = new HandshakeOffload({
+      threads: 1, capacity: 1024, retryFirstMs,
+      done: (b) => void done.push(b),
+      failed: (count) => void failed.push(count),
+      health: (healthy, why) => void health.push([healthy, why]),
+    });
+    offload.setPrivateKey(identity().priv);
+    return { offload, failed, health, done };
+  } finally {
+    // Threads copy the environment when they start: a pool started later runs clean.
+    delete process.env[TEST_FAULT_ENV];
+  }
+}
+
+function initiation(): Uint8Array {
+  const msg = new Uint8Array(INIT_LEN);
+  assert.ok(identity().noise.createInitiation(new Handshake(identity().pub, 0), 1, Date.now(), msg));
+  return msg;
+}
+
+test('a pool whose batches throw goes down after a few, says so once, and comes back when a new pool works', async () => {
+  const { offload, failed, health, done } = faulty('pool-throw', 300);
+  try {
+    const msg = initiation();
+    for (let i = 0; i < FAILURES_BEFORE_DOWN; i++) {
+      assert.ok(offload.healthy);
+      assert.ok(offload.add(msg, from, 0));
+      await until(`batch ${i} to fail`, () => failed.length === i + 1);
+    }
+    assert.equal(offload.healthy, false, 'down after repeated failures');
+    assert.equal(offload.add(msg, from, 0), false, 'nothing goes to a pool that is down');
+    assert.equal(offload.inFlight, 0);
+    assert.equal(health.length, 1);
+    assert.equal(health[0]![0], false);
+    assert.match(health[0]![1], /in a row failed.*pool-throw/);
+    // The retry starts a new pool, whose threads no longer have the fault.
+    await until('the retry', () => offload.healthy);
+    assert.ok(offload.add(msg, from, 0));
+    await until('a batch prepared by the new pool', () => done.length === 1);
+    assert.deepEqual(health[1], [true, 'a batch was prepared again']);
+    assert.equal(health.length, 2);
+  } finally {
+    await offload.close();
+  }
+});
+
+test(`a hung pool thread is cut after ${TASK_TIMEOUT_MS} ms and the pool goes down at once`, async () => {
+  const { offload, failed, health } = faulty('pool-hang');
+  try {
+    await until('the thread to take the key', () => offload.keyTaken());
+    const started = Date.now();
+    for (let i = 0; i < 3; i++) assert.ok(offload.add(initiation(), from, 0));
+    await until('the hung batch to time out', () => !offload.healthy, 3 * TASK_TIMEOUT_MS);
+    const ms = Date.now() - started;
+    assert.ok(ms >= TASK_TIMEOUT_MS - 50 && ms < TASK_TIMEOUT_MS + 1500, `down after ${ms} ms`);
+    await until('its initiations to be given up', () => offload.inFlight === 0);
+    assert.equal(failed.reduce((a, b) => a + b, 0), 3);
+    assert.equal(health.length, 1);
+    assert.match(health[0]![1], new RegExp(`longer than ${TASK_TIMEOUT_MS} ms`));
+  } finally {
+    // close() must not wait on the hung thread for ever.
     await offload.close();
   }
 });

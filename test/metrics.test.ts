@@ -6,11 +6,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { request } from 'node:http';
-import { createServer, connect, type AddressInfo } from 'node:net';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { escapeHelp, escapeLabelValue, formatValue, CONTENT_TYPE, ExpositionWriter } from '../src/metrics/exposition.js';
 import { writeMetrics, type MetricsSource, type HandshakeStats } from '../src/metrics/collector.js';
-import { looksLikeListen, parseListen, parsePeerLimit, pause, startMetricsServer } from '../src/metrics/server.js';
+import { MAX_SCRAPES, looksLikeListen, parseListen, parsePeerLimit, pause, startMetricsServer } from '../src/metrics/server.js';
 import { COUNTER_NAMES } from '../src/queues/tables.js';
 import type { PeerState } from '../src/uapi/types.js';
 import { newPeer } from './uapi-fake.js';
@@ -340,6 +340,99 @@ test('a client that hangs up stops its scrape', async () => {
     }
     assert.ok(walked < count, `walked ${walked} of ${3 * count}`);
   } finally {
+    await server.close();
+  }
+});
+
+/** Sends GET /metrics on a raw socket that reads nothing more once the headers came. */
+async function stalledClient(port: number): Promise<{ status: number; sock: Socket }> {
+  const sock = connect(port, '127.0.0.1');
+  sock.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n');
+  const first = await new Promise<Buffer>((resolve) => sock.once('data', resolve));
+  sock.pause();
+  return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(first.toString('latin1'))?.[1]), sock };
+}
+
+/** Waits until `value()` stops changing for 100 ms; returns it. */
+async function settled(value: () => number): Promise<number> {
+  let before = -1;
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const v = value();
+    if (v === before) return v;
+    before = v;
+  }
+}
+
+test('a client that stops reading is cut after the stall timeout, and its scrape lets go of the walk', async () => {
+  const count = 300_000;
+  let walked = 0;
+  const source = fakeSource('wg0', { count, make: (i) => fakePeer(i, []) }, () => walked++);
+  const server = await startMetricsServer({ host: '127.0.0.1', port: 0 }, source, { maxPeers: Infinity, maxScrapes: 1, stallMs: 300 });
+  try {
+    const { status, sock } = await stalledClient(server.port);
+    sock.on('error', () => {});
+    assert.equal(status, 200);
+    const started = Date.now();
+    // One scrape at a time: refused while the stalled one holds its place, served once it is cut.
+    let first: number | undefined;
+    for (;;) {
+      const r = await get(server.port, '/metrics');
+      first ??= r.status;
+      if (r.status === 200) break;
+      assert.ok(Date.now() - started < 5000, 'the stalled scrape was never cut');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(first, 503);
+    const total = walked;
+    assert.ok(total - 3 * count < 3 * count, `the stalled scrape's walk stopped at ${total - 3 * count} of ${3 * count}`);
+    assert.equal(await settled(() => walked), total, 'and does not go on');
+    sock.destroy();
+  } finally {
+    await server.close();
+  }
+});
+
+test('a scrape that runs past the deadline is cut even while its client reads', async () => {
+  const source = fakeSource('wg0', { count: 2_000_000, make: (i) => fakePeer(i, []) });
+  const server = await startMetricsServer({ host: '127.0.0.1', port: 0 }, source, { maxPeers: Infinity, timeoutMs: 300 });
+  try {
+    const started = Date.now();
+    const outcome = await new Promise<string>((resolve) => {
+      request({ host: '127.0.0.1', port: server.port, path: '/metrics' }, (res) => {
+        res.on('data', () => {});
+        res.on('end', () => resolve('complete'));
+        res.on('error', (err) => resolve(`cut: ${err.message}`));
+      }).end();
+    });
+    assert.match(outcome, /^cut/);
+    assert.ok(Date.now() - started < 5000);
+  } finally {
+    await server.close();
+  }
+});
+
+test(`at most ${MAX_SCRAPES} scrapes at once: more are answered 503 until one ends`, async () => {
+  const source = fakeSource('wg0', { count: 300_000, make: (i) => fakePeer(i, []) });
+  const server = await startMetricsServer({ host: '127.0.0.1', port: 0 }, source, { maxPeers: Infinity });
+  const clients: Socket[] = [];
+  try {
+    for (let i = 0; i < MAX_SCRAPES; i++) {
+      const c = await stalledClient(server.port);
+      assert.equal(c.status, 200);
+      clients.push(c.sock);
+    }
+    const refused = await get(server.port, '/metrics');
+    assert.equal(refused.status, 503);
+    assert.match(refused.body, /too many scrapes/);
+    assert.equal((await get(server.port, '/metrics', 'HEAD')).status, 200, 'HEAD walks nothing and is not counted');
+    clients.pop()!.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const served = await get(server.port, '/metrics');
+    assert.equal(served.status, 200);
+    assert.ok(served.body.length > 300_000 * 3 * 50);
+  } finally {
+    for (const c of clients) c.destroy();
     await server.close();
   }
 });

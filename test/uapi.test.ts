@@ -8,8 +8,9 @@ import { existsSync, mkdtempSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import {
-  MAX_LINE_BYTES, UapiSession, parseGetResponse, parseSetRequest, writeGetResponse, type UapiSessionOptions,
+  MAX_LINE_BYTES, MIN_SET_BYTES, UapiSession, maxSetBytes, parseGetResponse, parseSetRequest, writeGetResponse, type UapiSessionOptions,
 } from '../src/uapi/protocol.js';
 import { startUapiServer } from '../src/uapi/server.js';
 import type { PeerState, SetRequest } from '../src/uapi/types.js';
@@ -292,7 +293,7 @@ test('end of input: a set in progress is applied (as wireguard-go), anything els
   assert.equal(device.state.fwmark, 10);
 });
 
-test('limits: a line over 65535 bytes is EIO and closes; the request size cap too', () => {
+test('limits: a line over 65535 bytes is EIO and closes; a request over the size cap is EMSGSIZE', () => {
   const line = (n: number): string => 'fwmark=' + '0'.repeat(n - 8) + '7';
   assert.deepEqual(talk(new FakeDevice(), [`set=1\n${line(MAX_LINE_BYTES)}\n\n`]), { out: 'errno=0\n\n', open: true });
   assert.deepEqual(talk(new FakeDevice(), [`set=1\n${line(MAX_LINE_BYTES - 1)}\r\n\n`]), { out: 'errno=0\n\n', open: true });
@@ -301,9 +302,34 @@ test('limits: a line over 65535 bytes is EIO and closes; the request size cap to
   assert.deepEqual(talk(new FakeDevice(), ['set=1\n', 'fwmark=', '1'.repeat(70000)]), { out: 'errno=-5\n\n', open: false });
   // After a bad line, the first errno is the one reported.
   assert.deepEqual(talk(new FakeDevice(), [`set=1\nfoo=1\n${line(70000)}`]), { out: 'errno=-22\n\n', open: false });
-  const small = { maxRequestBytes: 100 };
+  const tooLarge: number[] = [];
+  const small = { maxRequestBytes: 100, onTooLarge: (limit: number) => void tooLarge.push(limit) };
   assert.deepEqual(talk(new FakeDevice(), [`set=1\n${'fwmark=1\n'.repeat(11)}\n`], small), { out: 'errno=0\n\n', open: true });
-  assert.deepEqual(talk(new FakeDevice(), [`set=1\n${'fwmark=1\n'.repeat(12)}`], small), { out: 'errno=-5\n\n', open: false });
+  // Over the cap: EMSGSIZE as soon as it is passed, nothing applied; the rest of the request is
+  // read and dropped (the client reads its reply only once it has written it all), then closed.
+  const device = new FakeDevice();
+  assert.deepEqual(talk(device, [`set=1\n${'fwmark=1\n'.repeat(12)}`], small), { out: 'errno=-90\n\n', open: true });
+  assert.deepEqual(talk(device, [`set=1\n${'fwmark=1\n'.repeat(12)}`, 'fwmark=2\r', '\nfwmark=3\n\r', '\n', 'get=1\n\n'], small), { out: 'errno=-90\n\n', open: false });
+  // The blank line that ends the request is the byte over the cap: nothing more to skip.
+  assert.deepEqual(talk(device, [`set=1\n${'fwmark=01\n'.repeat(10)}\nget=1\n\n`], small), { out: 'errno=-90\n\n', open: false });
+  assert.deepEqual(talk(device, [`set=1\n${'fwmark=1\n'.repeat(30)}`], { ...small, end: true }), { out: 'errno=-90\n\n', open: false });
+  assert.equal(device.applied.length, 0);
+  assert.deepEqual(tooLarge, [100, 100, 100, 100]);
+  // A bad line before the cap keeps its errno, as any first error does.
+  assert.deepEqual(talk(new FakeDevice(), [`set=1\nfoo=1\n${'fwmark=1\n'.repeat(12)}\n`], small), { out: 'errno=-22\n\n', open: false });
+});
+
+test('the set cap scales with the peers the device can hold, with room for a full setconf', () => {
+  assert.equal(maxSetBytes(1), MIN_SET_BYTES);
+  assert.equal(maxSetBytes(65536), 32 << 20);
+  assert.equal(maxSetBytes(1 << 20), 256 << 20);
+  // What `wg setconf` sends for one peer with a preshared key and an IPv4 and an IPv6 address
+  // (a server's client): it fits a million times over, and at the default capacity even the
+  // longest peer (IPv6 endpoint and a keepalive too) fits 65,536 times.
+  const serverPeer = `public_key=${K(1)}\npreshared_key=${K(2)}\nreplace_allowed_ips=true\nallowed_ip=10.1.2.3/32\nallowed_ip=fd00::1:1:203/128\n`;
+  const fullPeer = serverPeer + 'endpoint=[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:51820\npersistent_keepalive_interval=25\n';
+  assert.ok(serverPeer.length * (1 << 20) <= maxSetBytes(1 << 20), `${serverPeer.length} bytes a peer`);
+  assert.ok(fullPeer.length * 65536 <= maxSetBytes(65536), `${fullPeer.length} bytes a peer`);
 });
 
 test('fuzz: mutated requests never throw and always get a well-formed answer', () => {
@@ -397,6 +423,36 @@ test('server: a large get streams through the socket', async () => {
     const c = await connect(server.path);
     const reply = await c.request('get=1\n\n');
     assert.equal(parseGetResponse(reply)?.peers.length, 50000);
+    c.close();
+  } finally {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('server: a set over the cap is refused with EMSGSIZE and a log line, and nothing is applied', async () => {
+  const dir = tempDir();
+  const lines: string[] = [];
+  const logger = pino({ level: 'error' }, { write: (line: string) => void lines.push(line) });
+  const device = new FakeDevice();
+  const server = await startUapiServer('wgt5', device, { socketDir: dir, maxRequestBytes: 4096, logger });
+  try {
+    const reply = await new Promise<string>((resolve) => {
+      const c = createConnection(server.path);
+      let out = '';
+      c.on('data', (d) => (out += d.toString()));
+      c.on('close', () => resolve(out));
+      c.on('error', () => undefined);
+      c.write(`set=1\n${`public_key=${K(1)}\nallowed_ip=10.0.0.1/32\n`.repeat(100)}\n`);
+    });
+    assert.equal(reply, 'errno=-90\n\n');
+    assert.equal(device.applied.length, 0);
+    assert.equal(lines.length, 1);
+    const line = JSON.parse(lines[0]!) as { msg: string; limit: number };
+    assert.match(line.msg, /set refused.*nothing applied/);
+    assert.equal(line.limit, 4096);
+    const c = await connect(server.path);
+    assert.equal(await c.request(`set=1\npublic_key=${K(1)}\n\n`), 'errno=0\n\n', 'the next client is served');
     c.close();
   } finally {
     await server.close();

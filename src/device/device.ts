@@ -29,6 +29,7 @@ import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/
 import { ctEqual, zero } from '../crypto/memory.js';
 import type { DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
 import { Handshakes, type HandshakeContext } from './handshakes.js';
+import { errorFields, throttledErrors } from '../log.js';
 
 export const DEFAULT_MTU = 1420;
 const EADDRINUSE = 98;
@@ -128,7 +129,8 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
       batch: o.batch ?? 128,
       offload: o.offload ?? true,
       onRecord: (slot) => this.handshakes.onRecord(slot),
-      onError: (what, err) => this.log.error({ err: err instanceof Error ? err.stack : String(err) }, what),
+      onRecordError: throttledErrors(this.log, 'control record failed; the next ones are handled'),
+      onWorkerError: (id, err) => this.log.error({ worker: id, err: errorFields(err) }, 'worker failed; restarting it'),
       testFaults: o.testFaults,
     });
     this.handshakes = new Handshakes(this, {

@@ -109,7 +109,11 @@ export class Handshakes {
         done: (batch, current) => this.prepared(batch, current),
         failed: (count, err) => {
           this.stats.rejected.initiation.state += count;
-          d.log.error({ err }, 'handshake offload pool failed');
+          if (err !== undefined) d.log.error({ err }, 'handshake offload pool failed');
+        },
+        health: (healthy, why) => {
+          if (healthy) d.log.info({ why }, 'handshake offload pool is back');
+          else d.log.error({ why }, 'handshake offload pool is down: initiations are answered on the main thread until it is back');
         },
       })
       : null;
@@ -229,7 +233,7 @@ export class Handshakes {
   private receiveInitiation(msg: Uint8Array, slot: number, ms: number): void {
     const d = this.d;
     const offload = this.offload;
-    if (offload !== null && this.queueDepth() >= this.o.offloadDepth) {
+    if (offload !== null && offload.healthy && this.queueDepth() >= this.o.offloadDepth) {
       if (offload.add(msg, d.pool.slotEndpoints, slot)) this.stats.offloaded++;
       else {
         // The bounded queue is full: that is load, whatever the rings hold right now.

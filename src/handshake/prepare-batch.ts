@@ -5,9 +5,25 @@ import { INIT_LEN } from './messages.js';
 
 /** Initiations per task: one piscina round trip (~8–50 µs) against ~120 µs of DH each. */
 export const BATCH_MAX = 32;
-/** Int32 index of the key generation word, and byte offset of the key, in the key buffer. */
+/**
+ * The key buffer (a SharedArrayBuffer every pool thread gets at start-up): Int32 word KEY_GEN
+ * counts key changes; word KEY_ACK holds the low 16 bits of a generation above a count of the
+ * threads that have loaded that generation (ackWord); the key itself is at byte KEY_OFFSET.
+ */
 export const KEY_GEN = 0;
+export const KEY_ACK = 1;
 export const KEY_OFFSET = 8;
+export const KEY_BUFFER_BYTES = KEY_OFFSET + 32;
+
+/** The KEY_ACK word that opens generation `gen` with no thread counted yet. */
+export function ackWord(gen: number): number {
+  return (gen & 0xffff) << 16;
+}
+
+/** Threads counted in `word` for generation `gen`, or -1 when the word is about another one. */
+export function ackCount(word: number, gen: number): number {
+  return word >>> 16 === (gen & 0xffff) ? word & 0xffff : -1;
+}
 export const PREPARE_STATUS = 0;
 export const PREPARE_OUT = BATCH_MAX;
 export const PREPARE_MSGS = PREPARE_OUT + BATCH_MAX * PREPARED_BYTES;
@@ -29,7 +45,16 @@ export interface PrepareTask {
   /** Key generation the batch was queued under. */
   gen: number;
   count: number;
-  keyWords: Int32Array;
   buf: ArrayBuffer;
 }
 
+/** What every pool thread is given at start-up (piscina workerData). */
+export interface PrepareWorkerData {
+  keyWords: Int32Array;
+}
+
+/**
+ * For tests only (README): WGTS_TEST_FAULT=pool-throw makes every batch fail in the pool thread,
+ * pool-hang makes it block for ever, so the fallback to the main thread can be exercised.
+ */
+export const TEST_FAULT_ENV = 'WGTS_TEST_FAULT';

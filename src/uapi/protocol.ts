@@ -9,7 +9,10 @@
 //
 // Errno table (the wire carries the negated value, "errno=-22"; `wg` negates it back):
 //   0   success
-//   5   EIO        a line longer than 65535 bytes (bufio.Scanner's limit); our request cap
+//   5   EIO        a line longer than 65535 bytes (bufio.Scanner's limit)
+//   90  EMSGSIZE   a `set` request longer than our cap (maxSetBytes; wireguard-go has none):
+//                  refused whole, nothing applied; the rest of it is read and dropped, then
+//                  the connection closed
 //   22  EINVAL     any bad value or key: hex key not 64 hex digits, number out of range or not
 //                  decimal, bad endpoint or CIDR, unknown key, a peer key before public_key,
 //                  a device key after it, a flag other than "true", protocol_version other
@@ -36,16 +39,34 @@ export const UAPI_EIO = 5;
 export const UAPI_EINVAL = 22;
 export const UAPI_ENOANO = 55;
 export const UAPI_EPROTO = 71;
+export const UAPI_EMSGSIZE = 90;
 export const UAPI_EADDRINUSE = 98;
 
 /** Longest line bufio.Scanner (and so wireguard-go) reads, newline excluded. */
 export const MAX_LINE_BYTES = 65535;
-/** Default cap on one `set` request: room for 1,000,000 peers with a few lines each. */
-export const DEFAULT_MAX_REQUEST_BYTES = 512 * 1024 * 1024;
+/**
+ * The cap on one `set` request scales with the peers the device can hold. `wg setconf` sends
+ * 126 bytes for a peer with one allowed IP, 156 with an IPv4 and an IPv6 one, 235 with a
+ * preshared key too, 323 with an IPv6 endpoint and a keepalive as well (measured). Parsing
+ * holds 4-6 bytes of heap per byte of request until it is applied, so the cap is what bounds
+ * the memory a mistaken or hostile request can take: ~200 MB at the default, and a request
+ * over the cap is refused as it arrives, before it is all read.
+ */
+export const SET_BYTES_PER_PEER = 256;
+/** The cap's floor: at the default 65,536 peers, room for 512 bytes each, or one peer's 1.4M allowed IPs. */
+export const MIN_SET_BYTES = 32 << 20;
+
+/** The `set` cap for a device of `peerCapacity` peers: 32 MiB up to 131,072 peers, 256 MiB at 2^20. */
+export function maxSetBytes(peerCapacity: number): number {
+  return Math.max(MIN_SET_BYTES, peerCapacity * SET_BYTES_PER_PEER);
+}
 
 export interface UapiSessionOptions {
   maxLineBytes?: number;
+  /** Cap on one `set` request (default MIN_SET_BYTES; see maxSetBytes). */
   maxRequestBytes?: number;
+  /** Told when a `set` request is refused for its size (the client gets EMSGSIZE). */
+  onTooLarge?: (limit: number) => void;
   /** Interface name → index for an endpoint's "%zone"; numeric zones work without it. */
   resolveZone?: (name: string) => number | undefined;
   /** Told about a device that threw (the client gets errno 55). */
@@ -394,6 +415,12 @@ const OP = 0;
 const GET_BLANK = 1;
 const SET = 2;
 const CLOSED = 3;
+/**
+ * A `set` refused for its size, its reply sent: the rest of it is read and dropped up to its
+ * blank line. `wg` reads the reply only once it has written its whole request; closing at once
+ * would kill it with SIGPIPE instead of letting it print the error.
+ */
+const SKIP = 4;
 
 const OP_LINE_BYTES = 5; // "get=1" and "set=1"
 
@@ -416,6 +443,8 @@ export class UapiSession {
   private applying = false;
   private queued: Uint8Array[] = [];
   private endQueued = false;
+  /** In SKIP: no byte of the current line seen yet (so a newline would end the request). */
+  private skipAtLineStart = false;
 
   constructor(
     private readonly device: UapiDevice,
@@ -423,7 +452,7 @@ export class UapiSession {
     private readonly opts: UapiSessionOptions = {},
   ) {
     this.maxLine = opts.maxLineBytes ?? MAX_LINE_BYTES;
-    this.maxRequest = opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    this.maxRequest = opts.maxRequestBytes ?? MIN_SET_BYTES;
   }
 
   /**
@@ -442,6 +471,10 @@ export class UapiSession {
     }
     let p = 0;
     while (p < chunk.length && this.state !== CLOSED) {
+      if (this.state === SKIP) {
+        p = this.skip(chunk, p);
+        continue;
+      }
       if (this.state === GET_BLANK) {
         this.get(chunk[p++] === NL);
         if (this.busy) return this.wait(chunk, p);
@@ -449,7 +482,8 @@ export class UapiSession {
       }
       const nl = chunk.indexOf(NL, p);
       const end = nl < 0 ? chunk.length : nl;
-      if (!this.withinLimits(this.carryLen + end - p, end - p + (nl < 0 ? 0 : 1))) break;
+      // Past a limit the session is closed, or skips the rest of a refused request from `p`.
+      if (!this.withinLimits(this.carryLen + end - p, end - p + (nl < 0 ? 0 : 1))) continue;
       if (nl < 0) {
         this.keep(chunk, p, end);
         break;
@@ -507,11 +541,42 @@ export class UapiSession {
     if (this.state === OP) {
       // No operation is longer: the line can only be invalid, which closes without a reply.
       if (lineBytes > OP_LINE_BYTES) this.state = CLOSED;
-    } else if (lineBytes > this.maxLine || (this.setBytes += newBytes) > this.maxRequest) {
-      this.reply(this.set!.errno || UAPI_EIO);
-      this.state = CLOSED;
+    } else if (lineBytes > this.maxLine) {
+      this.refuse(UAPI_EIO);
+    } else if ((this.setBytes += newBytes) > this.maxRequest) {
+      this.opts.onTooLarge?.(this.maxRequest);
+      this.refuse(UAPI_EMSGSIZE);
+      this.skipAtLineStart = this.carryLen === 0;
+      this.carryLen = 0;
+      this.state = SKIP;
     }
-    return this.state !== CLOSED;
+    return this.state === SET || this.state === OP;
+  }
+
+  /** Drops the refused request's bytes from `p` up to its blank line; returns where it stopped. */
+  private skip(chunk: Uint8Array, p: number): number {
+    for (;;) {
+      const nl = chunk.indexOf(NL, p);
+      if (nl < 0) {
+        // A lone CR so far may still be the start of "\r\n".
+        if (p < chunk.length && !(chunk.length - p === 1 && chunk[p] === CR)) this.skipAtLineStart = false;
+        return chunk.length;
+      }
+      if (this.skipAtLineStart && (nl === p || (nl === p + 1 && chunk[p] === CR))) {
+        this.state = CLOSED;
+        return nl + 1;
+      }
+      this.skipAtLineStart = true;
+      p = nl + 1;
+    }
+  }
+
+  /** Ends a `set` before its end: the first errno of its lines, if any, is the one reported. */
+  private refuse(errno: number): void {
+    this.reply(this.set!.errno || errno);
+    // What was parsed so far goes now, not when the connection is collected.
+    this.set = undefined;
+    this.state = CLOSED;
   }
 
   private keep(b: Uint8Array, s: number, e: number): void {

@@ -10,6 +10,8 @@
 import { chmodSync, lstatSync, mkdirSync, unlinkSync, watch, type FSWatcher } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { errorFields } from '../log.js';
 import { interfaceIndex } from '../tun/tun.js';
 import { UapiSession, type UapiSessionOptions } from './protocol.js';
 import type { UapiDevice } from './types.js';
@@ -23,9 +25,11 @@ const MAX_SOCKET_PATH = 107;
 /** Replies queued for a client past which we stop reading its requests until it drains. */
 const WRITE_HIGH_WATER = 1 << 20;
 
-export interface UapiServerOptions extends Omit<UapiSessionOptions, 'resolveZone'> {
+export interface UapiServerOptions extends Omit<UapiSessionOptions, 'resolveZone' | 'onTooLarge'> {
   /** Directory of the socket (tests); default /var/run/wireguard. */
   socketDir?: string;
+  /** Where refused requests and socket errors are told. */
+  logger?: Logger;
 }
 
 export interface UapiServer {
@@ -56,6 +60,9 @@ export async function startUapiServer(ifname: string, device: UapiDevice, opts: 
     err = await listen(server, path);
   }
   if (err !== undefined) throw new Error(`cannot listen on ${path}: ${err}`);
+  // After listening, an error (accept failing with EMFILE...) concerns one connection that could
+  // not be taken, and would end the process without a listener; the server keeps listening.
+  server.on('error', (e) => opts.logger?.error({ err: errorFields(e) }, 'UAPI socket error'));
   let ino: number;
   let dev: number;
   try {
@@ -138,6 +145,7 @@ function serve(socket: Socket, device: UapiDevice, opts: UapiServerOptions, sock
     ...opts,
     // if_nametoindex answers 0 for a name it does not know.
     resolveZone: (name) => interfaceIndex(name) || undefined,
+    onTooLarge: (limit) => opts.logger?.error({ limit }, 'UAPI set refused: larger than the limit, nothing applied'),
     onClose: close,
     writable: () => socket.writableLength <= WRITE_HIGH_WATER,
     whenWritable: (resume) => socket.once('drain', resume),

@@ -26,17 +26,21 @@ export interface PoolOptions {
   routes: SharedArrayBuffer;
   batch: number;
   offload: boolean;
-  /** Called for every record; the callee frees the slot. */
+  /** Called for every record; the callee frees the slot (also when it throws). */
   onRecord: (slot: number) => void;
-  /** A worker failed (it is being restarted) or a record could not be handled. */
-  onError: (what: string, err: unknown) => void;
+  /** Told when onRecord threw (its bytes come from the network); the next records are handled all the same. */
+  onRecordError: (err: unknown) => void;
+  /** A worker failed; it is being restarted. */
+  onWorkerError: (id: number, err: unknown) => void;
   /** Tests only: workers throw on demand (see D_TEST_FAULT). */
   testFaults?: boolean;
 }
 
 const RING_CAPACITY = 1024;
-/** Records the main thread handles per ring per event-loop turn at most. */
+/** Handshake records the main thread handles per ring per event-loop turn at most. */
 const DRAIN_BATCH = 256;
+/** Events likewise (each "handshake wanted" may cost an initiation, ~100 µs). */
+const EVENT_BATCH = 64;
 /** A worker that keeps dying is restarted no faster than this. */
 const RESTART_BACKOFF_MS = 200;
 
@@ -143,7 +147,7 @@ export class WorkerPool {
       routesPort: port2,
     };
     const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, transferList: [port2] });
-    w.on('error', (err) => this.o.onError(`worker ${id} failed`, err));
+    w.on('error', (err) => this.o.onWorkerError(id, err));
     w.on('exit', () => this.exited(id, w));
     return w;
   }
@@ -220,31 +224,33 @@ export class WorkerPool {
    * The main thread's consumer loop over every worker's rings. It takes a bounded batch per ring
    * per turn and then yields a full event-loop turn, so a handshake flood cannot starve the UAPI
    * socket and the timer tick (waitAsync alone resolves as a microtask while records keep
-   * coming). A record whose handling throws is logged and freed; the loop never stops.
+   * coming). Handshake messages go first, and events take at most EVENT_BATCH per ring per turn:
+   * a client sending to thousands of sessionless peers makes as many "handshake wanted" events,
+   * each an initiation to compute, and those must not hold back the handshakes of others. A
+   * record whose handling throws is reported and freed; the loop goes on.
    */
   private async drain(): Promise<void> {
     const ready = (): boolean => this.stopped || this.handshakeRings.some((r) => r.size() > 0) || this.eventRings.some((r) => r.size() > 0);
     while (!this.stopped) {
       try {
         await this.doorbell.waitAsync(ready, 1000);
-        // Events first: a confirmed keypair lets staged packets go, and costs little.
-        for (const ring of this.eventRings) this.handle(ring, false);
-        for (const ring of this.handshakeRings) this.handle(ring, true);
+        for (const ring of this.handshakeRings) this.handle(ring, true, DRAIN_BATCH);
+        for (const ring of this.eventRings) this.handle(ring, false, EVENT_BATCH);
       } catch (err) {
-        this.o.onError('record loop', err);
+        this.o.onRecordError(err);
       }
       await yieldTurn();
     }
   }
 
-  private handle(ring: Ring, handshakes: boolean): void {
-    const n = ring.popBatch(this.slots, this.slots.length);
+  private handle(ring: Ring, handshakes: boolean, max: number): void {
+    const n = ring.popBatch(this.slots, max);
     for (let i = 0; i < n; i++) {
       if (handshakes) this.unprocessed = n - i;
       try {
         this.o.onRecord(this.slots[i]!);
       } catch (err) {
-        this.o.onError('record', err);
+        this.o.onRecordError(err);
       }
     }
     this.unprocessed = 0;

@@ -1,12 +1,15 @@
 // The handshake offload pool in a live daemon: with --offload-depth 0 every initiation that
 // passes the cookie checks is answered through the pool, and 500 load-generator clients from
 // 254 addresses still all complete their handshakes and get echoes back through their tunnels;
-// the metrics endpoint counts what went through the pool.
+// the metrics endpoint counts what went through the pool. With the pool's threads made to hang
+// or throw (WGTS_TEST_FAULT, for tests only), the daemon takes the pool down and every client
+// still completes, answered on the main thread.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Cleanup, ensureTools, isRoot } from './harness.js';
 import { addLoadgenClients, createLoadgenStage, runLoadgen } from './topology.js';
 import { scrape, total } from './scrape.js';
+import { TEST_FAULT_ENV } from '../../src/handshake/prepare-batch.js';
 
 const skip = isRoot ? false : 'needs root for network namespaces';
 const cleanup = new Cleanup();
@@ -32,3 +35,32 @@ test(`with every initiation offloaded, ${CLIENTS} clients complete handshakes an
   assert.ok(completed >= CLIENTS, `completed: ${completed}`);
   assert.equal(total(body, 'wireguard_handshakes_rejected_total', 'reason="queue"'), 0, 'the bounded queue never overflowed at this rate');
 });
+
+const FAULT_CLIENTS = 200;
+
+for (const fault of ['pool-hang', 'pool-throw']) {
+  test(`with the pool's threads made to fail (${TEST_FAULT_ENV}=${fault}), ${FAULT_CLIENTS} clients complete on the main thread`, { skip, timeout: 90_000 }, async (t) => {
+    ensureTools();
+    // The daemon (and its pool threads) inherit the fault; the load generator starts after it is gone.
+    process.env[TEST_FAULT_ENV] = fault;
+    let stage: Awaited<ReturnType<typeof createLoadgenStage>>;
+    try {
+      stage = await createLoadgenStage(cleanup, 'ours', 254, ['--offload-depth', '0', '--handshake-threads', '2', '--metrics', String(METRICS_PORT)]);
+    } finally {
+      delete process.env[TEST_FAULT_ENV];
+    }
+    const keys = addLoadgenClients(cleanup, stage, FAULT_CLIENTS);
+    // Clients whose initiation went down with the pool retry after 2 s, then reach the main thread.
+    const r = await runLoadgen(stage, keys, ['--source', stage.sources, '--rate', '200', '--initiations', String(FAULT_CLIENTS), '--timeout', '2000',
+      '--duration', '10']);
+    const body = scrape(stage.server, METRICS_PORT);
+    const offloaded = total(body, 'wireguard_handshakes_offloaded_total', 'interface=');
+    const lost = total(body, 'wireguard_handshakes_rejected_total', 'type="initiation",reason="state"');
+    t.diagnostic(`${r.established} established, ${r.retransmits} retransmits, ${offloaded} offloaded before the pool went down, ${lost} lost with it`);
+    assert.equal(r.established, FAULT_CLIENTS, `every client completed a handshake: ${JSON.stringify(r)}`);
+    // A hung pool holds what it was given for 2 s before it is taken down: maybe every first initiation.
+    assert.ok(offloaded > 0, 'the pool was used before it went down');
+    assert.equal(lost, offloaded, 'every initiation handed to the failing pool was lost, and counted');
+    assert.equal(stage.server.exited(), false);
+  });
+}
