@@ -63,11 +63,12 @@ kernel): real handshakes (cookie replies answered with mac2), then data inside t
                            most one thread per source address, client and initiation
         --precompute       before the run, make each client a few ephemeral keys and everything of
                            an initiation that does not depend on the send time; an initiation then
-                           costs one AEAD of its timestamp plus BLAKE2s (~10x less CPU), so the
-                           server, not the generator, is the bottleneck. A load-testing shortcut:
-                           a client reuses its ephemerals across initiations, which a real client
-                           never does (it gives up forward secrecy). Without it, every initiation
-                           gets a fresh ephemeral key, as a real client's does
+                           costs one AEAD of its timestamp plus BLAKE2s (~25 µs of generator CPU
+                           with the send, instead of ~120), so the server, not the generator, is
+                           the bottleneck. A load-testing shortcut, never what a real client does:
+                           a client reuses its ephemerals across initiations (giving up forward
+                           secrecy). Without it every initiation gets a fresh ephemeral key, as a
+                           real client's does
         --ephemerals N     with --precompute: ephemerals per client, used in turn (${DEFAULT_EPHEMERALS}; 1-${MAX_EPHEMERALS});
                            each costs ~2 X25519 before the run and 208 bytes
         --json             the final report as JSON on stdout
