@@ -353,11 +353,18 @@ export class Engine {
     const o = this.o;
     const budgetEnd = now + TICK_BUDGET_MS;
     let due = Math.min(o.initiations, Math.floor((o.rate * t) / 1000)) - this.scheduled;
-    while (due > 0 && performance.now() < budgetEnd) {
+    // A client that initiated less than MIN_INITIATION_INTERVAL_MS ago (a resend after a cookie
+    // reply or a retransmit, or timer jitter) passes its turn to the next one: waiting for it
+    // would hold up every other client, which under a storm of cookie replies kept the rate
+    // sent far below the rate offered. A whole round of such clients ends the tick.
+    let passed = 0;
+    while (due > 0 && passed < this.clients.length && performance.now() < budgetEnd) {
       const client = this.clients[this.initCursor]!;
-      // Only timer jitter brings a client round again this soon: wait for the next tick.
-      if (now - client.lastInitiationMs < MIN_INITIATION_INTERVAL_MS) break;
       this.initCursor = (this.initCursor + 1) % this.clients.length;
+      if (now - client.lastInitiationMs < MIN_INITIATION_INTERVAL_MS) {
+        passed++;
+        continue;
+      }
       this.initiate(client, performance.now());
       this.countInitiation(now);
       this.scheduled++;
@@ -373,7 +380,7 @@ export class Engine {
         dataDue--;
       }
     }
-    return (due > 0 && now - this.clients[this.initCursor]!.lastInitiationMs >= MIN_INITIATION_INTERVAL_MS) || dataDue > 0;
+    return (due > 0 && passed < this.clients.length) || dataDue > 0;
   }
 
   // ---- handshakes ----
