@@ -1,9 +1,9 @@
 // `wireguard-ts loadgen` against real servers in network namespaces (test/interop/topology.ts:
 // createLoadgenStage): 1,000 clients from 254 source addresses complete their handshakes with
 // wireguard-go and with wireguard-ts, and ICMP echoes come back through every tunnel, on one
-// engine thread and on two whose reports merge into one, and with --precompute three handshakes
-// per client, each reusing one of its two precomputed ephemerals (only the timestamp, which
-// must grow, and the sender index differ): both servers accept them all; then one
+// engine thread and on two whose reports merge into one, and with --precompute --ephemerals 1
+// two handshakes per client from the same ephemeral (only the timestamp, which must grow, and
+// the sender index differ): both servers accept them; then one
 // source address floods the server with initiations while a legitimate client on another
 // address keeps completing its handshake, cookie round included, in under a second.
 import { test, after } from 'node:test';
@@ -18,30 +18,36 @@ after(() => cleanup.run());
 
 const CLIENTS = 1000;
 
-/** `rounds` handshakes per client; with `precompute`, from two precomputed ephemerals each. */
-async function thousandHandshakes(impl: Impl, threads: number, t: { diagnostic: (s: string) => void }, precompute = false, rounds = 1): Promise<void> {
+/**
+ * One handshake per client at 500/s; with `reuse`, two per client at 250/s, both from the
+ * client's one precomputed ephemeral (--precompute --ephemerals 1). Half the rate: a loaded
+ * 2-vCPU machine leaves our server ~250 handshakes/s, and an open-loop generator above a
+ * server's capacity only gets later and later answers, then retransmits.
+ */
+async function thousandHandshakes(impl: Impl, threads: number, t: { diagnostic: (s: string) => void }, reuse = false): Promise<void> {
   ensureTools();
   const stage = await createLoadgenStage(cleanup, impl, 254);
   const keys = addLoadgenClients(cleanup, stage, CLIENTS);
-  // One handshake per client and round at 500/s (a lost one is retransmitted after 2 s, as a
-  // client would after Rekey-Timeout), then echoes round-robin over the established tunnels
-  // until 8 s have passed: every tunnel carries several.
-  const r = await runLoadgen(stage, keys, ['--source', stage.sources, '--rate', '500', '--initiations', String(rounds * CLIENTS), '--timeout', '2000',
-    '--data-rate', '1000', '--target', stage.serverTunnel, '--duration', '8', '--threads', String(threads), ...(precompute ? ['--precompute'] : [])]);
-  t.diagnostic(`${impl}, ${threads} thread(s)${precompute ? ', precomputed' : ''}: ${summary(r)}`);
+  const rounds = reuse ? 2 : 1;
+  // A lost initiation is retransmitted after 2 s, as a client would after Rekey-Timeout; once
+  // established, echoes go round-robin over the tunnels until the duration is over: every
+  // tunnel carries several.
+  const r = await runLoadgen(stage, keys, ['--source', stage.sources, '--rate', reuse ? '250' : '500', '--initiations', String(rounds * CLIENTS),
+    '--timeout', '2000', '--data-rate', '1000', '--target', stage.serverTunnel, '--duration', reuse ? '10' : '8', '--threads', String(threads),
+    ...(reuse ? ['--precompute', '--ephemerals', '1'] : [])]);
+  t.diagnostic(`${impl}, ${threads} thread(s)${reuse ? ', one precomputed ephemeral per client' : ''}: ${summary(r)}`);
   // Each thread owns half the clients and half the sockets: the counts below are only reached
   // when every thread's share made it into the one report.
   assert.equal(r.threads, threads);
   assert.equal(r.sources, 254);
-  assert.equal(r.ephemerals, precompute ? 2 : 0);
+  assert.equal(r.ephemerals, reuse ? 1 : 0);
   assert.equal(r.initiations, rounds * CLIENTS);
   assert.equal(r.established, CLIENTS, `every client completed a handshake: ${JSON.stringify(r)}`);
-  if (rounds === 1) assert.equal(r.handshakes, CLIENTS);
-  // A server that refused a client's later initiations (a reused ephemeral, or a timestamp it
-  // took for a replay) would answer the first round only: a third of them. A slow one (ours on
-  // a loaded 2-vCPU machine, 500 handshakes/s beside the echoes) leaves a few still in flight
-  // or retransmitted when the run ends.
-  else assert.ok(r.handshakes >= 0.95 * rounds * CLIENTS, `nearly every handshake of every round completed: ${JSON.stringify(r)}`);
+  if (!reuse) assert.equal(r.handshakes, CLIENTS);
+  // A server that refused a client's second initiation (its ephemeral reused, or a timestamp
+  // taken for a replay) would answer the first round only: half. A slow one may leave a few
+  // in flight when the run ends.
+  else assert.ok(r.handshakes >= 0.95 * rounds * CLIENTS, `nearly every handshake of both rounds completed: ${JSON.stringify(r)}`);
   assert.equal(r.data.tunnelsWithReplies, CLIENTS, 'an echo reply came back through every tunnel');
   assert.ok(r.data.echoRequests >= 4000, `echoes sent: ${r.data.echoRequests}`);
   // Loss is what the loadgen is there to report; a machine this loaded still loses little.
@@ -83,9 +89,9 @@ test(`loadgen completes ${CLIENTS} handshakes with wireguard-ts and echoes throu
 
 test(`loadgen on 2 threads completes ${CLIENTS} handshakes with wireguard-go, one merged report`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('wggo', 2, t));
 
-test(`loadgen --precompute: wireguard-go accepts 3 handshakes from each of ${CLIENTS} clients, ephemerals reused`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('wggo', 2, t, true, 3));
+test(`loadgen --precompute: wireguard-go accepts a second handshake from each of ${CLIENTS} clients with the same ephemeral`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('wggo', 2, t, true));
 
-test(`loadgen --precompute: wireguard-ts accepts 3 handshakes from each of ${CLIENTS} clients, ephemerals reused`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('ours', 2, t, true, 3));
+test(`loadgen --precompute: wireguard-ts accepts a second handshake from each of ${CLIENTS} clients with the same ephemeral`, { skip, timeout: 60_000 }, (t) => thousandHandshakes('ours', 2, t, true));
 
 test('during a flood from one address, a client on another completes its handshake in under 1 s (wireguard-ts)', { skip, timeout: 60_000 }, async (t) => {
   // Long enough for several legitimate tries: the server is under load only while its queue
