@@ -12,7 +12,7 @@
 // list compares them). One source address always gets one thread. `ours-inline` is our daemon
 // with --handshake-threads 0: every handshake on the main thread, no offload pool.
 // The load generator runs with --precompute (each client's initiations reuse a few ephemerals
-// made before the run, so an initiation costs it ~25 µs instead of ~145 and the server is the
+// made before the run, so an initiation costs it ~25 µs instead of ~120 and the server is the
 // bottleneck); --fresh: a fresh ephemeral per initiation, as real clients, for comparison.
 //
 // Columns: offered and actually sent initiations/s (the load generator shares the machine's
