@@ -3,7 +3,7 @@
 // load generator in its own namespace sending from 1 or 254 source addresses.
 //
 //   node dist/bench/handshakes.js [--seconds N] [--quick] [--impl wggo,ours,ours-inline] [--peers 100,1000]
-//                                 [--sources 1,254] [--rates 1000,5000,20000] [--threads 1,2]
+//                                 [--sources 1,254] [--rates 1000,5000,20000] [--threads 1,2] [--fresh]
 //
 // The matrix is every combination the protocol allows: a client may initiate at most every
 // 30 ms (a responder drops faster initiations from one peer as a flood), so 100 peers offer at
@@ -11,12 +11,17 @@
 // --threads: the load generator's engine threads (its default, one per CPU, unless given; a
 // list compares them). One source address always gets one thread. `ours-inline` is our daemon
 // with --handshake-threads 0: every handshake on the main thread, no offload pool.
+// The load generator runs with --precompute (each client's initiations reuse a few ephemerals
+// made before the run, so an initiation costs it ~25 µs instead of ~120 and the server is the
+// bottleneck); --fresh: a fresh ephemeral per initiation, as real clients, for comparison.
 //
 // Columns: offered and actually sent initiations/s (the load generator shares the machine's
 // CPUs with the server and falls short when they are busy), completed handshakes/s, cookie
 // replies/s, latency from the first initiation to the consumed response (p50/p99), initiations
 // that got no answer, and the server's CPU time (utime + stime of its process, all threads,
-// from /proc/PID/stat) per completed handshake, and for ours that of its main thread alone.
+// from /proc/PID/stat) per completed handshake, and for ours that of its main thread alone;
+// then the load generator's own CPU (its whole process, as its report gives it) per initiation
+// sent and the cores it kept busy, so a row shows which side was the bottleneck.
 import { readFileSync } from 'node:fs';
 import { Cleanup } from '../test/interop/harness.js';
 import { addLoadgenClients, createLoadgenStage, runLoadgen, type Impl } from '../test/interop/topology.js';
@@ -36,6 +41,7 @@ const peerCounts = listArg('--peers', ['100', '1000']).map(Number);
 const sourceCounts = listArg('--sources', ['1', '254']).map(Number);
 const rates = listArg('--rates', ['1000', '5000', '20000']).map(Number);
 const threadCounts = listArg('--threads', [String(DEFAULT_THREADS)]).map(Number);
+const precompute = flag('--fresh') ? [] : ['--precompute'];
 /** Kernel clock ticks per second: the unit of utime and stime (USER_HZ, 100 on Linux). */
 const CLOCK_TICKS = 100;
 
@@ -62,7 +68,7 @@ async function measure(r: Row): Promise<string[]> {
     // Our main thread (thread id = pid) is the control plane that the offload pool relieves.
     const main0 = cpuSeconds(pid, pid);
     const rep = await runLoadgen(stage, keys, ['--source', stage.sources, '--rate', String(r.rate), '--duration', String(seconds),
-      '--threads', String(r.threads)], seconds * 1000 + 60_000);
+      '--threads', String(r.threads), ...precompute], seconds * 1000 + 60_000);
     const cpu = cpuSeconds(pid) - cpu0;
     const mainCpu = cpuSeconds(pid, pid) - main0;
     const perHandshake = (seconds: number): string => (rep.handshakes > 0 ? ((seconds * 1e6) / rep.handshakes).toFixed(0) : '-');
@@ -71,6 +77,7 @@ async function measure(r: Row): Promise<string[]> {
       r.server, String(r.peers), String(r.sources), String(rep.threads), String(r.rate), rep.initiationsPerS.toFixed(0), rep.handshakesPerS.toFixed(0),
       rep.cookieRepliesPerS.toFixed(0), rep.latencyMs?.p50.toFixed(1) ?? '-', rep.latencyMs?.p99.toFixed(1) ?? '-', String(lost),
       perHandshake(cpu), impl === 'ours' ? perHandshake(mainCpu) : '-',
+      rep.generator.usPerInitiation?.toFixed(0) ?? '-', rep.generator.cores.toFixed(2),
     ];
   } finally {
     await cleanup.run();
@@ -90,8 +97,10 @@ async function main(): Promise<void> {
       }
     }
   }
-  printTable(`Handshakes under load: wireguard-ts loadgen for ${seconds} s per row, a fresh server each, default workers`, load,
-    ['server', 'peers', 'sources', 'loadgen threads', 'offered/s', 'sent/s', 'completed/s', 'cookie replies/s', 'p50 ms', 'p99 ms', 'unanswered', 'server CPU µs/handshake', 'main thread µs/handshake'], rows);
+  const mode = precompute.length > 0 ? 'precomputed ephemerals' : 'fresh ephemerals';
+  printTable(`Handshakes under load: wireguard-ts loadgen (${mode}) for ${seconds} s per row, a fresh server each, default workers`, load,
+    ['server', 'peers', 'sources', 'loadgen threads', 'offered/s', 'sent/s', 'completed/s', 'cookie replies/s', 'p50 ms', 'p99 ms', 'unanswered',
+      'server CPU µs/handshake', 'main thread µs/handshake', 'loadgen CPU µs/initiation', 'loadgen cores'], rows);
 }
 
 await main();

@@ -87,7 +87,7 @@ function result(over: Partial<RunResult> = {}): RunResult {
   for (let ms = 1; ms <= 100; ms++) latency.record(ms * 1000);
   return {
     counters, latency, elapsedMs: 6000, initiationWindowMs: 2000, handshakeWindowMs: 2200, dataStartMs: 100, dataWindowMs: 4000, threads: 1,
-    clients: 100, sources: 254, offeredRate: 500, established: 99, tunnelsWithReplies: 97, ...over,
+    clients: 100, sources: 254, offeredRate: 500, established: 99, tunnelsWithReplies: 97, ephemerals: 0, cpuMs: 1515, systemCpuMs: 500, ...over,
   };
 }
 
@@ -103,11 +103,16 @@ test('the report divides each count by its own window and counts echo losses', (
   assert.deepEqual(r.latencyMs, { p50: 49.919, p90: 89.6, p99: 98.816, max: 100, mean: 50.5 });
   assert.deepEqual(r.errors, { timeout: 10, 'send:ENOBUFS': 2 });
   assert.equal(r.elapsedS, 6);
+  // 1,000 new initiations and 10 resent with a cookie; 1.515 s of CPU over 6 s.
+  assert.deepEqual(r.generator, { cpuS: 1.515, systemS: 0.5, usPerInitiation: 1500, cores: 0.25 });
+  assert.equal(r.ephemerals, 0);
   const text = formatReport(r);
   assert.match(text, /100 clients from 254 source addresses/);
   assert.match(text, /handshakes {7}990 \(450\/s\), 99 of 100 clients established/);
   assert.match(text, /390 of 400 replied \(2\.5% lost\), 97 tunnels answered/);
   assert.match(text, /errors {11}send:ENOBUFS 2, timeout 10/);
+  assert.match(text, /generator CPU {4}1\.515 s \(0\.5 s in the kernel\), 0\.25 cores, 1500 µs per initiation sent; a fresh ephemeral per initiation/);
+  assert.match(formatReport(buildReport(result({ ephemerals: 2 }))), /; 2 precomputed ephemerals per client, reused/);
 });
 
 test('a run without handshakes or echoes reports no latency and no loss', () => {
@@ -118,6 +123,7 @@ test('a run without handshakes or echoes reports no latency and no loss', () => 
   const text = formatReport(r);
   assert.match(text, /latency ms {7}-/);
   assert.match(text, /errors {11}none/);
+  assert.match(text, /generator CPU .* - µs per initiation sent/);
   assert.doesNotMatch(text, /echo/);
 });
 
@@ -137,7 +143,7 @@ test('merged thread results count every sample once: percentiles of the union, w
     // The histogram crosses threads as plain data.
     parts.push(result({ counters, latency: LatencyHistogram.fromState(structuredClone(latency.toState())), elapsedMs: 3000 + k,
       initiationWindowMs: 2000 - k, handshakeWindowMs: 2100 + k, dataStartMs: k === 1 ? -1 : 50 + 100 * k, dataWindowMs: k === 1 ? 0 : 1000,
-      clients: 10 + k, sources: 2, offeredRate: 1000 / 3, established: 9, tunnelsWithReplies: k }));
+      clients: 10 + k, sources: 2, offeredRate: 1000 / 3, established: 9, tunnelsWithReplies: k, ephemerals: 2, cpuMs: 900 + k, systemCpuMs: 300 - k }));
   }
   const m = mergeResults(parts);
   for (const p of [50, 90, 99, 100]) assert.equal(m.latency.percentile(p), all.percentile(p));
@@ -147,6 +153,8 @@ test('merged thread results count every sample once: percentiles of the union, w
     counters: undefined, latency: undefined, elapsedMs: 3002, initiationWindowMs: 2000, handshakeWindowMs: 2102,
     // Thread 0's data began at 50 ms, thread 2's ended at 250 + 1000 ms; thread 1 sent none.
     dataStartMs: 50, dataWindowMs: 1200, threads: 3, clients: 33, sources: 6, offeredRate: 1000, established: 27, tunnelsWithReplies: 3,
+    // Every thread measured the same process: the longest measurement, not the sum.
+    ephemerals: 2, cpuMs: 902, systemCpuMs: 300,
   });
   assert.equal(buildReport(m).threads, 3);
   assert.equal(mergeResults([result({ dataStartMs: -1, dataWindowMs: 0 })]).dataWindowMs, 0);
@@ -157,7 +165,7 @@ test('a run is dealt out to threads: disjoint clients and sockets, shares that a
   const base = {
     serverAddress: '10.0.0.1', serverPort: 51820, serverKey: new Uint8Array(32), family: 4 as const, durationMs: 1000, timeoutMs: 5000,
     size: 128, proto: 'icmp' as const, targetPort: 9, clients: Array.from({ length: 1000 }, (_, i) => key(i)),
-    sources: Array.from({ length: 254 }, (_, i) => `10.99.1.${i + 1}`), rate: 5000, initiations: 1001, dataRate: 333, packets: Infinity,
+    sources: Array.from({ length: 254 }, (_, i) => `10.99.1.${i + 1}`), rate: 5000, initiations: 1001, dataRate: 333, packets: Infinity, ephemerals: 0,
   };
   const plans = splitPlan(base, 3);
   assert.equal(plans.length, 3);
@@ -249,15 +257,17 @@ test('a run takes its defaults and every option', () => {
   assert.deepEqual(runOpts(), {
     command: 'run', keys: 'k', serverHost: '10.0.0.1', serverPort: 51820, serverKey: KEY, clients: undefined, sources: [],
     rate: 100, initiations: Infinity, durationS: 10, timeoutMs: 5000, dataRate: 0, packets: Infinity, size: 128, proto: 'icmp',
-    target: undefined, targetPort: 9, threads: availableParallelism(), json: false,
+    target: undefined, targetPort: 9, threads: availableParallelism(), ephemerals: 0, json: false,
   });
   const o = runOpts('--clients', '50', '--source', '10.77.1.1-3,10.77.2.9', '--rate', '1500', '--initiations', '1000', '--duration', '2.5',
     '--timeout', '800', '--data-rate', '200', '--packets', '30', '--size', '1420', '--proto', 'udp', '--target', '10.78.0.1:5001', '--threads', '3', '--json');
   assert.deepEqual({ ...o, command: undefined }, {
     command: undefined, keys: 'k', serverHost: '10.0.0.1', serverPort: 51820, serverKey: KEY, clients: 50,
     sources: ['10.77.1.1', '10.77.1.2', '10.77.1.3', '10.77.2.9'], rate: 1500, initiations: 1000, durationS: 2.5, timeoutMs: 800,
-    dataRate: 200, packets: 30, size: 1420, proto: 'udp', target: ip('10.78.0.1'), targetPort: 5001, threads: 3, json: true,
+    dataRate: 200, packets: 30, size: 1420, proto: 'udp', target: ip('10.78.0.1'), targetPort: 5001, threads: 3, ephemerals: 0, json: true,
   });
+  assert.equal(runOpts('--precompute').ephemerals, 2);
+  assert.equal(runOpts('--precompute', '--ephemerals', '5').ephemerals, 5);
   const v6 = parseLoadgenArgs(['run', '--keys', 'k', '--server', '[fd00::1]:51820', '--server-key', KEY, '--source', 'fd00::2,fd00::3']) as RunOptions;
   assert.deepEqual([v6.serverHost, v6.sources], ['fd00::1', ['fd00::2', 'fd00::3']]);
   assert.equal(parseLoadgenArgs(['help']), 'help');
@@ -290,6 +300,9 @@ test('every bad option is refused with a message naming it', () => {
     [runArgs('--source', 'fd00::2'), /every address must be IPv4, like the server's/],
     [runArgs('--source', '10.0.0.1,10.0.0.1'), /listed twice/],
     [runArgs('--json', '--json'), /--json is given twice/],
+    [runArgs('--ephemerals', '3'), /--ephemerals needs --precompute/],
+    [runArgs('--precompute', '--ephemerals', '0'), /--ephemerals takes an integer from 1 to 64/],
+    [runArgs('--precompute', '--ephemerals', '65'), /--ephemerals takes an integer from 1 to 64/],
     [runArgs('--rate'), /--rate needs a value/],
     [runArgs('--wg-set'), /unknown option --wg-set/],
     [['keys', '--out', 'f'], /loadgen keys needs --clients/],
@@ -440,7 +453,7 @@ class CookieDemandingServer {
  * 20 clients against the cookie-demanding responder on loopback, two handshakes and five echoes
  * each, through whatever `open` makes; checks what any engine must get and returns the report.
  */
-async function againstResponder(t: TestContext, open: (o: EngineOptions) => Promise<Engine | ThreadedEngine>): Promise<LoadgenReport> {
+async function againstResponder(t: TestContext, open: (o: EngineOptions) => Promise<Engine | ThreadedEngine>, ephemerals = 0): Promise<LoadgenReport> {
   const clients = generateClients(20, subnet('10.78.0.1/24'));
   const server = new CookieDemandingServer(clients, ip('10.78.0.1'));
   t.after(() => server.sock.close());
@@ -448,6 +461,7 @@ async function againstResponder(t: TestContext, open: (o: EngineOptions) => Prom
   const engine = await open({
     serverAddress: '127.0.0.1', serverPort: port, serverKey: server.publicKey, clients, sources: [], family: 4,
     rate: 50, initiations: 40, durationMs: 10_000, timeoutMs: 2000, dataRate: 100, packets: 100, size: 300, proto: 'icmp', target: ip('10.78.0.1'), targetPort: 9,
+    ephemerals,
   });
   t.after(() => engine.close());
   const r = buildReport(await engine.run());
@@ -461,6 +475,8 @@ async function againstResponder(t: TestContext, open: (o: EngineOptions) => Prom
   assert.deepEqual(r.errors, {});
   assert.ok(r.latencyMs !== null && r.latencyMs.max < 2000);
   assert.ok(r.elapsedS < 5, `the run ended when its work was done, not at --duration: ${r.elapsedS} s`);
+  assert.equal(r.ephemerals, ephemerals);
+  assert.ok(r.generator.cpuS > 0 && r.generator.usPerInitiation! > 0, JSON.stringify(r.generator));
   return r;
 }
 
@@ -469,10 +485,16 @@ test('the engine answers cookie replies with mac2, completes its handshakes and 
   assert.deepEqual([r.threads, r.sources], [1, 1]);
 });
 
+test('with precomputed ephemerals the responder accepts every initiation, the second of each client too (a later timestamp)', async (t) => {
+  // Each client's two handshakes, 400 ms apart, reuse its single ephemeral: only the timestamp differs.
+  const r = await againstResponder(t, (o) => Engine.open(o), 1);
+  assert.equal(r.ephemerals, 1);
+});
+
 test('two engine threads share the clients and the work and hand back one merged report', async (t) => {
   let engine: ThreadedEngine | undefined;
   // The same totals as one engine: each thread did half, and nothing was counted twice.
-  const r = await againstResponder(t, async (o) => (engine = await ThreadedEngine.open(o, 2)));
+  const r = await againstResponder(t, async (o) => (engine = await ThreadedEngine.open(o, 2)), 2);
   assert.deepEqual({ threads: r.threads, sources: r.sources, offered: r.offeredRate }, { threads: 2, sources: 2, offered: 50 });
   assert.equal(engine!.snapshot().handshakes, 40, 'the last counters each thread sent are its final ones');
 });
@@ -486,6 +508,7 @@ test('initiations nobody answers time out and are retransmitted, and a bounded r
   const engine = await Engine.open({
     serverAddress: '127.0.0.1', serverPort: silent.address().port, serverKey, clients: generateClients(10, subnet('10.78.0.1/24')), sources: [],
     family: 4, rate: 20, initiations: Infinity, durationMs: 600, timeoutMs: 150, dataRate: 0, packets: Infinity, size: 128, proto: 'icmp', targetPort: 9,
+    ephemerals: 0,
   });
   t.after(() => engine.close());
   const t0 = performance.now();

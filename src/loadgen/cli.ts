@@ -55,6 +55,7 @@ async function run(o: RunOptions): Promise<number> {
       serverAddress: server.address, serverPort: o.serverPort, serverKey: keyBytes(o.serverKey), clients: keys.slice(0, clients),
       sources: o.sources, family, rate: o.rate, initiations: o.initiations, durationMs: o.durationS * 1000, timeoutMs: o.timeoutMs,
       dataRate: o.dataRate, packets: o.packets, size: o.size, proto: o.proto, target: o.target, targetPort: o.targetPort,
+      ephemerals: o.ephemerals,
     }, o.threads);
     const onSigint = (): void => engine.stop();
     process.on('SIGINT', onSigint);

@@ -4,8 +4,8 @@
 //   1. sending phase (at most the duration): initiations leave at the offered rate, round-robin
 //      over the clients; a response is checked (mac1), consumed and turned into a session, and
 //      the client sends a keepalive on it at once, as a real initiator does, so the server
-//      confirms the keypair. A cookie reply is decrypted, stored in the client's
-//      CookieGenerator, and the same initiation goes out again with mac2 right away. Data
+//      confirms the keypair. A cookie reply is decrypted, its cookie kept for the client
+//      (macs.ts), and the same initiation goes out again with mac2 right away. Data
 //      packets go round-robin over the established clients at the data rate.
 //   2. drain (at most 2 s, or the timeout if shorter): nothing new is sent; answers still due
 //      (responses, cookie replies, echo replies) are taken in.
@@ -17,21 +17,33 @@
 //
 // A client may have several initiations in flight (each with its own Handshake and sender
 // index), so the offered rate is kept even when the server is slow (an open-loop generator);
-// one client still never initiates more often than every MIN_INITIATION_INTERVAL_MS.
+// one client still never initiates more often than every MIN_INITIATION_INTERVAL_MS, and its
+// TAI64N timestamps always increase (initiation.ts nextStampMs).
+//
+// Initiations are written fresh (a new ephemeral key each, as a real client) or, with
+// `ephemerals` > 0, from ephemerals precomputed in open() (initiation.ts): the cheap generator
+// that leaves the server as the bottleneck. Either way nothing is allocated per initiation but
+// what node:dgram allocates per send: an initiation in flight is a pooled Pending (message,
+// Handshake, views), the macs come from table-backed ClientMacs, timeouts from a ring.
+//
 // Sockets: one connected node:dgram socket per source address. The kernel then delivers each
 // reply to the socket of the address it was sent to, and a cookie (bound to source address
-// and port) is naturally per socket; at tens of thousands of packets per second the ~3 µs of
-// a dgram send is far below the ~100+ µs of X25519 work per handshake.
+// and port) is naturally per socket. A dgram send costs ~10-15 µs of CPU, user and kernel:
+// small beside a fresh initiation's X25519 work, but most of a precomputed one's (sendmmsg
+// batches, as src/net/udp.ts does for the server, would be the next step).
 import dgram from 'node:dgram';
-import { Noise, Handshake, SessionKeys } from '../handshake/noise.js';
-import { CookieChecker, CookieGenerator } from '../handshake/cookie.js';
+import { Noise, Handshake, HandshakeState, SessionKeys } from '../handshake/noise.js';
+import { CookieChecker } from '../handshake/cookie.js';
 import {
-  INIT_LEN, RESP_LEN, RESP_RECEIVER, COOKIE_RECEIVER, DATA_RECEIVER, DATA_HEADER_LEN, TAG_LEN,
+  RESP_LEN, RESP_RECEIVER, COOKIE_RECEIVER, DATA_RECEIVER, DATA_HEADER_LEN, TAG_LEN,
   MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, MSG_DATA, messageType, readU32,
 } from '../handshake/messages.js';
+import { Initiation, PrecomputedInitiations, nextStampMs, writeFresh } from './initiation.js';
+import { ClientMacs } from './macs.js';
+import { TimeoutQueue } from './timeouts.js';
 import { TransportCrypto, paddingFor } from '../workers/transport.js';
 import { isEchoReply, writeEchoRequest, writeUdp } from './packets.js';
-import { LatencyHistogram, countError, copyCounters, newCounters, type Counters, type RunResult } from './stats.js';
+import { LatencyHistogram, countError, copyCounters, newCounters, processCpuSince, type Counters, type RunResult } from './stats.js';
 import { type TrafficOptions, MAX_PACKET_LEN, MIN_INITIATION_INTERVAL_MS } from './options.js';
 import type { ClientKey } from './keys.js';
 
@@ -41,6 +53,12 @@ const REKEY_AFTER_MS = 120_000;
 const MAX_COOKIE_ROUNDS = 3;
 /** Longest stretch of sending before received messages get their turn on the event loop. */
 const TICK_BUDGET_MS = 4;
+/**
+ * The longest the pacing loop sleeps: it wakes when the next initiation, data packet or timeout
+ * is due, and at least this often. A wake-up costs tens of µs, so a 1 ms tick at a low rate
+ * (or through a 2 s drain) would be most of the generator's CPU.
+ */
+const MAX_SLEEP_MS = 10;
 const MAX_DRAIN_MS = 2000;
 const SOCKET_BUFFER_BYTES = 4 << 20;
 /** Inner UDP datagrams leave from this port + the client's number: one flow per client. */
@@ -68,14 +86,18 @@ class Client {
   readonly noise = new Noise();
   /** Checks mac1 of responses, which is keyed by our own public key. */
   readonly checker = new CookieChecker();
-  readonly cookies: CookieGenerator;
   /**
    * Never sent: holds DH(client, server), computed once, and its verdict. Pooled handshakes are
-   * shared by all clients, so each initiation copies both into its own (see initiate).
+   * shared by all clients, so each fresh initiation copies both into its own (writeFresh).
    */
   readonly staticStatic: Handshake;
+  readonly staticStaticKey: Uint8Array;
   readonly tunnel: number;
   lastInitiationMs = -Infinity;
+  /** The wall-clock time of the last timestamp sent: the next one must be later. */
+  lastStampMs = -Infinity;
+  /** Which precomputed ephemeral the next initiation uses (round-robin). */
+  nextEphemeral = 0;
   /** The client's latest initiation: only it is worth resending after a cookie reply. */
   newest: Pending | undefined;
   pending = 0;
@@ -87,9 +109,9 @@ class Client {
   constructor(readonly id: number, key: ClientKey, serverKey: Uint8Array, readonly socket: dgram.Socket) {
     this.noise.setPrivateKey(key.privateKey);
     this.checker.setPublicKey(key.publicKey);
-    this.cookies = new CookieGenerator(serverKey);
     this.staticStatic = new Handshake(serverKey, id);
     if (!this.noise.precompute(this.staticStatic)) throw new Error('the server key is a low-order point: no handshake can succeed');
+    this.staticStaticKey = this.staticStatic.precomputedStaticStatic;
     this.tunnel = key.tunnel;
   }
 
@@ -99,19 +121,30 @@ class Client {
 
   destroy(): void {
     this.noise.setPrivateKey(null);
-    this.cookies.destroy();
     this.staticStatic.destroy();
     this.current?.keys.destroy();
     this.previous?.keys.destroy();
   }
 }
 
-/** One initiation in flight. */
+/**
+ * One initiation in flight. Pooled: made once, reused for initiation after initiation, so its
+ * fields are set by `initiate`, and `generation` tells an old TimeoutQueue entry from a new one.
+ */
 class Pending {
+  readonly init: Initiation;
+  generation = 0;
+  client!: Client;
+  index = 0;
+  sentMs = 0;
+  /** When the client's first try of this handshake left (earlier than `sentMs` for a retransmit). */
+  attemptMs = 0;
   cookieRounds = 0;
-  done = false;
-  /** `attemptMs`: when the client's first try of this handshake left (earlier than `sentMs` for a retransmit). */
-  constructor(readonly client: Client, readonly hs: Handshake, readonly index: number, readonly msg: Buffer, readonly sentMs: number, readonly attemptMs: number) {}
+  done = true;
+
+  constructor(serverKey: Uint8Array) {
+    this.init = new Initiation(serverKey);
+  }
 }
 
 type Phase = 'idle' | 'sending' | 'draining' | 'done';
@@ -122,11 +155,13 @@ export class Engine {
   private readonly clients: Client[] = [];
   private readonly sockets: dgram.Socket[] = [];
   private readonly byIndex = new Map<number, Pending | Session>();
-  /** In-flight initiations in the order they were sent, so timeouts expire from the front. */
-  private expiry: Pending[] = [];
-  private expiryHead = 0;
+  private readonly timeouts = new TimeoutQueue<Pending>();
   private inFlight = 0;
-  private readonly handshakePool: Handshake[] = [];
+  /** Pendings not in flight, for reuse. */
+  private readonly free: Pending[] = [];
+  private readonly macs: ClientMacs;
+  /** Set when the options ask for precomputed ephemerals. */
+  private readonly precomputed: PrecomputedInitiations | undefined;
   private readonly established: Client[] = [];
   private readonly transport = new TransportCrypto();
   private nextIndex = (Math.random() * 0x100000000) >>> 0;
@@ -136,6 +171,7 @@ export class Engine {
   private scheduled = 0;
   private phase: Phase = 'idle';
   private startMs = 0;
+  private startCpu: NodeJS.CpuUsage | undefined;
   private phaseEndMs = 0;
   private dataStartMs = -1;
   private lastInitiationMs = 0;
@@ -146,7 +182,10 @@ export class Engine {
     if (err) countError(this.counters, `send:${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   };
 
-  private constructor(private readonly o: EngineOptions) {}
+  private constructor(private readonly o: EngineOptions) {
+    this.macs = new ClientMacs(o.serverKey, o.clients.length);
+    if (o.ephemerals > 0) this.precomputed = new PrecomputedInitiations(o.serverKey, o.clients.length, o.ephemerals);
+  }
 
   /** Opens one socket per source address, connected to the server, and sets up the clients. */
   static async open(o: EngineOptions): Promise<Engine> {
@@ -155,6 +194,10 @@ export class Engine {
       // More sockets than clients would only sit idle.
       for (const address of o.sources.length > 0 ? o.sources.slice(0, o.clients.length) : [undefined]) e.sockets.push(await e.openSocket(address));
       o.clients.forEach((key, i) => e.clients.push(new Client(i, key, o.serverKey, e.sockets[i % e.sockets.length]!)));
+      // Before the timed phase: X25519 work, ~2 operations per ephemeral.
+      for (const c of e.clients) {
+        if (e.precomputed?.fill(c.id, c.noise, c.staticStaticKey) === false) throw new Error('the server key is a low-order point: no handshake can succeed');
+      }
     } catch (err) {
       e.close();
       throw err;
@@ -190,6 +233,7 @@ export class Engine {
   run(): Promise<RunResult> {
     if (this.phase !== 'idle') throw new Error('an engine runs once');
     this.phase = 'sending';
+    this.startCpu = process.cpuUsage();
     this.startMs = performance.now();
     return new Promise<void>((resolve) => {
       this.finished = resolve;
@@ -223,6 +267,8 @@ export class Engine {
       offeredRate: this.o.rate,
       established: this.established.length,
       tunnelsWithReplies: this.clients.reduce((n, c) => n + (c.answered ? 1 : 0), 0),
+      ephemerals: this.o.ephemerals,
+      ...processCpuSince(this.startCpu),
     };
   }
 
@@ -231,8 +277,11 @@ export class Engine {
     for (const s of this.sockets) s.close();
     this.sockets.length = 0;
     for (const c of this.clients) c.destroy();
-    for (const entry of this.byIndex.values()) if (entry instanceof Pending) entry.hs.destroy();
+    for (const entry of this.byIndex.values()) if (entry instanceof Pending) entry.init.destroy();
+    for (const p of this.free) p.init.destroy();
     this.byIndex.clear();
+    this.macs.destroy();
+    this.precomputed?.destroy();
   }
 
   // ---- the pacing loop ----
@@ -254,8 +303,23 @@ export class Engine {
         return;
       }
     }
-    if (behind) setImmediate(() => this.tick());
-    else setTimeout(() => this.tick(), 1);
+    if (behind) setImmediate(this.tickFn);
+    else setTimeout(this.tickFn, this.sleepMs(now));
+  }
+
+  private readonly tickFn = (): void => this.tick();
+
+  /** How long the pacing loop may sleep from `now`: until something is due, 1-MAX_SLEEP_MS. */
+  private sleepMs(now: number): number {
+    const o = this.o;
+    let wake = Math.min(now + MAX_SLEEP_MS, this.timeouts.oldestMs() + o.timeoutMs);
+    if (this.phase === 'sending') {
+      if (this.scheduled < o.initiations) wake = Math.min(wake, this.startMs + ((this.scheduled + 1) * 1000) / o.rate);
+      if (o.dataRate > 0 && this.dataStartMs >= 0 && this.counters.dataPackets < o.packets) {
+        wake = Math.min(wake, this.dataStartMs + ((this.counters.dataPackets + 1) * 1000) / o.dataRate);
+      }
+    }
+    return Math.max(1, Math.ceil(wake - now));
   }
 
   /** True when every bounded kind of work is complete and nothing waits for an answer. */
@@ -274,9 +338,9 @@ export class Engine {
   private finish(): void {
     this.phase = 'done';
     // What is still in flight after the drain was never answered.
-    for (let i = this.expiryHead; i < this.expiry.length; i++) {
-      const p = this.expiry[i]!;
-      if (!p.done) {
+    while (this.timeouts.length > 0) {
+      const p = this.timeouts.shift();
+      if (p !== undefined && !p.done) {
         countError(this.counters, 'unanswered');
         this.release(p);
       }
@@ -289,11 +353,18 @@ export class Engine {
     const o = this.o;
     const budgetEnd = now + TICK_BUDGET_MS;
     let due = Math.min(o.initiations, Math.floor((o.rate * t) / 1000)) - this.scheduled;
-    while (due > 0 && performance.now() < budgetEnd) {
+    // A client that initiated less than MIN_INITIATION_INTERVAL_MS ago (a resend after a cookie
+    // reply or a retransmit, or timer jitter) passes its turn to the next one: waiting for it
+    // would hold up every other client, which under a storm of cookie replies kept the rate
+    // sent far below the rate offered. A whole round of such clients ends the tick.
+    let passed = 0;
+    while (due > 0 && passed < this.clients.length && performance.now() < budgetEnd) {
       const client = this.clients[this.initCursor]!;
-      // Only timer jitter brings a client round again this soon: wait for the next tick.
-      if (now - client.lastInitiationMs < MIN_INITIATION_INTERVAL_MS) break;
       this.initCursor = (this.initCursor + 1) % this.clients.length;
+      if (now - client.lastInitiationMs < MIN_INITIATION_INTERVAL_MS) {
+        passed++;
+        continue;
+      }
       this.initiate(client, performance.now());
       this.countInitiation(now);
       this.scheduled++;
@@ -309,7 +380,7 @@ export class Engine {
         dataDue--;
       }
     }
-    return (due > 0 && now - this.clients[this.initCursor]!.lastInitiationMs >= MIN_INITIATION_INTERVAL_MS) || dataDue > 0;
+    return (due > 0 && passed < this.clients.length) || dataDue > 0;
   }
 
   // ---- handshakes ----
@@ -322,28 +393,35 @@ export class Engine {
   }
 
   private initiate(client: Client, now: number, attemptMs = now): void {
-    const hs = this.handshakePool.pop() ?? new Handshake(this.o.serverKey, 0);
-    hs.peer = client.id;
-    // The verdict too: a handshake whose flag says "unknown" would compute the DH again, as every
-    // newly made one (the pool only grows while answers are slow) did before.
-    hs.precomputedStaticStatic.set(client.staticStatic.precomputedStaticStatic);
-    hs.staticStatic = client.staticStatic.staticStatic;
+    const p = this.free.pop() ?? new Pending(this.o.serverKey);
+    const init = p.init;
     const index = this.allocateIndex();
-    const msg = Buffer.allocUnsafe(INIT_LEN);
-    if (!client.noise.createInitiation(hs, index, Date.now(), msg)) {
+    const stampMs = nextStampMs(client.lastStampMs, Date.now());
+    if (this.precomputed !== undefined) {
+      this.precomputed.write(init, client.id, client.nextEphemeral, index, stampMs);
+      client.nextEphemeral = (client.nextEphemeral + 1) % this.precomputed.perClient;
+    } else if (!writeFresh(client.noise, client.staticStatic, client.staticStaticKey, init, index, stampMs)) {
       countError(this.counters, 'initiation:create');
-      this.handshakePool.push(hs);
+      this.free.push(p);
       return;
     }
-    client.cookies.addMacs(msg, INIT_LEN, now);
-    const p = new Pending(client, hs, index, msg, now, attemptMs);
+    client.lastStampMs = stampMs;
+    this.macs.add(init, client.id, now);
+    p.generation++;
+    p.client = client;
+    p.index = index;
+    p.sentMs = now;
+    p.attemptMs = attemptMs;
+    p.cookieRounds = 0;
+    p.done = false;
     this.byIndex.set(index, p);
-    this.expiry.push(p);
+    this.timeouts.push(p, now);
     this.inFlight++;
     client.pending++;
     client.lastInitiationMs = now;
     client.newest = p;
-    client.socket.send(msg, this.onSent);
+    // Reused only after an answer or the timeout, long after node:dgram has let go of the bytes.
+    client.socket.send(init.bytes, this.onSent);
   }
 
   /** A new handshake (not a retransmit): what the rate offers. */
@@ -358,26 +436,26 @@ export class Engine {
     this.byIndex.delete(p.index);
     this.inFlight--;
     p.client.pending--;
-    p.hs.clear();
-    this.handshakePool.push(p.hs);
+    if (p.client.newest === p) p.client.newest = undefined;
+    // A completed handshake was wiped by beginSession; one that failed or timed out holds secrets.
+    if (p.init.hs.state !== HandshakeState.Zeroed) p.init.hs.clear();
+    this.free.push(p);
   }
 
   private expire(now: number): void {
-    const q = this.expiry;
-    while (this.expiryHead < q.length && now - q[this.expiryHead]!.sentMs >= this.o.timeoutMs) {
-      const p = q[this.expiryHead++]!;
-      if (p.done) continue;
+    const q = this.timeouts;
+    while (now - q.oldestMs() >= this.o.timeoutMs) {
+      const p = q.shift();
+      if (p === undefined || p.done) continue;
       countError(this.counters, 'timeout');
-      this.release(p);
       const c = p.client;
-      if (this.phase === 'sending' && p === c.newest && now - c.lastInitiationMs >= MIN_INITIATION_INTERVAL_MS) {
+      const newest = p === c.newest;
+      const attemptMs = p.attemptMs;
+      this.release(p);
+      if (this.phase === 'sending' && newest && now - c.lastInitiationMs >= MIN_INITIATION_INTERVAL_MS) {
         this.counters.retransmits++;
-        this.initiate(c, now, p.attemptMs);
+        this.initiate(c, now, attemptMs);
       }
-    }
-    if (this.expiryHead > 4096 && this.expiryHead * 2 > q.length) {
-      this.expiry = q.slice(this.expiryHead);
-      this.expiryHead = 0;
     }
   }
 
@@ -397,20 +475,22 @@ export class Engine {
       countError(this.counters, 'response:mac1');
       return;
     }
-    const r = c.noise.consumeResponse(msg, (i) => (i === p.index ? p.hs : undefined));
+    const hs = p.init.hs;
+    const r = c.noise.consumeResponse(msg, (i) => (i === p.index ? hs : undefined));
     if (!r.ok) {
       countError(this.counters, `response:${r.reason}`);
       return;
     }
     const s = new Session(c, now);
-    if (!c.noise.beginSession(p.hs, s.keys)) {
+    const attemptMs = p.attemptMs;
+    const ok = c.noise.beginSession(hs, s.keys);
+    this.release(p);
+    if (!ok) {
       countError(this.counters, 'response:session');
-      this.release(p);
       return;
     }
-    this.release(p);
     this.counters.handshakes++;
-    this.latency.record((now - p.attemptMs) * 1000);
+    this.latency.record((now - attemptMs) * 1000);
     this.lastHandshakeMs = now;
     this.byIndex.set(s.keys.localIndex, s);
     if (c.previous !== undefined) {
@@ -431,10 +511,7 @@ export class Engine {
     if (p === undefined) return;
     this.counters.cookieReplies++;
     const c = p.client;
-    // The reply is sealed with the mac1 of the message it answers: make that message the
-    // generator's last one again (its mac1 is recomputed, the same bytes) before consuming.
-    c.cookies.addMacs(p.msg, INIT_LEN, now);
-    if (!c.cookies.consumeReply(msg, now)) {
+    if (!this.macs.consumeReply(msg, p.init, c.id, now)) {
       countError(this.counters, 'cookie:decrypt');
       return;
     }
@@ -449,11 +526,11 @@ export class Engine {
       countError(this.counters, 'cookie:rounds');
       return;
     }
-    c.cookies.addMacs(p.msg, INIT_LEN, now);
+    this.macs.add(p.init, c.id, now);
     this.counters.retries++;
     // The resend counts as the client's latest initiation for the server's flood rule.
     c.lastInitiationMs = now;
-    c.socket.send(p.msg, this.onSent);
+    c.socket.send(p.init.bytes, this.onSent);
   }
 
   // ---- data ----

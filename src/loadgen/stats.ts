@@ -162,6 +162,22 @@ export interface RunResult {
   established: number;
   /** Clients that got at least one echo reply back through their tunnel. */
   tunnelsWithReplies: number;
+  /** Precomputed ephemerals per client; 0: a fresh one per initiation (EngineOptions.ephemerals). */
+  ephemerals: number;
+  /**
+   * CPU time (user + system) of the whole generator process, every thread, over the run
+   * (sending phase and drain; not the setup before it, precomputation included).
+   */
+  cpuMs: number;
+  /** The part of cpuMs spent in the kernel: mostly sending and receiving datagrams. */
+  systemCpuMs: number;
+}
+
+/** The CPU time of the whole process (every thread) since `start` (process.cpuUsage()). */
+export function processCpuSince(start: NodeJS.CpuUsage | undefined): { cpuMs: number; systemCpuMs: number } {
+  if (start === undefined) return { cpuMs: 0, systemCpuMs: 0 };
+  const d = process.cpuUsage(start);
+  return { cpuMs: (d.user + d.system) / 1000, systemCpuMs: d.system / 1000 };
 }
 
 export interface LoadgenReport {
@@ -195,6 +211,15 @@ export interface LoadgenReport {
     rxBytes: number;
   };
   errors: Record<string, number>;
+  /** Precomputed ephemerals per client; 0: a fresh one per initiation, as a real client. */
+  ephemerals: number;
+  /**
+   * The generator's own CPU: process CPU time over the run, that time per initiation message
+   * sent (new, retransmitted and resent with a cookie; the work for the responses, keepalives
+   * and data is in it too), and the cores it kept busy on average. Near one core per engine
+   * thread, the generator and not the server set the rates.
+   */
+  generator: { cpuS: number; systemS: number; usPerInitiation: number | null; cores: number };
 }
 
 const round = (v: number, digits: number): number => Number(v.toFixed(digits));
@@ -242,12 +267,18 @@ export function mergeResults(parts: readonly RunResult[]): RunResult {
     offeredRate: round(total((p) => p.offeredRate), 6),
     established: total((p) => p.established),
     tunnelsWithReplies: total((p) => p.tunnelsWithReplies),
+    ephemerals: parts[0]!.ephemerals,
+    // Each thread measured the whole process (threads share it) over its own run: the longest
+    // is the closest to the whole. ThreadedEngine replaces it with its own measurement.
+    cpuMs: longest((p) => p.cpuMs),
+    systemCpuMs: longest((p) => p.systemCpuMs),
   };
 }
 
 export function buildReport(r: RunResult): LoadgenReport {
   const c = r.counters;
   const h = r.latency;
+  const sent = c.initiations + c.retransmits + c.retries;
   return {
     elapsedS: round(r.elapsedMs / 1000, 3),
     threads: r.threads,
@@ -277,6 +308,13 @@ export function buildReport(r: RunResult): LoadgenReport {
       rxBytes: c.rxBytes,
     },
     errors: { ...c.errors },
+    ephemerals: r.ephemerals,
+    generator: {
+      cpuS: round(r.cpuMs / 1000, 3),
+      systemS: round(r.systemCpuMs / 1000, 3),
+      usPerInitiation: sent === 0 ? null : round((r.cpuMs * 1000) / sent, 1),
+      cores: r.elapsedMs > 0 ? round(r.cpuMs / r.elapsedMs, 2) : 0,
+    },
   };
 }
 
@@ -296,6 +334,9 @@ export function formatReport(r: LoadgenReport): string {
     lines.push(`  echo             ${d.echoReplies} of ${d.echoRequests} replied (${d.lossPercent}% lost), ${d.tunnelsWithReplies} tunnels answered`);
   }
   lines.push(`  received         ${d.rxPackets} transport packets, ${d.rxBytes} bytes decrypted (padding included)`);
+  const g = r.generator;
+  const ephemerals = r.ephemerals === 0 ? 'a fresh ephemeral per initiation' : `${r.ephemerals} precomputed ephemeral${r.ephemerals === 1 ? '' : 's'} per client, reused`;
+  lines.push(`  generator CPU    ${g.cpuS} s (${g.systemS} s in the kernel), ${g.cores} cores, ${g.usPerInitiation ?? '-'} µs per initiation sent; ${ephemerals}`);
   const kinds = Object.keys(r.errors).sort();
   lines.push(`  errors           ${kinds.length === 0 ? 'none' : kinds.map((k) => `${k} ${r.errors[k]}`).join(', ')}`);
   return lines.join('\n') + '\n';

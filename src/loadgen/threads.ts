@@ -6,7 +6,7 @@
 // (histograms added, so percentiles cover every sample) into one.
 import { Worker } from 'node:worker_threads';
 import type { EngineOptions } from './engine.js';
-import { addCounters, LatencyHistogram, mergeResults, newCounters, type Counters, type RunResult } from './stats.js';
+import { addCounters, LatencyHistogram, mergeResults, newCounters, processCpuSince, type Counters, type RunResult } from './stats.js';
 import type { FromWorker, ToWorker } from './worker.js';
 
 /**
@@ -94,11 +94,12 @@ export class ThreadedEngine {
 
   /** Runs every thread's sending phase and drain; resolves with their merged result. */
   run(): Promise<RunResult> {
+    const cpu = process.cpuUsage();
     return new Promise<void>((resolve, reject) => {
       this.finished = resolve;
       this.failure = reject;
       this.order('run');
-    }).then(() => mergeResults(this.threads.map((t) => t.result!)));
+    }).then(() => ({ ...mergeResults(this.threads.map((t) => t.result!)), ...processCpuSince(cpu) }));
   }
 
   /** Ends the sending phase of every thread now; the drain still happens. */
