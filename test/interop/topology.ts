@@ -41,13 +41,14 @@ export interface PairOptions {
 }
 
 /** Starts a daemon of `impl` in the foreground inside `ns` and waits for its UAPI socket. */
-export async function startDaemon(cleanup: Cleanup, impl: Impl, ns: string, ifname: string, extra: string[] = []): Promise<{ proc: ChildProcess; exited: () => boolean }> {
+export async function startDaemon(cleanup: Cleanup, impl: Impl, ns: string, ifname: string, extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; exited: () => boolean }> {
   // WGTS_DAEMON_NODE_ARGS passes node flags (e.g. --cpu-prof) to our daemons, for profiling.
   const nodeArgs = process.env.WGTS_DAEMON_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const cmd = impl === 'ours' ? [process.execPath, ...nodeArgs, BIN, '-f', ...extra, ifname] : ['wireguard-go', '-f', ifname];
   return spawnDaemon(cleanup, impl, ['ip', 'netns', 'exec', ns, ...cmd], ifname, {
     stdio: 'inherit',
     logLevel: process.env.TEST_LOG_LEVEL,
+    env,
   });
 }
 
