@@ -107,10 +107,10 @@ export const SOCKET_DIR = '/var/run/wireguard';
  */
 export async function spawnDaemon(
   cleanup: Cleanup, label: string, command: string[], ifname: string,
-  opts: { stdio?: 'ignore' | 'inherit'; logLevel?: string; startTimeoutMs?: number } = {},
+  opts: { stdio?: 'ignore' | 'inherit'; logLevel?: string; startTimeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
 ): Promise<{ proc: ChildProcess; exited: () => boolean }> {
   const proc = spawn(command[0]!, command.slice(1), {
-    env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: opts.logLevel ?? 'error' },
+    env: { ...process.env, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1', LOG_LEVEL: opts.logLevel ?? 'error', ...opts.env },
     stdio: ['ignore', opts.stdio ?? 'ignore', opts.stdio ?? 'ignore'],
   });
   let exited = false;
