@@ -50,13 +50,18 @@ export function parseReceived(u32: Uint32Array, at: number, len: number, table: 
   return segment;
 }
 
+/** Writes a cmsghdr at word `w`: cmsg_len (a size_t), level, type. */
+function writeHeader(u32: Uint32Array, w: number, len: number, level: number, type: number): void {
+  u32[w] = len;
+  u32[w + 1] = 0;
+  u32[w + 2] = level;
+  u32[w + 3] = type;
+}
+
 /** Writes an IPV6_PKTINFO cmsg at byte `at` carrying row `row`'s source (PKTINFO_SPACE bytes). */
 export function writePktinfo(u32: Uint32Array, at: number, table: EndpointTable, row: number): void {
   const w = at >> 2;
-  u32[w] = PKTINFO_LEN;
-  u32[w + 1] = 0;
-  u32[w + 2] = IPPROTO_IPV6;
-  u32[w + 3] = IPV6_PKTINFO;
+  writeHeader(u32, w, PKTINFO_LEN, IPPROTO_IPV6, IPV6_PKTINFO);
   u32[w + 4] = table.src32[4 * row]!;
   u32[w + 5] = table.src32[4 * row + 1]!;
   u32[w + 6] = table.src32[4 * row + 2]!;
@@ -68,10 +73,7 @@ export function writePktinfo(u32: Uint32Array, at: number, table: EndpointTable,
 /** Writes a UDP_SEGMENT cmsg at byte `at` with segment size `size` (SEGMENT_SPACE bytes). */
 export function writeSegment(bytes: Uint8Array, u32: Uint32Array, at: number, size: number): void {
   const w = at >> 2;
-  u32[w] = SEGMENT_LEN;
-  u32[w + 1] = 0;
-  u32[w + 2] = SOL_UDP;
-  u32[w + 3] = UDP_SEGMENT;
+  writeHeader(u32, w, SEGMENT_LEN, SOL_UDP, UDP_SEGMENT);
   u32[w + 4] = 0;
   bytes[at + CMSG_HDR] = size & 0xff; // a native-endian u16
   bytes[at + CMSG_HDR + 1] = size >>> 8;

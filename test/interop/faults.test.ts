@@ -13,12 +13,12 @@ import { fileURLToPath } from 'node:url';
 import { Cleanup, ensureTools, isRoot, numberedPeers, sh, tryRun, uniqueName, waitFor, wgConfig, wgKeyPair } from './harness.js';
 import { BIN, connect, createLink, ping, startHost, type Host } from './topology.js';
 import { maxSetBytes } from '../../src/uapi/protocol.js';
-import { DEFAULT_MAX_PEERS } from '../../src/device/device.js';
 
 const skip = isRoot ? false : 'needs root for TUN devices and namespaces';
 const cleanup = new Cleanup();
 after(() => cleanup.run());
 
+const MAX_PEERS = 65_536;
 const PRELOAD = fileURLToPath(new URL('./record-fault.js', import.meta.url));
 
 /** The JSON lines of a log file. */
@@ -34,7 +34,8 @@ test('background mode: errors go to the log file; a failing control record and a
   const logDir = join(root, 'wireguard-ts');
   const ifname = uniqueName('wgts');
   cleanup.add(() => void tryRun('ip', ['-n', link.nsA, 'link', 'del', ifname]));
-  const started = spawnSync('ip', ['netns', 'exec', link.nsA, process.execPath, '--import', PRELOAD, BIN, ifname], {
+  // The set cap grows with --max-peers (256 bytes a peer, 32 MiB at least): 65,536 keeps it at 32 MiB.
+  const started = spawnSync('ip', ['netns', 'exec', link.nsA, process.execPath, '--import', PRELOAD, BIN, '--max-peers', String(MAX_PEERS), ifname], {
     encoding: 'utf8', timeout: 20_000, env: { ...process.env, WG_TS_LOG_DIR: logDir, WGTS_TEST_RECORD_FAULTS: '1' },
   });
   assert.equal(started.status, 0, started.stderr);
@@ -54,7 +55,7 @@ test('background mode: errors go to the log file; a failing control record and a
   assert.equal(failed.length, 1, readFileSync(logPath, 'utf8'));
   assert.equal(failed[0]!.err?.message, 'injected control record fault');
 
-  // Over the cap of a default daemon: 230,000 peers with two allowed IPs each are ~36 MB of `set`.
+  // Over the cap of this daemon: 230,000 peers with two allowed IPs each are ~36 MB of `set`.
   const big = join(root, 'big.conf');
   writeFileSync(big, wgConfig({ privateKey: keys.privateKey, listenPort: A.port, peers: numberedPeers(230_000) }));
   const refused = tryRun('wg', ['setconf', ifname, big]);
@@ -62,7 +63,7 @@ test('background mode: errors go to the log file; a failing control record and a
   assert.equal(refused.status, 1);
   assert.match(refused.out, /Unable to modify interface: Message too long/);
   const limit = logLines(logPath).find((l) => l.msg.startsWith('UAPI set refused'))?.limit;
-  assert.equal(limit, maxSetBytes(DEFAULT_MAX_PEERS));
+  assert.equal(limit, maxSetBytes(MAX_PEERS));
   assert.equal(wg('show', ifname, 'peers').trim(), B.publicKey, 'nothing was applied');
   assert.ok(ping(B, A.tunnel4), 'the tunnel still works');
   assert.doesNotMatch(readFileSync(logPath, 'utf8'), new RegExp(keys.privateKey.replace(/[+/]/g, '\\$&')), 'no private key in the log');
