@@ -100,3 +100,15 @@ test('GSO runs: seeded random batches are covered exactly and every run obeys th
     }
   }
 });
+
+test('GSO runs: the same endpoint from another sticky source starts a new run (one pktinfo per message)', () => {
+  const to = new EndpointTable(4);
+  for (let k = 0; k < 4; k++) parseEndpoint('192.0.2.1:51820', to, k);
+  // Rows 2 and 3 leave from 192.0.2.9 (v4-mapped), rows 0 and 1 from the routed address.
+  for (const k of [2, 3]) to.src.set([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 9], 16 * k);
+  const lens = Int32Array.from([1452, 1452, 1452, 1452]);
+  assert.equal(gsoRunLength(lens, 0, 4, to), 2);
+  assert.equal(gsoRunLength(lens, 2, 4, to), 2);
+  to.clearSource(3);
+  assert.equal(gsoRunLength(lens, 2, 4, to), 1, 'a cleared source is another path');
+});

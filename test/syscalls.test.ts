@@ -430,3 +430,52 @@ test('TUN: ping answered through readBatch/writeBatch, device opened outside and
 
 test('TUN: ping answered through readBatch/writeBatch, device opened by a process inside the namespace', { skip: rootOnly, timeout: 60000 }, () =>
   pingThroughTun(true));
+
+test('UDP: the sticky source: replies leave from it, the local address of a received datagram is learnt, and a source the kernel refuses is forgotten and routed', () => {
+  const server = openUdpSockets(0, 1);
+  const client = openUdpSockets(0, 1);
+  try {
+    const mapped = (a: number[]): number[] => [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...a];
+    const to = new EndpointTable(2);
+    parseEndpoint(`127.0.0.1:${server.port}`, to, 0);
+    parseEndpoint(`127.0.0.1:${server.port}`, to, 1);
+    to.src.set(mapped([127, 0, 0, 7]), 0); // local (all of 127/8 is): sent from it
+    to.src.set(mapped([192, 0, 2, 77]), 16); // not ours: EINVAL, then routed
+    const { slab: s, offsets, lens } = slab(2);
+    s[offsets[0]!] = 1;
+    s[offsets[1]!] = 2;
+    lens.fill(40);
+    const sender = new UdpBatch(client.fds[0]!, 2);
+    assert.equal(sender.sendBatch(s, offsets, lens, to, 2), 2);
+    assert.deepEqual([...lens], [40, 40], 'both sent');
+    assert.deepEqual([sender.sourcesRefused, ...sender.sourceRefused], [1, 0, 1]);
+    assert.equal(to.hasSource(0), true);
+    assert.equal(to.hasSource(1), false, 'the refused source is cleared');
+
+    // The receiver learns where each datagram arrived (its sticky source for replies).
+    const receiver = new UdpBatch(server.fds[0]!, 8);
+    const r = slab(8);
+    const from = new EndpointTable(8);
+    const poll = new PollSet([server.fds[0]!]);
+    const got = new Map<number, string>();
+    const deadline = Date.now() + 5000;
+    while (got.size < 2 && Date.now() < deadline) {
+      if (poll.wait(100) <= 0) continue;
+      const n = receiver.recvBatch(r.slab, r.offsets, SLOT, r.lens, from, 8);
+      for (let k = 0; k < n; k++) got.set(r.slab[r.offsets[k]!]!, `${formatEndpoint(from, k)} to ${[...from.src.subarray(16 * k + 12, 16 * k + 16)].join('.')}`);
+    }
+    assert.equal(got.get(1), `127.0.0.7:${client.port} to 127.0.0.1`);
+    assert.equal(got.get(2), `127.0.0.1:${client.port} to 127.0.0.1`);
+
+    // The control plane's single sends follow the same rule.
+    const one = new EndpointTable(1);
+    parseEndpoint(`127.0.0.1:${server.port}`, one, 0);
+    one.src.set(mapped([192, 0, 2, 78]), 0);
+    const data = new Uint8Array(new ArrayBuffer(8));
+    data[0] = 3;
+    assert.equal(new DatagramSender(() => client.fds[0]!).send(data, 0, 8, one, 0), 8);
+    assert.equal(one.hasSource(0), false);
+  } finally {
+    [...server.fds, ...client.fds].forEach(closeFd);
+  }
+});
