@@ -8,7 +8,7 @@ import { sql, type Kysely, type Selectable, type Transaction, type Updateable } 
 import { formatIPv4 } from '../server/addresses.js';
 import type { ClientTable, Database } from './schema.js';
 import {
-  ConflictError, type Admin, type AddressRange, type ApiToken, type Change, type ClientPatch, type ClientQuery, type ClientRecord,
+  ConflictError, monthOf, type Admin, type AddressRange, type ApiToken, type Change, type ClientPatch, type ClientQuery, type ClientRecord,
   type NewClient, type Repository, type ServerRecord, type TrafficDelta, type TrafficPoint,
 } from './repository.js';
 
@@ -38,7 +38,6 @@ function toClient(r: Selectable<ClientTable>): ClientRecord {
   return c;
 }
 
-const month = (at: number): string => new Date(at).toISOString().slice(0, 7);
 const floorTo = (at: number, periodS: number): number => at - (at % (periodS * 1000));
 /** The periods of the traffic history, in seconds: minutes for a day, hours for 90 days. */
 export const TRAFFIC_PERIODS = [60, 3600] as const;
@@ -83,22 +82,22 @@ export class KyselyRepository implements Repository {
     await trx.insertInto('changes').values({ client_id: clientId, kind, at: Date.now() }).execute();
   }
 
+  private async insertClient(trx: Transaction<Database>, c: NewClient, address: number | null): Promise<ClientRecord> {
+    const row = await trx.insertInto('clients').values({
+      name: c.name, public_key: c.publicKey, private_key: c.privateKey ?? null, preshared_key: c.presharedKey ?? null,
+      address, allowed_ips: json(c.allowedIps ?? (address === null ? [] : [`${formatIPv4(address)}/32`])),
+      dns: c.dns === undefined ? null : json(c.dns), routes: c.routes === undefined ? null : json(c.routes),
+      extra: json(c.extra), enabled: c.enabled ? 1 : 0, expires_at: c.expiresAt ?? null, quota_bytes: c.quotaBytes ?? null,
+      created_at: c.createdAt ?? Date.now(),
+    }).returningAll().executeTakeFirstOrThrow();
+    await this.logChange(trx, row.id, 'create');
+    return toClient(row);
+  }
+
   async createClient(c: NewClient, range: AddressRange): Promise<ClientRecord> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.db.transaction().execute(async (trx) => {
-          const address = c.address ?? (await this.freeAddress(trx, range));
-          const own = address === undefined ? [] : [`${formatIPv4(address)}/32`];
-          const row = await trx.insertInto('clients').values({
-            name: c.name, public_key: c.publicKey, private_key: c.privateKey ?? null, preshared_key: c.presharedKey ?? null,
-            address: address ?? null, allowed_ips: json([...own, ...(c.allowedIps ?? []).filter((a) => !own.includes(a))]),
-            dns: c.dns === undefined ? null : json(c.dns), routes: c.routes === undefined ? null : json(c.routes),
-            extra: json(c.extra), enabled: c.enabled ? 1 : 0, expires_at: c.expiresAt ?? null, quota_bytes: c.quotaBytes ?? null,
-            created_at: c.createdAt ?? Date.now(),
-          }).returningAll().executeTakeFirstOrThrow();
-          await this.logChange(trx, row.id, 'create');
-          return toClient(row);
-        });
+        return await this.db.transaction().execute(async (trx) => this.insertClient(trx, c, c.address !== undefined ? c.address : await this.freeAddress(trx, range)));
       } catch (err) {
         const allocated = c.address === undefined && this.uniqueViolation(err) === 'address';
         if (allocated && attempt < ALLOCATION_ATTEMPTS) continue;
@@ -106,6 +105,16 @@ export class KyselyRepository implements Repository {
         return this.conflict(err, `client ${c.name}`);
       }
     }
+  }
+
+  async importState(server: ServerRecord, clients: readonly NewClient[]): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await trx.insertInto('server').values({
+        id: 1, private_key: server.privateKey, address: server.address, listen_port: server.listenPort, mtu: server.mtu,
+        endpoint: server.endpoint ?? null, extra: json(server.extra), created_at: server.createdAt,
+      }).execute();
+      for (const c of clients) await this.insertClient(trx, c, c.address ?? null);
+    });
   }
 
   /**
@@ -289,23 +298,12 @@ export class KyselyRepository implements Repository {
 
   // ---- traffic history ----
 
-  async counters(): Promise<Map<number, { rx: number; tx: number }>> {
-    const rows = await this.db.selectFrom('counters').selectAll().execute();
-    return new Map(rows.map((r) => [r.client_id, { rx: Number(r.rx), tx: Number(r.tx) }]));
-  }
-
   async addTraffic(at: number, deltas: readonly TrafficDelta[]): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       // A client deleted since the sample was taken has nothing left to count against.
       const ids = new Set((await trx.selectFrom('clients').select('id').execute()).map((r) => r.id));
-      const live = deltas.filter((d) => ids.has(d.clientId));
-      const moved = live.filter((d) => d.rx > 0 || d.tx > 0);
-      const m = month(at);
-      for (let i = 0; i < live.length; i += CHUNK) {
-        const part = live.slice(i, i + CHUNK);
-        await trx.insertInto('counters').values(part.map((d) => ({ client_id: d.clientId, rx: d.counterRx, tx: d.counterTx })))
-          .onConflict((oc) => oc.column('client_id').doUpdateSet({ rx: sql`excluded.rx`, tx: sql`excluded.tx` })).execute();
-      }
+      const moved = deltas.filter((d) => ids.has(d.clientId) && (d.rx > 0 || d.tx > 0));
+      const m = monthOf(at);
       for (let i = 0; i < moved.length; i += CHUNK) {
         const part = moved.slice(i, i + CHUNK);
         for (const period of TRAFFIC_PERIODS) {
@@ -340,5 +338,3 @@ export class KyselyRepository implements Repository {
     await this.db.deleteFrom('traffic').where('period', '=', period).where('bucket', '<', before).execute();
   }
 }
-
-export { month as monthOf };

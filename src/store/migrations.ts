@@ -80,11 +80,6 @@ const initial: Migration = {
       .addColumn('tx', 'bigint', (c) => c.notNull())
       .addPrimaryKeyConstraint('monthly_pk', ['client_id', 'month'])
       .execute();
-    await db.schema.createTable('counters')
-      .addColumn('client_id', 'integer', (c) => c.primaryKey().references('clients.id').onDelete('cascade'))
-      .addColumn('rx', 'bigint', (c) => c.notNull())
-      .addColumn('tx', 'bigint', (c) => c.notNull())
-      .execute();
   },
 };
 

@@ -36,10 +36,11 @@ export interface ClientRecord {
   createdAt: number;
 }
 
-/** A client to create; without `address` the store allocates the lowest free one. */
+/** A client to create. */
 export type NewClient = Omit<ClientRecord, 'id' | 'address' | 'allowedIps' | 'createdAt'> & {
-  address?: number;
-  /** Server-side AllowedIPs after the address's /32 (or all of them when importing without an address). */
+  /** Absent: the store allocates the lowest free one; null: none (a hand-made peer). */
+  address?: number | null;
+  /** The server side's AllowedIPs; absent: the address's /32. */
   allowedIps?: string[];
   createdAt?: number;
 };
@@ -100,10 +101,10 @@ export interface TrafficDelta {
   clientId: number;
   rx: number;
   tx: number;
-  /** The device's counters now, the base of the next delta. */
-  counterRx: number;
-  counterTx: number;
 }
+
+/** The calendar month of a time in UTC ("YYYY-MM"), the key of monthly totals. */
+export const monthOf = (at: number): string => new Date(at).toISOString().slice(0, 7);
 
 export interface TrafficPoint {
   bucket: number;
@@ -130,6 +131,8 @@ export interface Repository {
    * same transaction (the unique index on addresses is the guard between concurrent writers).
    */
   createClient(c: NewClient, range: AddressRange): Promise<ClientRecord>;
+  /** Creates the server and its clients in one transaction: all or nothing. */
+  importState(server: ServerRecord, clients: readonly NewClient[]): Promise<void>;
   getClient(id: number): Promise<ClientRecord | undefined>;
   getClientByName(name: string): Promise<ClientRecord | undefined>;
   listClients(q: ClientQuery): Promise<{ total: number; items: ClientRecord[] }>;
@@ -158,7 +161,6 @@ export interface Repository {
   listTokens(): Promise<ApiToken[]>;
   revokeToken(name: string, now: number): Promise<boolean>;
 
-  counters(): Promise<Map<number, { rx: number; tx: number }>>;
   /** Adds one sample's deltas to the minute and hour buckets and the month, in one transaction. */
   addTraffic(at: number, deltas: readonly TrafficDelta[]): Promise<void>;
   traffic(clientId: number, period: number, from: number): Promise<TrafficPoint[]>;

@@ -103,13 +103,6 @@ export interface MonthlyTable {
   tx: number;
 }
 
-/** The device counters seen at the last sample, to turn counters into deltas across restarts. */
-export interface CounterTable {
-  client_id: number;
-  rx: number;
-  tx: number;
-}
-
 export interface Database {
   server: ServerTable;
   clients: ClientTable;
@@ -120,5 +113,4 @@ export interface Database {
   tokens: TokenTable;
   traffic: TrafficTable;
   monthly: MonthlyTable;
-  counters: CounterTable;
 }
