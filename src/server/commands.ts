@@ -90,7 +90,7 @@ async function openStore(ctx: Ctx): Promise<Repository> {
   try {
     store = await openSqliteStore(ctx.paths.db);
   } catch (err) {
-    throw new ServerError(`cannot open the store ${ctx.paths.db}: ${reason(err)}`);
+    throw new ServerError(`cannot open the store ${ctx.paths.db}: ${reason(err)}; nothing was changed`);
   }
   try {
     if ((await store.getServer()) === undefined) {

@@ -35,7 +35,8 @@ export function statePaths(dir: string, ifname: string): StatePaths {
 
 export const reason = (err: unknown): string => {
   const e = err as NodeJS.ErrnoException;
-  if (e.code === 'ENOSPC' || e.code === 'SQLITE_FULL') return 'no space left on the device';
+  // SQLite says SHMSIZE when a full disk leaves no room for its shared-memory index.
+  if (e.code === 'ENOSPC' || e.code === 'SQLITE_FULL' || e.code === 'SQLITE_IOERR_SHMSIZE') return 'no space left on the device';
   return e.code ?? e.message;
 };
 
