@@ -39,7 +39,7 @@ test('up, add-client alice, her printed config with wg-quick reaches 10.8.0.1; r
     const conf = join(state, `${ifname}.conf`);
     assert.equal(statSync(state).mode & 0o777, 0o700, 'state directory 0700');
     assert.equal(statSync(conf).mode & 0o777, 0o600, 'configuration 0600');
-    assert.equal(statSync(join(state, `${ifname}.clients`, 'client1.key')).mode & 0o777, 0o600, 'client key 0600');
+    assert.equal(statSync(join(state, `${ifname}.db`)).mode & 0o777, 0o600, 'store 0600');
     assert.equal(tryRun('wg-quick', ['strip', conf]).status, 0, 'wg-quick reads the server file');
 
     // The client: the printed configuration, byte for byte, in a file named after its interface.
@@ -55,8 +55,8 @@ test('up, add-client alice, her printed config with wg-quick reaches 10.8.0.1; r
     assert.ok(ping({ ns: nsB }, SERVER), 'alice reaches the server through the tunnel');
 
     const list = cli('list-clients');
-    assert.match(list, /^client1\s+10\.8\.0\.2\s+\S{44}\s+never\s+0 B\s+0 B$/m);
-    assert.match(list, /^alice\s+10\.8\.0\.3\s+\S{44}\s+\d+ s ago\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB)$/m);
+    assert.match(list, /^client1\s+10\.8\.0\.2\s+\S{44}\s+never\s+0 B\s+0 B\s+active$/m);
+    assert.match(list, /^alice\s+10\.8\.0\.3\s+\S{44}\s+\d+ s ago\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB)\s+active$/m);
     const dup = tryRun('ip', ['netns', 'exec', nsA, process.execPath, BIN, 'add-client', 'alice', ...common]);
     assert.equal(dup.status, 1);
     assert.match(dup.out, /^wireguard-ts: a client named alice already exists/m);
