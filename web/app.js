@@ -52,6 +52,7 @@ const fromLocal = (v) => (v ? new Date(v).toISOString() : null);
 function show(section) {
   for (const id of ['setup', 'login', 'clients']) $(id).hidden = id !== section;
   $('logout').hidden = section !== 'clients';
+  if (section !== 'clients') $('summary').replaceChildren();
 }
 
 // ---- setup and login ----
@@ -270,7 +271,8 @@ async function drawChart() {
   if (state.chart) state.chart.destroy();
   state.chart = new uPlot({
     width: 520, height: 220,
-    scales: { x: { time: true } },
+    // The whole range, not just the span of the points: one point is a dot in its hour, not a decade.
+    scales: { x: { time: true, range: () => [t.from / 1000, t.to / 1000] } },
     axes: [{}, { values: (u, vals) => vals.map((v) => bytes(v)), size: 70 }],
     series: [{}, { label: 'received', stroke: '#2f6fed', width: 2, points: { show: true } }, { label: 'sent', stroke: '#067647', width: 2, points: { show: true } }],
   }, data, $('c-chart'));

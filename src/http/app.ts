@@ -24,6 +24,8 @@ export async function buildApp(ctx: HttpContext, opts: HttpOptions, logger: Fast
   const app = Fastify({
     ...(logger === false ? { logger: false } : { loggerInstance: logger }),
     bodyLimit: BODY_LIMIT,
+    // Event streams never end by themselves: closing the server (the daemon stopping) cuts them.
+    forceCloseConnections: true,
     trustProxy: opts.behindTls,
     // Unknown fields are refused (additionalProperties: false), not silently dropped.
     ajv: { customOptions: { removeAdditional: false, allErrors: false } },

@@ -198,7 +198,7 @@ export function registerClientRoutes(app: FastifyInstance, ctx: HttpContext, aut
     const points = await store.traffic(c.id, r.period, now - r.span);
     const month = monthOf(now);
     const usage = (await store.monthlyUsage(month, [c.id])).get(c.id) ?? { rx: 0, tx: 0 };
-    return { range, period: r.period, points: points.map((p) => [p.bucket, p.rx, p.tx]), month: { month, ...usage } };
+    return { range, period: r.period, from: now - r.span, to: now, points: points.map((p) => [p.bucket, p.rx, p.tx]), month: { month, ...usage } };
   });
 
   function configOf(c: ClientRecord): string {

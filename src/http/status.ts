@@ -17,12 +17,13 @@ const SUMMARY_TTL_MS = 5000;
 
 export function registerStatusRoutes(app: FastifyInstance, ctx: HttpContext, authenticate: preHandlerAsyncHookHandler): void {
   const { store } = ctx;
-  let summary: { at: number; value: Promise<Record<ClientState, number> & { total: number }> } | undefined;
+  let summary: { at: number; seq: number; value: Promise<Record<ClientState, number> & { total: number }> } | undefined;
 
-  /** Clients by state: a pass over every client, cached for a few seconds. */
-  function counts(): Promise<Record<ClientState, number> & { total: number }> {
+  /** Clients by state: a pass over every client, cached for a few seconds unless a client changed. */
+  async function counts(): Promise<Record<ClientState, number> & { total: number }> {
     const now = ctx.now();
-    if (summary !== undefined && now - summary.at < SUMMARY_TTL_MS) return summary.value;
+    const seq = await store.lastChange();
+    if (summary !== undefined && summary.seq === seq && now - summary.at < SUMMARY_TTL_MS) return summary.value;
     const value = (async () => {
       const [{ items }, usage] = await Promise.all([store.listClients({}), store.monthlyUsage(monthOf(now))]);
       const c = { total: items.length, active: 0, disabled: 0, expired: 0, 'over-quota': 0 };
@@ -32,7 +33,7 @@ export function registerStatusRoutes(app: FastifyInstance, ctx: HttpContext, aut
       }
       return c;
     })();
-    summary = { at: now, value };
+    summary = { at: now, seq, value };
     return value;
   }
 
