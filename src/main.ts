@@ -207,6 +207,7 @@ async function runForeground(args: Args): Promise<void> {
       const { startServerDaemon } = await import('./server/daemon.js');
       server = await startServerDaemon({
         ifname: args.ifname, stateDir: args.server, webBehindTls: args.webBehindTls, log, ...(args.web !== undefined ? { web: args.web } : {}),
+        readPeers: () => device.peerStates(),
       });
     } catch (err) {
       await metrics?.close();

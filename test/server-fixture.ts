@@ -72,7 +72,7 @@ export async function startFixture(opts: { clients?: number; web?: boolean; bulk
   const device = new FakeDevice();
   const uapi = await startUapiServer(ifname, device, { socketDir });
   const daemon = await startServerDaemon({
-    ifname, stateDir: paths.dir, socketDir, webBehindTls: false, log: pino({ level: 'silent' }),
+    ifname, stateDir: paths.dir, socketDir, webBehindTls: false, ...(opts.bulk ? { readPeers: () => ({ [Symbol.iterator]: () => device.peerStates() }) } : {}), log: pino({ level: process.env.FIXTURE_LOG ?? 'silent' }),
     ...(opts.web === false ? {} : { web: { host: '127.0.0.1', port: 0 } }),
   });
   const store = await openSqliteStore(paths.db);
