@@ -13,6 +13,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 # wg-quick runs iptables-restore / ip6tables-restore for a default route (AllowedIPs = 0.0.0.0/0, ::/0);
 # the conformance suite's NAT router runs iptables.
 command -v ip6tables-restore >/dev/null && command -v iptables >/dev/null || need+=(iptables)
+# The web admin's browser tests drive Debian's chromium through playwright-core (never a downloaded browser).
+test -x /usr/bin/chromium || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need[*]}; run as root so they can be installed" >&2

@@ -13,6 +13,8 @@
 // In front of that contract sits the one-command VPN server (src/server): `wireguard-ts up`,
 // `down`, `add-client NAME`... (`wireguard-ts help`); an interface cannot be named like one.
 import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { parseArgs as parseArgsUtil } from 'node:util';
 import { closeSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +26,7 @@ import { installFaultHandlers } from './daemon/faults.js';
 import { openDaemonLog } from './daemon/logfile.js';
 import { isValidName } from './tun/tun.js';
 import { isServerCommand } from './server/options.js';
+import type { ServerDaemon } from './server/daemon.js';
 import { deviceSource } from './metrics/source.js';
 import {
   DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT, looksLikeListen, parseListen, parsePeerLimit, startMetricsServer, type MetricsListen,
@@ -32,6 +35,8 @@ import {
 const USAGE = `Usage: wireguard-ts [-f/--foreground] [--workers N] [--max-peers N] [--no-offload]
                     [--handshake-threads N] [--offload-depth N]
                     [--metrics [[ADDR:]PORT]] [--metrics-peers none|all|N] INTERFACE-NAME
+       wireguard-ts -v/--version
+       wireguard-ts help              the VPN server commands (up, add-client...)
   --handshake-threads N       threads that take the DH work of answering initiations off the
                               main thread when its queue is deep (default: one per CPU; 0: none)
   --offload-depth N           queued handshake messages from which that happens (default ${DEFAULT_OFFLOAD_DEPTH}; 0: always)
@@ -46,55 +51,87 @@ const TEST_WORKER_FAULT = process.env.WGTS_TEST_WORKER_FAULT === '1';
 /** The background child reports readiness on this fd (a pipe to the parent). */
 const READY_FD = 3;
 const READY_ENV = 'WIREGUARD_TS_READY_FD';
+const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
 interface Args {
   foreground: boolean; workers: number; maxPeers: number; offload: boolean; ifname: string;
   handshakeThreads: number; offloadDepth: number; metrics?: MetricsListen; metricsPeers: number;
+  /** Server mode (set by `wireguard-ts up`): the state directory whose store this daemon serves. */
+  server?: string; web?: MetricsListen; webBehindTls: boolean;
 }
 
+// The integer options and the range each takes.
+const INTS = {
+  workers: { min: 1, max: 64, default: () => availableParallelism() },
+  'max-peers': { min: 1, max: MAX_PEERS_LIMIT, default: () => DEFAULT_MAX_PEERS },
+  'handshake-threads': { min: 0, max: 64, default: () => availableParallelism() },
+  'offload-depth': { min: 0, max: 1_000_000, default: () => DEFAULT_OFFLOAD_DEPTH },
+} as const;
+
+const OPTIONS = {
+  foreground: { type: 'boolean', short: 'f' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+  'no-offload': { type: 'boolean' },
+  metrics: { type: 'string' },
+  'metrics-peers': { type: 'string' },
+  server: { type: 'string' },
+  web: { type: 'string' },
+  'web-behind-tls': { type: 'boolean' },
+  ...Object.fromEntries(Object.keys(INTS).map((k) => [k, { type: 'string' }] as const)),
+} as const;
+
 function parseArgs(argv: string[]): Args | string {
-  let foreground = false;
-  let offload = true;
-  // The integer options: their value so far and the range they take.
-  const ints: Record<string, { value: number; min: number; max: number }> = {
-    '--workers': { value: availableParallelism(), min: 1, max: 64 },
-    '--max-peers': { value: DEFAULT_MAX_PEERS, min: 1, max: MAX_PEERS_LIMIT },
-    '--handshake-threads': { value: availableParallelism(), min: 0, max: 64 },
-    '--offload-depth': { value: DEFAULT_OFFLOAD_DEPTH, min: 0, max: 1_000_000 },
-  };
-  let ifname: string | undefined;
-  let metrics: MetricsListen | undefined;
-  let metricsPeers = Infinity;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '-f' || a === '--foreground') foreground = true;
-    else if (Object.hasOwn(ints, a)) {
-      const opt = ints[a]!;
-      const n = Number(argv[++i]);
-      if (!Number.isInteger(n) || n < opt.min || n > opt.max) return `${a} takes an integer from ${opt.min} to ${opt.max}, got "${argv[i] ?? ''}"`;
-      opt.value = n;
-    } else if (a === '--metrics') {
-      const value = argv[i + 1];
-      const listen = value !== undefined && looksLikeListen(value) ? parseListen(argv[++i]!) : { host: DEFAULT_METRICS_HOST, port: DEFAULT_METRICS_PORT };
-      if (typeof listen === 'string') return listen;
-      metrics = listen;
-    } else if (a === '--metrics-peers') {
-      const n = parsePeerLimit(argv[++i] ?? '');
-      if (n === null) return `--metrics-peers takes none, all or a number of peers, got "${argv[i] ?? ''}"`;
-      metricsPeers = n;
-    } else if (a === '--no-offload') offload = false;
-    else if (a === '-h' || a === '--help') return USAGE;
-    else if (a.startsWith('-')) return `unknown option ${a}\n${USAGE}`;
-    else if (ifname === undefined) ifname = a;
-    else return USAGE;
+  // --metrics takes an optional value, which parseArgs cannot express: a bare --metrics gets the default.
+  const args = argv.flatMap((a, i) => (a === '--metrics' && !(argv[i + 1] !== undefined && looksLikeListen(argv[i + 1]!))
+    ? [`--metrics=${DEFAULT_METRICS_HOST}:${DEFAULT_METRICS_PORT}`] : [a]));
+  let parsed: ReturnType<typeof parseArgsUtil<{ args: string[]; options: typeof OPTIONS; allowPositionals: true }>>;
+  try {
+    parsed = parseArgsUtil({ args, options: OPTIONS, allowPositionals: true });
+  } catch (err) {
+    return `${(err as Error).message.split('\n')[0]}\n${USAGE}`;
   }
-  if (ifname === undefined) return USAGE;
-  if (!isValidName(ifname)) return `invalid interface name "${ifname}" (1-15 characters, no '/', ':', '%' or spaces)`;
+  const v = parsed.values as Record<string, string | boolean | undefined>;
+  if (v.help) return USAGE;
+  if (v.version) return VERSION_TEXT;
+  const ints: Record<string, number> = {};
+  for (const [name, r] of Object.entries(INTS)) {
+    const raw = v[name] as string | undefined;
+    const n = raw === undefined ? r.default() : Number(raw);
+    if (!Number.isInteger(n) || n < r.min || n > r.max || (raw !== undefined && !/^\d+$/.test(raw))) return `--${name} takes an integer from ${r.min} to ${r.max}, got "${raw ?? ''}"`;
+    ints[name] = n;
+  }
+  const listen = (flag: string, raw: string | undefined): MetricsListen | string | undefined => {
+    if (raw === undefined) return undefined;
+    const l = parseListen(raw);
+    return typeof l === 'string' ? l.replace('--metrics', flag) : l;
+  };
+  const metrics = listen('--metrics', v.metrics as string | undefined);
+  if (typeof metrics === 'string') return metrics;
+  const web = listen('--web', v.web as string | undefined);
+  if (typeof web === 'string') return web;
+  let metricsPeers = Infinity;
+  if (v['metrics-peers'] !== undefined) {
+    const n = parsePeerLimit(v['metrics-peers'] as string);
+    if (n === null) return `--metrics-peers takes none, all or a number of peers, got "${v['metrics-peers']}"`;
+    metricsPeers = n;
+  }
+  if (parsed.positionals.length !== 1) return USAGE;
+  const ifname = parsed.positionals[0]!;
+  if (!isValidName(ifname)) return `invalid interface name "${ifname}" (1-15 characters, no '/', ':' or '%')`;
   return {
-    foreground, workers: ints['--workers']!.value, maxPeers: ints['--max-peers']!.value, offload, ifname,
-    handshakeThreads: ints['--handshake-threads']!.value, offloadDepth: ints['--offload-depth']!.value, metrics, metricsPeers,
+    foreground: v.foreground === true, workers: ints.workers!, maxPeers: ints['max-peers']!, offload: v['no-offload'] !== true, ifname,
+    handshakeThreads: ints['handshake-threads']!, offloadDepth: ints['offload-depth']!, metrics, metricsPeers,
+    ...(v.server !== undefined ? { server: v.server as string } : {}), web, webBehindTls: v['web-behind-tls'] === true,
   };
 }
+
+/** What `--version` prints, in the shape of wireguard-go's. */
+const VERSION_TEXT = `wireguard-ts v${VERSION}
+
+Userspace WireGuard daemon for ${process.platform}-${process.arch} (Node.js ${process.version}).
+Information available at https://www.wireguard.com.
+`;
 
 /** Re-executes in the background and waits for the child to report ready or fail. */
 function detach(argv: string[], ifname: string): void {
@@ -172,11 +209,30 @@ async function runForeground(args: Args): Promise<void> {
       process.exit(1);
     }
   }
+  let server: ServerDaemon | undefined;
+  if (args.server !== undefined) {
+    try {
+      const { startServerDaemon } = await import('./server/daemon.js');
+      server = await startServerDaemon({
+        ifname: args.ifname, stateDir: args.server, webBehindTls: args.webBehindTls, log, ...(args.web !== undefined ? { web: args.web } : {}),
+        readPeers: () => device.peerStates(),
+      });
+    } catch (err) {
+      await metrics?.close();
+      await uapi.close();
+      await device.close();
+      const msg = `wireguard-ts: ${(err as Error).message}\n`;
+      ready(`error: ${msg}`);
+      process.stderr.write(msg);
+      process.exit(1);
+    }
+  }
   let stopping = false;
   const shutdown = async (why: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     log.info({ why }, 'shutting down');
+    await server?.close();
     await metrics?.close();
     await uapi.close();
     await device.close();
@@ -201,6 +257,10 @@ if (isServerCommand(argv[0])) {
   process.exitCode = await runLoadgenCli(argv.slice(1));
 } else {
   const args = parseArgs(argv);
+  if (args === VERSION_TEXT) {
+    process.stdout.write(args);
+    process.exit(0);
+  }
   if (typeof args === 'string') {
     process.stderr.write(args.endsWith('\n') ? args : args + '\n');
     process.exit(args === USAGE ? 1 : 2);

@@ -1,10 +1,10 @@
-// The server mode without root: the wg-quick file round trip, client address allocation, client
-// names, every validation message of the command line, the state directory's file modes and
-// lock, the QR code, and the UAPI client against the UAPI server with a fake device.
+// The server mode without root: the wg-quick file round trip, client names, every validation
+// message of the command line, the QR code, and the UAPI client against the UAPI server with a
+// fake device. The store, the state lock and durable writes: test/store.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,11 +12,9 @@ import { formatIPv4, nextFreeAddress, parseEndpoint, parseIPv4, parseServerAddre
 import {
   clientAddress, clientNameProblem, formatClientConfig, formatServerConfig, parseServerConfig, type ServerConfig,
 } from '../src/server/config.js';
-import { createClient, withOverrides } from '../src/server/commands.js';
-import { isBase64Key, keyHex, newKeyPair, newPresharedKey, publicKeyFromPrivate } from '../src/server/keys.js';
+import { isBase64Key, keyHex, newKeyPair, newPresharedKey } from '../src/server/keys.js';
 import { parseServerArgs, type ServerOptions } from '../src/server/options.js';
 import { QUIET_ZONE, qrMatrix, renderQr } from '../src/server/qr.js';
-import { ServerError, ensureStateDir, loadClientKey, loadConfig, saveClientKey, saveConfig, statePaths, withLock } from '../src/server/state.js';
 import { UapiError, uapiAlive, uapiGet, uapiSet } from '../src/uapi/client.js';
 import { startUapiServer } from '../src/uapi/server.js';
 import { FakeDevice } from './uapi-fake.js';
@@ -121,21 +119,6 @@ test('addresses: skip network, server and broadcast; lowest gap first; a full su
   assert.equal(nextFreeAddress(tiny, [ip('10.0.0.2')]), undefined);
 });
 
-test('createClient: addresses reused after removal, keys fresh, duplicate name and full subnet refused', () => {
-  const c: ServerConfig = { privateKey: newKeyPair().privateKey, address: subnet('10.0.0.1/29'), listenPort: 1, mtu: 1420, clients: [], extra: [] };
-  const names = ['a', 'b', 'c', 'd', 'e'];
-  const made = names.map((n) => createClient(c, n, {}));
-  assert.deepEqual(made.map((m) => formatIPv4(m.address)), ['10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.6']);
-  assert.equal(new Set(made.map((m) => m.entry.publicKey)).size, 5);
-  assert.ok(made.every((m) => isBase64Key(m.privateKey) && publicKeyFromPrivate(m.privateKey) === m.entry.publicKey && isBase64Key(m.entry.presharedKey!)));
-  assert.throws(() => createClient(c, 'f', {}), { message: 'no free address left in 10.0.0.0/29 (5 clients); remove a client, or `down` and `up --address` with a shorter prefix' });
-  assert.throws(() => createClient(c, 'a', {}), { message: 'a client named a already exists (show-client a prints its configuration)' });
-  c.clients = c.clients.filter((x) => x.name !== 'c');
-  const again = createClient(c, 'g', { dns: ['9.9.9.9'], allowedIps: ['10.0.0.0/8'] });
-  assert.equal(formatIPv4(again.address), '10.0.0.4');
-  assert.deepEqual([again.entry.dns, again.entry.routes], [['9.9.9.9'], ['10.0.0.0/8']]);
-});
-
 test('client names: a portable set that is safe as a file name', () => {
   for (const ok of ['alice', 'Bob', 'phone-2', 'a.b_c', '0', 'x'.repeat(32)]) assert.equal(clientNameProblem(ok), undefined, ok);
   for (const bad of ['', '-a', '.hidden', '_x', 'a/b', '../x', 'a b', 'x'.repeat(33), 'é', 'a\n']) assert.ok(clientNameProblem(bad), JSON.stringify(bad));
@@ -225,53 +208,6 @@ test('endpoint: the forms clients may be told', () => {
   assert.deepEqual(parseEndpoint('[fd00::1]:51820'), { host: '[fd00::1]', port: 51820 });
   assert.deepEqual(parseEndpoint('[fd00::1]'), { host: '[fd00::1]' });
   assert.equal(typeof parseEndpoint('-bad-.com'), 'string');
-});
-
-test('up --address on a kept server: clients must stay inside; no change keeps the same object', () => {
-  const c = sampleConfig();
-  const o = (extra: Partial<ServerOptions>): ServerOptions => ({ command: 'up', ifname: 'wg0', stateDir: '/x', qr: true, ...extra });
-  assert.equal(withOverrides(c, o({ port: 51820, address: subnet('10.8.0.1/24') })), c);
-  assert.equal(withOverrides(c, o({ port: 4000 })).listenPort, 4000);
-  assert.equal(c.listenPort, 51820, 'the original is untouched');
-  assert.deepEqual(withOverrides(c, o({ address: subnet('10.8.0.1/16') })).address, subnet('10.8.0.1/16'));
-  assert.throws(() => withOverrides(c, o({ address: subnet('10.9.0.1/24') })), { message: '--address: client alice has 10.8.0.2, which is outside 10.9.0.1/24; remove that client first or pick another address' });
-  assert.throws(() => withOverrides(c, o({ address: subnet('10.8.0.3/24') })), { message: '--address: client bob.phone has 10.8.0.3, which is 10.8.0.3/24; remove that client first or pick another address' });
-});
-
-test('state: directory 0700, files 0600 from creation, round trip through disk, client keys', (t) => {
-  const dir = join(tmp(t), 'state');
-  const p = statePaths(dir, 'wg7');
-  assert.equal(loadConfig(p), undefined);
-  const c = sampleConfig();
-  ensureStateDir(p);
-  return withLock(p, async () => {
-    saveConfig(p, c);
-    saveClientKey(p, 'alice', c.privateKey);
-  }).then(() => {
-    assert.equal(statSync(dir).mode & 0o777, 0o700);
-    assert.equal(statSync(p.config).mode & 0o777, 0o600);
-    assert.equal(statSync(p.clients).mode & 0o777, 0o700);
-    assert.equal(statSync(join(p.clients, 'alice.key')).mode & 0o777, 0o600);
-    assert.deepEqual(loadConfig(p), c);
-    assert.equal(loadClientKey(p, 'alice'), c.privateKey);
-    assert.throws(() => loadClientKey(p, 'bob'), /cannot read the private key of client bob/);
-    writeFileSync(p.config, '[Interface]\nPrivateKey = x\n');
-    assert.throws(() => loadConfig(p), (e: Error) => e instanceof ServerError && e.message === `${p.config}:2: PrivateKey is not a base64 key`);
-  });
-});
-
-test('state: the lock refuses a second command and takes over a dead one', async (t) => {
-  const p = statePaths(tmp(t), 'wg0');
-  await withLock(p, async () => {
-    await assert.rejects(withLock(p, async () => undefined), /another wireguard-ts command \(pid \d+\) is changing this server/);
-  });
-  // pid 2^22 + 1 is above Linux's pid_max limit: no such process.
-  writeFileSync(p.lock, `${2 ** 22 + 1}\n`);
-  assert.equal(await withLock(p, async () => 'ran'), 'ran');
-  assert.throws(() => readFileSync(p.lock), /ENOENT/, 'released');
-  const none = statePaths(join(p.dir, 'missing'), 'wg0');
-  assert.equal(await withLock(none, async () => 'ran'), 'ran');
-  assert.equal(existsSync(none.dir), false, 'a command without state creates no directory');
 });
 
 test('QR: the rendering is the encoder matrix, two rows per line, with a light quiet zone', () => {

@@ -126,3 +126,8 @@ export function parseEndpoint(s: string): { host: string; port?: number } | stri
   if (!/^\d{1,5}$/.test(port) || +port < 1 || +port > 65535) return `${shown(port)} is not a port number (1-65535)`;
   return { host, port: +port };
 }
+
+/** Whether a listen address is reachable from this host only. */
+export function isLoopback(host: string): boolean {
+  return host === '::1' || /^127\./.test(host);
+}

@@ -1,30 +1,35 @@
-// The server mode's commands: up, down, add-client, remove-client, list-clients, show-client.
+// The server mode's commands: up, down, add-client, remove-client, list-clients, show-client,
+// token. The store (src/store) is the source of truth; a command changes it in one transaction,
+// rewrites the wg-quick export, and, when the daemon runs, waits until the daemon's reconciler
+// has applied the change to the device (the daemon is the only writer of the device's peers,
+// so a CLI change and a web change can never be applied out of order).
 //
-// Each command validates everything first, changes the running daemon through UAPI (a client is
-// added or removed live: the other peers and their sessions are not touched), and writes the
-// state directory last; when a later step fails, the earlier ones are undone, so a command
-// either happens whole or leaves things as they were.
+// Every command that changes state runs under the state lock (lock.ts); there is no unlocked
+// path: a command that finds no state directory has nothing to change and says so.
 //
-// Output: only a client's configuration (and its QR code) ever contains a secret. add-client and
-// show-client print the configuration alone on stdout (`add-client bob > bob.conf` gives a file
-// wg-quick takes), everything else on stderr.
+// Output: only a client's configuration (and its QR code) and a new token ever contain a secret.
+// add-client and show-client print the configuration alone on stdout (`add-client bob > bob.conf`
+// gives a file wg-quick takes), everything else on stderr.
+import { randomBytes } from 'node:crypto';
+import { existsSync, rmSync } from 'node:fs';
 import { ctEqual } from '../crypto/memory.js';
-import { UapiError, uapiAlive, uapiGet, uapiSet } from '../uapi/client.js';
-import type { PeerState } from '../uapi/types.js';
 import { levelFromEnv } from '../log.js';
-import { contains, formatIPv4, formatNetwork, formatSubnet, nextFreeAddress, parseEndpoint, parseServerAddress, type Subnet4 } from './addresses.js';
-import {
-  DEFAULT_MTU, DEFAULT_ROUTES, clientAddress, formatClientConfig, type ClientEntry, type ServerConfig,
-} from './config.js';
-import { keyBase64, keyBytes, keyHex, newKeyPair, newPresharedKey, publicKeyFromPrivate } from './keys.js';
-import {
-  DEFAULT_ADDRESS, DEFAULT_CLIENT, DEFAULT_PORT, USAGE, UsageError, parseServerArgs, type CommandName, type ServerOptions,
-} from './options.js';
+import { openSqliteStore } from '../store/sqlite.js';
+import { ConflictError, monthOf, type ClientRecord, type Repository, type ServerRecord } from '../store/repository.js';
+import { UapiError, uapiAlive, uapiGet } from '../uapi/client.js';
+import type { PeerState } from '../uapi/types.js';
+import { contains, formatIPv4, formatNetwork, formatSubnet, isLoopback } from './addresses.js';
+import { clientConfigText, clientState, createClient, describeAddress, resolveEndpoint, subnetOf } from './clients.js';
+import { DEFAULT_MTU } from './config.js';
+import { exportConfig, importLegacyState } from './export.js';
+import { keyBase64, keyBytes, newKeyPair, publicKeyFromPrivate } from './keys.js';
+import { withLock } from './lock.js';
+import { disableNat, enableNat, type NatState } from './nat.js';
+import { DEFAULT_ADDRESS, DEFAULT_CLIENT, DEFAULT_PORT, USAGE, UsageError, parseServerArgs, type CommandName, type ServerOptions } from './options.js';
 import { renderQr } from './qr.js';
-import {
-  ServerError, ensureStateDir, loadClientKey, loadConfig, removeClientKey, saveClientKey, saveConfig, statePaths, withLock, type StatePaths,
-} from './state.js';
-import { configureLink, detectHostAddress, ipv4Forwarding, linkExists, startDaemon, stopDaemon } from './system.js';
+import { APPLIED_META, NAT_META, SETUP_META, SETUP_TTL_MS, hashSecret } from './meta.js';
+import { ServerError, ensureStateDir, exposureWarnings, reason, statePaths, type StatePaths } from './state.js';
+import { configureLink, ipv4Forwarding, linkExists, startDaemon, stopDaemon } from './system.js';
 
 interface Ctx {
   opts: ServerOptions;
@@ -32,9 +37,12 @@ interface Ctx {
   out: (text: string) => void;
   err: (text: string) => void;
   tty: boolean;
-  /** The endpoint for client configs, found once per command (its notes are printed once). */
+  /** The endpoint for client configs, found once per command (its note is printed once). */
   endpoint?: string;
 }
+
+/** How long a command waits for the running daemon to apply its change. */
+const APPLY_TIMEOUT_MS = 10_000;
 
 /** Runs one server command; returns the exit status (0 ok, 1 failed, 2 bad usage). */
 export async function runServerCli(argv: string[]): Promise<number> {
@@ -56,7 +64,7 @@ export async function runServerCli(argv: string[]): Promise<number> {
     }
     const debug = levelFromEnv(process.env.LOG_LEVEL) === 'debug';
     err(`wireguard-ts: ${(e as Error).message}\n`);
-    if (!(e instanceof ServerError || e instanceof UapiError) && debug) err(`${(e as Error).stack}\n`);
+    if (!(e instanceof ServerError || e instanceof UapiError || e instanceof ConflictError) && debug) err(`${(e as Error).stack}\n`);
     return 1;
   }
 }
@@ -68,64 +76,194 @@ const COMMANDS: Record<CommandName, (ctx: Ctx) => Promise<void>> = {
   'remove-client': removeClient,
   'list-clients': listClients,
   'show-client': showClient,
+  token,
 };
 
-// ---- commands ----
+// ---- the store, under the lock ----
 
-async function up(ctx: Ctx): Promise<void> {
-  const { opts, paths } = ctx;
-  ensureStateDir(paths);
-  await withLock(paths, async () => {
-    const existing = loadConfig(paths);
-    const config = existing === undefined ? freshConfig(opts) : withOverrides(existing, opts);
-    const status = await daemonStatus(opts.ifname, existing);
-    if (status === 'foreign') throw foreign(ctx);
-    const first = existing === undefined ? createClient(config, opts.client ?? DEFAULT_CLIENT, opts) : undefined;
-    if (existing !== undefined && (opts.client ?? opts.dns ?? opts.allowedIps) !== undefined) {
-      ctx.err('note: --client, --dns and --allowed-ips of `up` only shape the first client, made with the server; give them to add-client\n');
+function hasState(p: StatePaths): boolean {
+  return existsSync(p.db) || existsSync(p.config);
+}
+
+async function openStore(ctx: Ctx): Promise<Repository> {
+  let store: Repository;
+  try {
+    store = await openSqliteStore(ctx.paths.db);
+  } catch (err) {
+    throw new ServerError(`cannot open the store ${ctx.paths.db}: ${reason(err)}; nothing was changed`);
+  }
+  try {
+    if ((await store.getServer()) === undefined) {
+      const n = await importLegacyState(store, ctx.paths);
+      if (n !== undefined) ctx.err(`imported ${ctx.paths.config} (the server and ${n} client${n === 1 ? '' : 's'}) into ${ctx.paths.db}\n`);
     }
-    if (status === 'ours') {
-      const changed = liveChanges(existing!, config);
-      if (changed.length > 0) {
-        throw new ServerError(`${opts.ifname} is already up; run \`wireguard-ts down\` first to change ${changed.join(', ')}`);
-      }
-      if (config.endpoint !== existing!.endpoint) saveConfig(paths, config);
-      printServer(ctx, config, 'was already up');
-      return;
-    }
-    await startDaemon(opts.ifname, opts.workers);
+  } catch (err) {
+    await store.close();
+    throw err instanceof ServerError ? err : new ServerError(`cannot import ${ctx.paths.config}: ${reason(err)}; nothing was changed`);
+  }
+  return store;
+}
+
+/**
+ * Runs `fn` under the state lock with the store of an existing server: the state directory must
+ * hold one (or a wg-quick file of a version before the store, imported on the way).
+ */
+async function withServer<T>(ctx: Ctx, fn: (store: Repository, server: ServerRecord) => Promise<T>): Promise<T> {
+  const none = (): ServerError => new ServerError(`there is no server ${ctx.opts.ifname} in ${ctx.paths.dir}: run \`wireguard-ts up\` first`);
+  if (!hasState(ctx.paths)) throw none();
+  for (const w of exposureWarnings(ctx.paths)) ctx.err(w + '\n');
+  return withLock(ctx.paths.lock, async () => {
+    const store = await openStore(ctx);
     try {
-      await uapiSet(opts.ifname, deviceLines(config)).catch((e: unknown) => {
-        if (e instanceof UapiError && e.errno === 98) throw new ServerError(`--port: UDP port ${config.listenPort} is in use by another program`);
-        throw e;
-      });
-      configureLink(opts.ifname, config.address, config.mtu);
-      if (first !== undefined) saveClientKey(paths, first.entry.name, first.privateKey);
-      if (existing === undefined || config !== existing) saveConfig(paths, config);
-    } catch (e) {
-      await stopDaemon(opts.ifname).catch(() => undefined);
-      if (first !== undefined) removeClientKey(paths, first.entry.name);
-      throw e;
-    }
-    printServer(ctx, config, 'is up');
-    if (first !== undefined) {
-      ctx.out(`\nFirst client "${first.entry.name}", address ${formatIPv4(first.address)}. Its configuration, for \`wg-quick up\` or a WireGuard app:\n\n`);
-      printClientConfig(ctx, config, first.entry, first.privateKey);
-      ctx.out('\nMore clients: wireguard-ts add-client NAME\n');
-    }
-    if (!ipv4Forwarding()) {
-      ctx.err(`note: IPv4 forwarding is off, so clients reach this server (${formatIPv4(config.address.host)}) and nothing beyond it. ` +
-        `To route their traffic on: sysctl -w net.ipv4.ip_forward=1, plus NAT such as ` +
-        `iptables -t nat -A POSTROUTING -s ${formatNetwork(config.address)} ! -o ${opts.ifname} -j MASQUERADE\n`);
+      const server = await store.getServer();
+      if (server === undefined) throw none();
+      return await fn(store, server);
+    } finally {
+      await store.close();
     }
   });
 }
 
+/** Changes the store with `change`, then the export; a failed export undoes the change. */
+async function changeAndExport<T>(ctx: Ctx, store: Repository, change: () => Promise<T>, undo: (t: T) => Promise<unknown>): Promise<T> {
+  let result: T;
+  try {
+    result = await change();
+  } catch (err) {
+    if (err instanceof ConflictError || err instanceof ServerError) throw err;
+    throw new ServerError(`cannot change the store ${ctx.paths.db}: ${reason(err)}; nothing was changed`);
+  }
+  try {
+    await exportConfig(store, ctx.paths);
+  } catch (err) {
+    await undo(result).catch(() => undefined);
+    throw err;
+  }
+  return result;
+}
+
+// ---- commands ----
+
+async function up(ctx: Ctx): Promise<void> {
+  const { paths } = ctx;
+  ensureStateDir(paths);
+  for (const w of exposureWarnings(paths)) ctx.err(w + '\n');
+  const created = !hasState(paths);
+  await withLock(paths.lock, async () => {
+    const store = await openStore(ctx);
+    try {
+      await upLocked(ctx, store);
+    } catch (err) {
+      // A first `up` that fails leaves no half-made server behind.
+      await store.close();
+      if (created) for (const f of [paths.db, `${paths.db}-wal`, `${paths.db}-shm`, paths.config]) rmSync(f, { force: true });
+      throw err;
+    }
+    await store.close();
+  });
+}
+
+async function upLocked(ctx: Ctx, store: Repository): Promise<void> {
+  const { opts, paths } = ctx;
+  const existing = await store.getServer();
+  let server = existing ?? freshServer(opts);
+  let first: ClientRecord | undefined;
+  if (existing === undefined) {
+    await store.saveServer(server);
+    first = await createClient(store, server, {
+      name: opts.client ?? DEFAULT_CLIENT, ...(opts.dns !== undefined ? { dns: opts.dns } : {}), ...(opts.allowedIps !== undefined ? { routes: opts.allowedIps } : {}),
+    });
+  } else {
+    if ((opts.client ?? opts.dns ?? opts.allowedIps) !== undefined) {
+      ctx.err('note: --client, --dns and --allowed-ips of `up` only shape the first client, made with the server; give them to add-client\n');
+    }
+    server = await withOverrides(store, existing, opts);
+  }
+  const status = await daemonStatus(opts.ifname, server.privateKey);
+  if (status === 'foreign') throw foreign(ctx);
+  if (status === 'ours') {
+    const changed = liveChanges(existing!, server);
+    if (changed.length > 0) throw new ServerError(`${opts.ifname} is already up; run \`wireguard-ts down\` first to change ${changed.join(', ')}`);
+  }
+  if (server !== existing) await store.saveServer(server);
+  await exportConfig(store, paths);
+  if (status === 'ours') {
+    await printServer(ctx, store, server, 'was already up');
+    return;
+  }
+  const setupLink = opts.web !== undefined && (await store.adminCount()) === 0 ? await newSetupToken(store) : undefined;
+  // A NAT left by a daemon that was killed is removed before a new one is set.
+  const oldNat = await store.getMeta(NAT_META);
+  if (oldNat !== undefined) {
+    disableNat(JSON.parse(oldNat) as NatState);
+    await store.setMeta(NAT_META, undefined);
+  }
+  await startDaemon(opts.ifname, {
+    stateDir: opts.stateDir, ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
+    ...(opts.web !== undefined ? { web: opts.web, webBehindTls: opts.webBehindTls === true } : {}),
+  });
+  let natSaid: string[] = [];
+  try {
+    configureLink(opts.ifname, subnetOf(server), server.mtu);
+    if (opts.nat) {
+      const nat = enableNat(opts.ifname, formatNetwork(subnetOf(server)));
+      await store.setMeta(NAT_META, JSON.stringify(nat.state));
+      natSaid = nat.said;
+    }
+  } catch (e) {
+    await stopDaemon(opts.ifname).catch(() => undefined);
+    throw e;
+  }
+  await printServer(ctx, store, server, 'is up');
+  if (opts.web !== undefined) printWeb(ctx, setupLink);
+  for (const line of natSaid) ctx.err(line + '\n');
+  if (first !== undefined) {
+    ctx.out(`\nFirst client "${first.name}", address ${formatIPv4(first.address!)}. Its configuration, for \`wg-quick up\` or a WireGuard app:\n\n`);
+    printClientConfig(ctx, server, first);
+    ctx.out('\nMore clients: wireguard-ts add-client NAME\n');
+  }
+  if (!opts.nat && !ipv4Forwarding()) {
+    ctx.err(`note: IPv4 forwarding is off, so clients reach this server (${formatIPv4(subnetOf(server).host)}) and nothing beyond it. ` +
+      `\`wireguard-ts down\` then \`up --nat\` turns on forwarding and MASQUERADE for ${formatNetwork(subnetOf(server))}\n`);
+  }
+}
+
+async function newSetupToken(store: Repository): Promise<string> {
+  const token = randomBytes(24).toString('base64url');
+  await store.setMeta(SETUP_META, JSON.stringify({ hash: hashSecret(token), expiresAt: Date.now() + SETUP_TTL_MS }));
+  return token;
+}
+
+function printWeb(ctx: Ctx, setupToken: string | undefined): void {
+  const { host, port } = ctx.opts.web!;
+  const shownHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '<this host>' : host;
+  const base = `${ctx.opts.webBehindTls ? 'https' : 'http'}://${shownHost}:${port}/`;
+  ctx.err(`web admin and API: ${base}\n`);
+  if (setupToken !== undefined) {
+    // In the fragment: browsers never send it, so it reaches no server or proxy log.
+    ctx.err(`  one-time setup link (creates the administrator; valid ${SETUP_TTL_MS / 3_600_000} h): ${base}#setup=${setupToken}\n`);
+  }
+  if (!isLoopback(host) && !ctx.opts.webBehindTls) {
+    ctx.err(`warning: the web admin listens on ${host} over plain HTTP: passwords and session cookies cross the network readable. ` +
+      'Put TLS or a reverse proxy in front and say so with --web-behind-tls, or bind it to loopback and use an SSH tunnel\n');
+  }
+}
+
 async function down(ctx: Ctx): Promise<void> {
   const { opts, paths } = ctx;
-  await withLock(paths, async () => {
-    const status = await daemonStatus(opts.ifname, loadConfig(paths));
+  if (!existsSync(paths.dir) || !hasState(paths)) {
+    if (linkExists(opts.ifname) || (await uapiAlive(opts.ifname))) throw foreign(ctx);
+    ctx.out(`${opts.ifname} is not up\n`);
+    return;
+  }
+  await withServer(ctx, async (store, server) => {
+    const status = await daemonStatus(opts.ifname, server.privateKey);
     if (status === 'foreign') throw foreign(ctx);
+    const nat = await store.getMeta(NAT_META);
+    if (nat !== undefined) {
+      for (const p of disableNat(JSON.parse(nat) as NatState)) ctx.err(`warning: removing NAT: ${p}\n`);
+      await store.setMeta(NAT_META, undefined);
+    }
     if (status === 'absent') {
       ctx.out(`${opts.ifname} is not up\n`);
       return;
@@ -136,241 +274,207 @@ async function down(ctx: Ctx): Promise<void> {
 }
 
 async function addClient(ctx: Ctx): Promise<void> {
-  const { opts, paths } = ctx;
-  await withLock(paths, async () => {
-    const config = requireConfig(ctx);
-    const status = await daemonStatus(opts.ifname, config);
+  const { opts } = ctx;
+  await withServer(ctx, async (store, server) => {
+    if ((await store.getClientByName(opts.name!)) !== undefined) throw new ServerError(`a client named ${opts.name} already exists (show-client ${opts.name} prints its configuration)`);
+    const status = await daemonStatus(opts.ifname, server.privateKey);
     if (status === 'foreign') throw foreign(ctx);
-    const c = createClient(config, opts.name!, opts);
-    if (status === 'ours') await uapiSet(opts.ifname, peerLines(c.entry));
-    try {
-      saveClientKey(paths, c.entry.name, c.privateKey);
-      saveConfig(paths, config);
-    } catch (e) {
-      if (status === 'ours') await uapiSet(opts.ifname, removeLines(c.entry)).catch(() => undefined);
-      removeClientKey(paths, c.entry.name);
-      throw e;
-    }
-    ctx.err(`client ${c.entry.name} added, address ${formatIPv4(c.address)}; ` +
-      (status === 'ours' ? `live on ${opts.ifname}\n` : `${opts.ifname} is down: it serves the client from the next \`wireguard-ts up\`\n`));
-    printClientConfig(ctx, config, c.entry, c.privateKey);
+    const c = await changeAndExport(ctx, store, async () => {
+      try {
+        return await createClient(store, server, {
+          name: opts.name!, ...(opts.dns !== undefined ? { dns: opts.dns } : {}), ...(opts.allowedIps !== undefined ? { routes: opts.allowedIps } : {}),
+        });
+      } catch (err) {
+        if (err instanceof ConflictError && err.field === 'address') {
+          throw new ServerError(`no free address left in ${formatNetwork(subnetOf(server))}; remove a client, or \`down\` and \`up --address\` with a shorter prefix`);
+        }
+        throw err;
+      }
+    }, (created) => store.deleteClient(created.id));
+    const live = status === 'ours' && (await applied(ctx, store));
+    ctx.err(`client ${c.name} added, address ${formatIPv4(c.address!)}; ` +
+      (live ? `live on ${opts.ifname}\n` : status === 'ours' ? `the daemon of ${opts.ifname} has not applied it yet\n` : `${opts.ifname} is down: it serves the client from the next \`wireguard-ts up\`\n`));
+    printClientConfig(ctx, server, c);
   });
 }
 
 async function removeClient(ctx: Ctx): Promise<void> {
-  const { opts, paths } = ctx;
-  await withLock(paths, async () => {
-    const config = requireConfig(ctx);
-    const client = findClient(config, opts.name!);
-    const status = await daemonStatus(opts.ifname, config);
+  const { opts } = ctx;
+  await withServer(ctx, async (store, server) => {
+    const client = await findClient(store, opts.name!);
+    const status = await daemonStatus(opts.ifname, server.privateKey);
     if (status === 'foreign') throw foreign(ctx);
-    if (status === 'ours') await uapiSet(opts.ifname, removeLines(client));
-    const kept = { ...config, clients: config.clients.filter((c) => c !== client) };
-    try {
-      saveConfig(paths, kept);
-    } catch (e) {
-      if (status === 'ours') await uapiSet(opts.ifname, peerLines(client)).catch(() => undefined);
-      throw e;
-    }
-    removeClientKey(paths, client.name);
-    ctx.err(`client ${client.name} removed${status === 'ours' ? ` (live on ${opts.ifname})` : ''}\n`);
+    const { id: _id, createdAt, ...kept } = client;
+    await changeAndExport(ctx, store, () => store.deleteClient(client.id), () => store.createClient({ ...kept, createdAt, address: client.address ?? null }, { first: 1, last: 0, reserved: 0 }));
+    const live = status === 'ours' && (await applied(ctx, store));
+    ctx.err(`client ${client.name} removed${live ? ` (live on ${opts.ifname})` : ''}\n`);
   });
 }
 
 async function listClients(ctx: Ctx): Promise<void> {
-  const config = requireConfig(ctx);
-  const status = await daemonStatus(ctx.opts.ifname, config);
-  const live = new Map<string, PeerState>();
-  if (status === 'ours') {
-    for (const p of (await uapiGet(ctx.opts.ifname)).peers) live.set(keyBase64(p.publicKey), p);
-  } else {
-    ctx.err(`${ctx.opts.ifname} is not up${status === 'foreign' ? ' as this server' : ''}: no handshake or transfer figures\n`);
-  }
-  const now = Date.now() / 1000;
-  const rows = config.clients.map((c) => {
-    const p = live.get(c.publicKey);
-    const addr = clientAddress(config, c);
-    return [
-      c.name, addr === undefined ? c.allowedIps.join(',') : formatIPv4(addr), c.publicKey,
-      p === undefined ? '-' : p.lastHandshakeSec === 0 ? 'never' : `${age(now - p.lastHandshakeSec)} ago`,
-      p === undefined ? '-' : bytes(p.rxBytes), p === undefined ? '-' : bytes(p.txBytes),
-    ];
+  await withServer(ctx, async (store, server) => {
+    const status = await daemonStatus(ctx.opts.ifname, server.privateKey);
+    const live = new Map<string, PeerState>();
+    if (status === 'ours') {
+      for (const p of (await uapiGet(ctx.opts.ifname)).peers) live.set(keyBase64(p.publicKey), p);
+    } else {
+      ctx.err(`${ctx.opts.ifname} is not up${status === 'foreign' ? ' as this server' : ''}: no handshake or transfer figures\n`);
+    }
+    const { items } = await store.listClients({ sort: 'created' });
+    const now = Date.now();
+    const usage = await store.monthlyUsage(monthOf(now));
+    const rows = items.map((c) => {
+      const p = live.get(c.publicKey);
+      const used = usage.get(c.id);
+      return [
+        c.name, describeAddress(c), c.publicKey,
+        p === undefined ? '-' : p.lastHandshakeSec === 0 ? 'never' : `${age(now / 1000 - p.lastHandshakeSec)} ago`,
+        p === undefined ? '-' : bytes(p.rxBytes), p === undefined ? '-' : bytes(p.txBytes),
+        clientState(c, now, used === undefined ? 0 : used.rx + used.tx),
+      ];
+    });
+    const table = [['NAME', 'ADDRESS', 'PUBLIC KEY', 'LATEST HANDSHAKE', 'RECEIVED', 'SENT', 'STATE'], ...rows];
+    const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+    ctx.out(table.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n');
+    if (rows.length === 0) ctx.err('no clients yet: wireguard-ts add-client NAME\n');
   });
-  const table = [['NAME', 'ADDRESS', 'PUBLIC KEY', 'LATEST HANDSHAKE', 'RECEIVED', 'SENT'], ...rows];
-  const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
-  ctx.out(table.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n');
-  if (rows.length === 0) ctx.err('no clients yet: wireguard-ts add-client NAME\n');
 }
 
 async function showClient(ctx: Ctx): Promise<void> {
-  const config = requireConfig(ctx);
-  const client = findClient(config, ctx.opts.name!);
-  printClientConfig(ctx, config, client, loadClientKey(ctx.paths, client.name));
+  await withServer(ctx, async (store, server) => printClientConfig(ctx, server, await findClient(store, ctx.opts.name!)));
+}
+
+async function token(ctx: Ctx): Promise<void> {
+  const { opts } = ctx;
+  await withServer(ctx, async (store) => {
+    if (opts.action === 'create') {
+      const secret = `wgts_${randomBytes(32).toString('base64url')}`;
+      await store.createToken(opts.name!, hashSecret(secret));
+      ctx.out(`${secret}\n`);
+      ctx.err(`token ${opts.name} created: use it as "Authorization: Bearer TOKEN"; it is shown only now (the store keeps its hash)\n`);
+    } else if (opts.action === 'revoke') {
+      if (!(await store.revokeToken(opts.name!, Date.now()))) throw new ServerError(`there is no active token named ${opts.name}`);
+      ctx.err(`token ${opts.name} revoked\n`);
+    } else {
+      const rows = (await store.listTokens()).map((t) => [
+        t.name, new Date(t.createdAt).toISOString(), t.lastUsedAt === undefined ? 'never' : new Date(t.lastUsedAt).toISOString(),
+        t.revokedAt === undefined ? 'active' : `revoked ${new Date(t.revokedAt).toISOString()}`,
+      ]);
+      const table = [['NAME', 'CREATED', 'LAST USED', 'STATE'], ...rows];
+      const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+      ctx.out(table.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n');
+    }
+  });
 }
 
 // ---- the pieces ----
 
-function requireConfig(ctx: Ctx): ServerConfig {
-  const config = loadConfig(ctx.paths);
-  if (config === undefined) throw new ServerError(`there is no server ${ctx.opts.ifname} in ${ctx.paths.dir}: run \`wireguard-ts up\` first`);
-  return config;
+async function findClient(store: Repository, name: string): Promise<ClientRecord> {
+  const c = await store.getClientByName(name);
+  if (c === undefined) throw new ServerError(`there is no client named ${name} (list-clients shows them)`);
+  return c;
 }
 
-function findClient(config: ServerConfig, name: string): ClientEntry {
-  const c = config.clients.find((x) => x.name === name);
-  if (c !== undefined) return c;
-  const names = config.clients.map((x) => x.name);
-  throw new ServerError(`there is no client named ${name} (${names.length === 0 ? 'no clients yet' : `clients: ${names.join(', ')}`})`);
+/** Waits until the running daemon has applied every change of the store; false on timeout. */
+async function applied(ctx: Ctx, store: Repository): Promise<boolean> {
+  const target = await store.lastChange();
+  const deadline = Date.now() + APPLY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (Number((await store.getMeta(APPLIED_META)) ?? 0) >= target) return true;
+    if (!(await uapiAlive(ctx.opts.ifname))) return false;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return false;
 }
 
-function freshConfig(o: ServerOptions): ServerConfig {
+function freshServer(o: ServerOptions): ServerRecord {
   return {
     privateKey: newKeyPair().privateKey,
-    address: o.address ?? (parseServerAddress(DEFAULT_ADDRESS) as Subnet4),
+    address: o.address !== undefined ? formatSubnet(o.address) : DEFAULT_ADDRESS,
     listenPort: o.port ?? DEFAULT_PORT,
     mtu: o.mtu ?? DEFAULT_MTU,
     ...(o.endpoint !== undefined ? { endpoint: o.endpoint } : {}),
-    clients: [],
     extra: [],
+    createdAt: Date.now(),
   };
 }
 
 /** `existing` with the flags of `up` applied; the same object when no flag changes anything. */
-export function withOverrides(existing: ServerConfig, o: ServerOptions): ServerConfig {
-  const c = { ...existing };
-  if (o.port !== undefined && o.port !== c.listenPort) c.listenPort = o.port;
-  if (o.mtu !== undefined && o.mtu !== c.mtu) c.mtu = o.mtu;
-  if (o.endpoint !== undefined && o.endpoint !== c.endpoint) c.endpoint = o.endpoint;
-  if (o.address !== undefined && formatSubnet(o.address) !== formatSubnet(c.address)) {
+export async function withOverrides(store: Repository, existing: ServerRecord, o: ServerOptions): Promise<ServerRecord> {
+  const s = { ...existing };
+  if (o.port !== undefined) s.listenPort = o.port;
+  if (o.mtu !== undefined) s.mtu = o.mtu;
+  if (o.endpoint !== undefined) s.endpoint = o.endpoint;
+  if (o.address !== undefined && formatSubnet(o.address) !== existing.address) {
     const address = o.address;
-    for (const client of c.clients) {
-      const a = clientAddress(c, client);
+    for (const c of (await store.listClients({})).items) {
+      const a = c.address;
       if (a !== undefined && (!contains(address, a) || a === address.host)) {
-        throw new UsageError(`--address: client ${client.name} has ${formatIPv4(a)}, which ${a === address.host ? 'is' : 'is outside'} ${formatSubnet(address)}; remove that client first or pick another address`);
+        throw new UsageError(`--address: client ${c.name} has ${formatIPv4(a)}, which ${a === address.host ? 'is' : 'is outside'} ${formatSubnet(address)}; remove that client first or pick another address`);
       }
     }
-    c.address = address;
+    s.address = formatSubnet(address);
   }
-  const same = c.listenPort === existing.listenPort && c.mtu === existing.mtu && c.endpoint === existing.endpoint && c.address === existing.address;
-  return same ? existing : c;
+  const same = s.listenPort === existing.listenPort && s.mtu === existing.mtu && s.endpoint === existing.endpoint && s.address === existing.address;
+  return same ? existing : s;
 }
 
 /** What `up` cannot change on a running daemon without a restart. */
-function liveChanges(a: ServerConfig, b: ServerConfig): string[] {
+function liveChanges(a: ServerRecord, b: ServerRecord): string[] {
   const changed: string[] = [];
   if (a.listenPort !== b.listenPort) changed.push(`--port (now ${a.listenPort})`);
-  if (formatSubnet(a.address) !== formatSubnet(b.address)) changed.push(`--address (now ${formatSubnet(a.address)})`);
+  if (a.address !== b.address) changed.push(`--address (now ${a.address})`);
   if (a.mtu !== b.mtu) changed.push(`--mtu (now ${a.mtu})`);
   return changed;
-}
-
-/** Adds a new client to `config` (in memory) with the lowest free address and fresh keys. */
-export function createClient(config: ServerConfig, name: string, o: Pick<ServerOptions, 'dns' | 'allowedIps'>): { entry: ClientEntry; privateKey: string; address: number } {
-  if (config.clients.some((c) => c.name === name)) throw new ServerError(`a client named ${name} already exists (show-client ${name} prints its configuration)`);
-  const used = config.clients.flatMap((c) => clientAddress(config, c) ?? []);
-  const address = nextFreeAddress(config.address, used);
-  if (address === undefined) {
-    throw new ServerError(`no free address left in ${formatNetwork(config.address)} (${config.clients.length} clients); ` +
-      'remove a client, or `down` and `up --address` with a shorter prefix');
-  }
-  const keys = newKeyPair();
-  const entry: ClientEntry = {
-    name,
-    publicKey: keys.publicKey,
-    presharedKey: newPresharedKey(),
-    allowedIps: [`${formatIPv4(address)}/32`],
-    ...(o.dns !== undefined ? { dns: o.dns } : {}),
-    ...(o.allowedIps !== undefined ? { routes: o.allowedIps } : {}),
-    extra: [],
-  };
-  config.clients.push(entry);
-  return { entry, privateKey: keys.privateKey, address };
 }
 
 type DaemonStatus = 'absent' | 'ours' | 'foreign';
 
 /**
- * Whether IFNAME runs, and as this server: a daemon answers on its socket with this config's
+ * Whether IFNAME runs, and as this server: a daemon answers on its socket with this server's
  * private key ('ours'), something else holds the name ('foreign'), or nothing does.
  */
-async function daemonStatus(ifname: string, config: ServerConfig | undefined): Promise<DaemonStatus> {
+async function daemonStatus(ifname: string, privateKey: string | undefined): Promise<DaemonStatus> {
   if (await uapiAlive(ifname)) {
-    if (config === undefined) return 'foreign';
+    if (privateKey === undefined) return 'foreign';
     const { device } = await uapiGet(ifname);
-    return device.privateKey !== undefined && ctEqual(device.privateKey, keyBytes(config.privateKey)) ? 'ours' : 'foreign';
+    return device.privateKey !== undefined && ctEqual(device.privateKey, keyBytes(privateKey)) ? 'ours' : 'foreign';
   }
   return linkExists(ifname) ? 'foreign' : 'absent';
 }
 
 function foreign(ctx: Ctx): ServerError {
-  return new ServerError(`interface ${ctx.opts.ifname} exists but is not this server (${ctx.paths.config}); ` +
+  return new ServerError(`interface ${ctx.opts.ifname} exists but is not this server (${ctx.paths.db}); ` +
     'stop whatever runs it, or choose another --interface');
 }
 
-const withPrefix = (a: string): string => (a.includes('/') ? a : `${a}/${a.includes(':') ? 128 : 32}`);
-
-function peerLines(c: ClientEntry): string[] {
-  return [
-    `public_key=${keyHex(c.publicKey)}`,
-    ...(c.presharedKey !== undefined ? [`preshared_key=${keyHex(c.presharedKey)}`] : []),
-    'replace_allowed_ips=true',
-    ...c.allowedIps.map((a) => `allowed_ip=${withPrefix(a)}`),
-  ];
-}
-
-const removeLines = (c: ClientEntry): string[] => [`public_key=${keyHex(c.publicKey)}`, 'remove=true'];
-
-function deviceLines(c: ServerConfig): string[] {
-  return [`private_key=${keyHex(c.privateKey)}`, `listen_port=${c.listenPort}`, 'replace_peers=true', ...c.clients.flatMap(peerLines)];
-}
-
-/** HOST:PORT that clients are told: the flag, else the kept endpoint, else this host's address. */
-function clientEndpoint(ctx: Ctx, config: ServerConfig): string {
-  ctx.endpoint ??= findEndpoint(ctx, config);
+/** HOST:PORT that clients are told, found once per command. */
+function clientEndpoint(ctx: Ctx, server: ServerRecord): string {
+  if (ctx.endpoint === undefined) {
+    const r = resolveEndpoint(ctx.opts.endpoint !== undefined ? { ...server, endpoint: ctx.opts.endpoint } : server);
+    if (r.note !== undefined) ctx.err(r.note + '\n');
+    ctx.endpoint = r.endpoint;
+  }
   return ctx.endpoint;
 }
 
-function findEndpoint(ctx: Ctx, config: ServerConfig): string {
-  const given = ctx.opts.endpoint ?? config.endpoint;
-  const host = given ?? detectHostAddress();
-  if (host === undefined) {
-    ctx.err('warning: this host has no default route, so its address is unknown: the client configuration says ' +
-      'SERVER_ADDRESS; replace it, or pass --endpoint HOST (or set WG_TS_ENDPOINT)\n');
-    return `SERVER_ADDRESS:${config.listenPort}`;
-  }
-  const e = parseEndpoint(host);
-  if (typeof e === 'string') throw new ServerError(`endpoint ${host}: ${e}`);
-  if (given === undefined) {
-    ctx.err(`note: the endpoint given to clients is ${e.host}, this host's address on its default route; ` +
-      'if clients reach the server through NAT or by a DNS name, pass --endpoint HOST\n');
-  }
-  return `${e.host}:${e.port ?? config.listenPort}`;
-}
-
-function printServer(ctx: Ctx, config: ServerConfig, state: string): void {
+async function printServer(ctx: Ctx, store: Repository, server: ServerRecord, state: string): Promise<void> {
+  const { total, items } = await store.listClients({ sort: 'created', limit: 10 });
+  const names = items.map((c) => c.name).join(', ') + (total > items.length ? ` and ${total - items.length} more` : '');
   const rows: [string, string][] = [
-    ['public key', publicKeyFromPrivate(config.privateKey)],
-    ['endpoint', clientEndpoint(ctx, config)],
-    ['address', formatSubnet(config.address)],
-    ['listen port', String(config.listenPort)],
-    ['clients', config.clients.length === 0 ? 'none (wireguard-ts add-client NAME)' : config.clients.map((c) => c.name).join(', ')],
-    ['config', ctx.paths.config],
+    ['public key', publicKeyFromPrivate(server.privateKey)],
+    ['endpoint', clientEndpoint(ctx, server)],
+    ['address', server.address],
+    ['listen port', String(server.listenPort)],
+    ['clients', total === 0 ? 'none (wireguard-ts add-client NAME)' : names],
+    ['store', ctx.paths.db],
+    ['config', `${ctx.paths.config} (wg-quick export)`],
   ];
   ctx.out(`${ctx.opts.ifname} ${state}\n${rows.map(([k, v]) => `  ${k.padEnd(12)}${v}\n`).join('')}`);
 }
 
-function printClientConfig(ctx: Ctx, config: ServerConfig, client: ClientEntry, privateKey: string): void {
-  const address = clientAddress(config, client);
-  if (address === undefined) throw new ServerError(`client ${client.name} has no address in ${formatNetwork(config.address)} (AllowedIPs = ${client.allowedIps.join(', ')})`);
-  const text = formatClientConfig({
-    privateKey,
-    address,
-    ...(client.dns !== undefined ? { dns: client.dns } : {}),
-    serverPublicKey: publicKeyFromPrivate(config.privateKey),
-    ...(client.presharedKey !== undefined ? { presharedKey: client.presharedKey } : {}),
-    endpoint: clientEndpoint(ctx, config),
-    routes: client.routes ?? DEFAULT_ROUTES,
-  });
+function printClientConfig(ctx: Ctx, server: ServerRecord, client: ClientRecord): void {
+  const text = clientConfigText(server, client, clientEndpoint(ctx, server));
   ctx.out(text);
   if (ctx.opts.qr && ctx.tty) ctx.out('\n' + renderQr(text));
 }

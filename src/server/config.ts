@@ -45,8 +45,10 @@ export class ConfigError extends Error {}
  * What is wrong with a client name, or undefined when it is fine. Names become file names in
  * the state directory, so they are kept to a portable set.
  */
+export const CLIENT_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$';
+
 export function clientNameProblem(name: string): string | undefined {
-  if (/^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/.test(name)) return undefined;
+  if (new RegExp(CLIENT_NAME_PATTERN).test(name)) return undefined;
   return `${shown(name)} is not a client name (1-32 letters, digits, '.', '_' or '-', starting with a letter or digit)`;
 }
 

@@ -1,14 +1,18 @@
-// Command line of the server mode. Every default can be overridden by a flag or an environment
-// variable (the flag wins); each value is validated before anything is done, and a bad one is
-// refused with a message that names the flag or variable it came from.
+// Command line of the server mode, through node:util parseArgs. Every default can be overridden
+// by a flag or an environment variable (the flag wins); each value is validated before anything
+// is done, and a bad one is refused with a message that names the flag or variable it came from.
 import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
 import { isValidName } from '../tun/tun.js';
+import { parseListen, type MetricsListen } from '../metrics/server.js';
 import { isCidr, isDomain, isIP, parseEndpoint, parseServerAddress, shown, type Subnet4 } from './addresses.js';
 import { DEFAULT_MTU, MAX_MTU, MIN_MTU, clientNameProblem } from './config.js';
 import { DEFAULT_STATE_DIR } from './state.js';
 
-export const COMMANDS = ['up', 'down', 'add-client', 'remove-client', 'list-clients', 'show-client'] as const;
+export const COMMANDS = ['up', 'down', 'add-client', 'remove-client', 'list-clients', 'show-client', 'token'] as const;
 export type CommandName = (typeof COMMANDS)[number];
+export const TOKEN_ACTIONS = ['create', 'list', 'revoke'] as const;
+export type TokenAction = (typeof TOKEN_ACTIONS)[number];
 
 export const DEFAULT_INTERFACE = 'wg0';
 export const DEFAULT_PORT = 51820;
@@ -20,8 +24,10 @@ export class UsageError extends Error {}
 
 export interface ServerOptions {
   command: CommandName;
-  /** The NAME of add-client, remove-client, show-client. */
+  /** The NAME of add-client, remove-client, show-client, token create/revoke. */
   name?: string;
+  /** The action of `token`. */
+  action?: TokenAction;
   ifname: string;
   stateDir: string;
   port?: number;
@@ -35,9 +41,15 @@ export interface ServerOptions {
   /** Name of the first client (up). */
   client?: string;
   qr: boolean;
+  /** Where the web admin and HTTP API listen (up --web). */
+  web?: MetricsListen;
+  /** TLS or a reverse proxy is in front of a web page bound to a non-loopback address. */
+  webBehindTls?: boolean;
+  /** Forwarding and MASQUERADE for the client subnet (up --nat). */
+  nat?: boolean;
 }
 
-type Field = keyof Omit<ServerOptions, 'command' | 'name' | 'qr'> | 'noQr';
+type Field = keyof Omit<ServerOptions, 'command' | 'name' | 'action' | 'qr'> | 'noQr';
 
 interface Spec {
   field: Field;
@@ -51,7 +63,7 @@ interface Spec {
 const CLIENT_CONFIG: CommandName[] = ['up', 'add-client', 'show-client'];
 const SPECS: Spec[] = [
   { field: 'ifname', flag: '--interface', env: 'WG_TS_INTERFACE', arg: 'NAME', commands: COMMANDS, help: `interface name (${DEFAULT_INTERFACE})` },
-  { field: 'stateDir', flag: '--state-dir', env: 'WG_TS_STATE_DIR', arg: 'DIR', commands: COMMANDS, help: `keys and configuration (${DEFAULT_STATE_DIR})` },
+  { field: 'stateDir', flag: '--state-dir', env: 'WG_TS_STATE_DIR', arg: 'DIR', commands: COMMANDS, help: `store, keys and wg-quick export (${DEFAULT_STATE_DIR})` },
   { field: 'port', flag: '--port', env: 'WG_TS_PORT', arg: 'N', commands: ['up'], help: `UDP listen port (${DEFAULT_PORT})` },
   { field: 'address', flag: '--address', env: 'WG_TS_ADDRESS', arg: 'CIDR', commands: ['up'], help: `server tunnel address and client subnet (${DEFAULT_ADDRESS})` },
   { field: 'mtu', flag: '--mtu', env: 'WG_TS_MTU', arg: 'N', commands: ['up'], help: `interface MTU (${DEFAULT_MTU})` },
@@ -61,6 +73,9 @@ const SPECS: Spec[] = [
   { field: 'dns', flag: '--dns', env: 'WG_TS_DNS', arg: 'LIST', commands: ['up', 'add-client'], help: 'DNS servers for the client config (none)' },
   { field: 'allowedIps', flag: '--allowed-ips', env: 'WG_TS_ALLOWED_IPS', arg: 'LIST', commands: ['up', 'add-client'], help: 'what the client routes into the tunnel (0.0.0.0/0, ::/0)' },
   { field: 'noQr', flag: '--no-qr', env: 'WG_TS_NO_QR', commands: CLIENT_CONFIG, help: 'no QR code (it is only printed on a terminal anyway)' },
+  { field: 'web', flag: '--web', env: 'WG_TS_WEB', arg: '[ADDR:]PORT', commands: ['up'], help: 'web admin and HTTP API (loopback unless ADDR is given; off)' },
+  { field: 'webBehindTls', flag: '--web-behind-tls', env: 'WG_TS_WEB_BEHIND_TLS', commands: ['up'], help: 'TLS or a reverse proxy is in front of --web (secure cookies, no warning)' },
+  { field: 'nat', flag: '--nat', env: 'WG_TS_NAT', commands: ['up'], help: 'turn on forwarding and MASQUERADE for the client subnet (removed by down)' },
 ];
 
 export const USAGE = `Usage: wireguard-ts COMMAND [options]
@@ -68,9 +83,13 @@ export const USAGE = `Usage: wireguard-ts COMMAND [options]
   down                stop the server
   add-client NAME     add a client live and print its configuration and QR code
   remove-client NAME  remove a client live
-  list-clients        clients with last handshake and transfer
+  list-clients        clients with state, last handshake and transfer
   show-client NAME    print a client's configuration again
+  token create NAME   a bearer token for the HTTP API, printed once (stored hashed)
+  token list          tokens and when they were last used
+  token revoke NAME   revoke a token at once
   wireguard-ts [-f] [--workers N] INTERFACE   the bare daemon, as wg-quick runs it
+  wireguard-ts --version
 
 Options (environment variable; default):
 ${SPECS.map((s) => `  ${`${s.flag}${s.arg ? ' ' + s.arg : ''}`.padEnd(23)} ${s.env}; ${s.help}`).join('\n')}
@@ -80,44 +99,50 @@ export function isServerCommand(arg: string | undefined): boolean {
   return arg === 'help' || (COMMANDS as readonly string[]).includes(arg ?? '');
 }
 
+const PARSE_OPTIONS = Object.fromEntries([
+  ...SPECS.map((s) => [s.flag.slice(2), { type: s.arg === undefined ? 'boolean' : 'string' }] as const),
+  ['help', { type: 'boolean', short: 'h' }] as const,
+]);
+
 /** Parses `argv` (after the program name) and `env`; throws UsageError. Returns 'help' for help. */
 export function parseServerArgs(argv: readonly string[], env: NodeJS.ProcessEnv): ServerOptions | 'help' {
   const [command, ...rest] = argv;
-  if (command === 'help' || rest.includes('--help') || rest.includes('-h')) return 'help';
+  if (command === 'help') return 'help';
   if (!(COMMANDS as readonly string[]).includes(command ?? '')) throw new UsageError(`unknown command ${shown(command ?? '')}\n${USAGE}`);
   const cmd = command as CommandName;
+  // Not strict: parseArgs reports through tokens, and the checks below word each mistake.
+  const { tokens } = parseArgs({ args: [...rest], options: PARSE_OPTIONS, strict: false, allowPositionals: true, tokens: true });
   const raw = new Map<Field, { value: string; from: string }>();
   for (const s of SPECS) {
     const v = env[s.env];
     if (s.commands.includes(cmd) && v !== undefined && v !== '') raw.set(s.field, { value: v, from: s.env });
   }
   const positional: string[] = [];
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i]!;
-    if (!a.startsWith('-')) {
-      positional.push(a);
-      continue;
-    }
-    const eq = a.indexOf('=');
-    const flag = eq < 0 ? a : a.slice(0, eq);
-    const s = SPECS.find((x) => x.flag === flag);
-    if (s === undefined) throw new UsageError(`unknown option ${flag} (wireguard-ts help lists them)`);
-    if (!s.commands.includes(cmd)) throw new UsageError(`${flag} does not apply to ${cmd}`);
-    let value: string;
-    if (s.arg === undefined) {
-      if (eq >= 0) throw new UsageError(`${flag} takes no value`);
-      value = '1';
-    } else if (eq >= 0) value = a.slice(eq + 1);
-    else if (i + 1 < rest.length) value = rest[++i]!;
-    else throw new UsageError(`${flag} needs a value (${s.arg})`);
-    raw.set(s.field, { value, from: flag });
+  for (const t of tokens) {
+    if (t.kind === 'positional') positional.push(t.value);
+    if (t.kind !== 'option') continue;
+    if (t.name === 'help') return 'help';
+    const s = SPECS.find((x) => x.flag === t.rawName);
+    if (s === undefined) throw new UsageError(`unknown option ${t.rawName} (wireguard-ts help lists them)`);
+    if (!s.commands.includes(cmd)) throw new UsageError(`${t.rawName} does not apply to ${cmd}`);
+    if (s.arg === undefined && t.inlineValue) throw new UsageError(`${t.rawName} takes no value`);
+    if (s.arg !== undefined && t.value === undefined) throw new UsageError(`${t.rawName} needs a value (${s.arg})`);
+    raw.set(s.field, { value: t.value ?? '1', from: t.rawName });
   }
 
-  const takesName = cmd === 'add-client' || cmd === 'remove-client' || cmd === 'show-client';
-  if (positional.length > (takesName ? 1 : 0)) throw new UsageError(`unexpected argument ${shown(positional.at(-1)!)}`);
-  if (takesName && positional.length === 0) throw new UsageError(`${cmd} needs a client NAME`);
   const opts: ServerOptions = { command: cmd, ifname: DEFAULT_INTERFACE, stateDir: DEFAULT_STATE_DIR, qr: true };
-  if (takesName) opts.name = checkName(positional[0]!, cmd);
+  let names = positional;
+  if (cmd === 'token') {
+    const action = positional[0];
+    if (!(TOKEN_ACTIONS as readonly string[]).includes(action ?? '')) throw new UsageError(`token needs an action: ${TOKEN_ACTIONS.join(', ')}`);
+    opts.action = action as TokenAction;
+    names = positional.slice(1);
+  }
+  const takesName = cmd === 'add-client' || cmd === 'remove-client' || cmd === 'show-client' || (cmd === 'token' && opts.action !== 'list');
+  const what = cmd === 'token' ? `token ${opts.action}` : cmd;
+  if (names.length > (takesName ? 1 : 0)) throw new UsageError(`unexpected argument ${shown(names.at(-1)!)}`);
+  if (takesName && names.length === 0) throw new UsageError(`${what} needs a ${cmd === 'token' ? 'token' : 'client'} NAME`);
+  if (takesName) opts.name = checkName(names[0]!, what);
   for (const [field, { value, from }] of raw) apply(opts, field, value.trim(), from);
   return opts;
 }
@@ -133,6 +158,7 @@ function apply(o: ServerOptions, field: Field, v: string, from: string): void {
     throw new UsageError(`${from}: ${what}`);
   };
   const int = (min: number, max: number, what: string): number => (/^\d{1,6}$/.test(v) && +v >= min && +v <= max ? +v : fail(`${shown(v)} is not ${what} (${min}-${max})`));
+  const flag = (): boolean => !/^(0|false|no)$/i.test(v);
   switch (field) {
     case 'ifname':
       o.ifname = isValidName(v) ? v : fail(`${shown(v)} is not an interface name (1-15 characters without spaces, '/', ':' or '%')`);
@@ -169,7 +195,18 @@ function apply(o: ServerOptions, field: Field, v: string, from: string): void {
       o.allowedIps = list(v, from, isCidr, 'an IP prefix like 10.0.0.0/8 or ::/0');
       return;
     case 'noQr':
-      o.qr = /^(0|false|no)$/i.test(v);
+      o.qr = !flag();
+      return;
+    case 'web': {
+      const l = parseListen(v);
+      o.web = typeof l === 'string' ? fail(`${shown(v)} is not [ADDR:]PORT with an IP address (8080, 0.0.0.0:8080, [::1]:8080)`) : l;
+      return;
+    }
+    case 'webBehindTls':
+      o.webBehindTls = flag();
+      return;
+    case 'nat':
+      o.nat = flag();
       return;
   }
 }

@@ -1,32 +1,20 @@
-// A client configuration as a QR code in the terminal, for the WireGuard mobile apps' "scan
-// from QR code". The matrix comes from the encoder vendored in qrcode-terminal (Kazuhiko Arase's,
-// byte mode, versions 1-40); its own printer is not used: it draws two columns per module (a
-// 120-column code for a config) or, in its small mode, relies on the terminal's colours being
-// light on dark. This one draws two module rows per character with explicit colours, as
-// `qrencode -t ansiutf8` does, so a config fits in ~70 columns and scans on any theme.
-import { createRequire } from 'node:module';
+// A client configuration as a QR code, for the WireGuard mobile apps' "scan from QR code": on
+// the terminal (add-client, up) and as SVG (the HTTP API and the web page), both from the
+// `qrcode` encoder (byte mode, versions 1-40). Its own terminal printer is not used: this one
+// draws two module rows per character with explicit colours, as `qrencode -t ansiutf8` does,
+// so a config fits in ~70 columns and scans on any terminal theme.
+import QRCode from 'qrcode';
 
-interface Encoder {
-  addData(data: string): void;
-  make(): void;
-  getModuleCount(): number;
-  isDark(row: number, col: number): boolean;
-}
-const require = createRequire(import.meta.url);
-const QRCode = require('qrcode-terminal/vendor/QRCode/index.js') as new (version: number, level: number) => Encoder;
 /** Error correction L (7%), what `qrencode` uses: the smallest code, and a screen is not dirty. */
-const LEVEL_L = 1;
+const LEVEL = 'L';
 /** The light margin the QR specification asks for, in modules. */
 export const QUIET_ZONE = 4;
 
 /** The code's modules, true for dark, without the quiet zone. */
 export function qrMatrix(text: string): boolean[][] {
-  const qr = new QRCode(-1, LEVEL_L);
-  // The encoder writes one byte per UTF-16 unit: hand it UTF-8 bytes as latin1 characters.
-  qr.addData(Buffer.from(text, 'utf8').toString('latin1'));
-  qr.make();
-  const n = qr.getModuleCount();
-  return Array.from({ length: n }, (_, r) => Array.from({ length: n }, (_, c) => qr.isDark(r, c)));
+  const { modules } = QRCode.create(text, { errorCorrectionLevel: LEVEL });
+  const n = modules.size;
+  return Array.from({ length: n }, (_, r) => Array.from({ length: n }, (_, c) => modules.get(r, c) === 1));
 }
 
 // Light modules are drawn in the foreground colour (white) on a black background.
@@ -53,4 +41,9 @@ export function renderQr(text: string): string {
     lines.push(COLOURS + line + RESET);
   }
   return lines.join('\n') + '\n';
+}
+
+/** The code as an SVG document (dark on white, quiet zone included). */
+export function qrSvg(text: string): Promise<string> {
+  return QRCode.toString(text, { type: 'svg', errorCorrectionLevel: LEVEL, margin: QUIET_ZONE });
 }

@@ -23,9 +23,26 @@ function ip(args: string[]): string {
   return r.stdout;
 }
 
-/** Starts the daemon for `ifname` in the background; resolves once it serves its socket. */
-export function startDaemon(ifname: string, workers?: number): Promise<void> {
-  const args = [...process.execArgv, MAIN, ...(workers !== undefined ? ['--workers', String(workers)] : []), ifname];
+export interface DaemonOptions {
+  /** The state directory whose store the daemon serves (its reconciler, traffic, HTTP). */
+  stateDir: string;
+  workers?: number;
+  web?: { host: string; port: number };
+  webBehindTls?: boolean;
+}
+
+/**
+ * Starts the daemon for `ifname` in the background; resolves once it serves its socket and has
+ * applied the store to its device.
+ */
+export function startDaemon(ifname: string, o: DaemonOptions): Promise<void> {
+  const args = [
+    ...process.execArgv, MAIN, '--server', o.stateDir,
+    ...(o.workers !== undefined ? ['--workers', String(o.workers)] : []),
+    ...(o.web !== undefined ? ['--web', `${o.web.host.includes(':') ? `[${o.web.host}]` : o.web.host}:${o.web.port}`] : []),
+    ...(o.webBehindTls ? ['--web-behind-tls'] : []),
+    ifname,
+  ];
   return new Promise((resolve, reject) => {
     // The daemon's own error message (no TUN permission, a busy name...) goes straight to the
     // user's terminal; ours only adds what failed.

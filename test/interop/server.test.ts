@@ -39,7 +39,7 @@ test('up, add-client alice, her printed config with wg-quick reaches 10.8.0.1; r
     const conf = join(state, `${ifname}.conf`);
     assert.equal(statSync(state).mode & 0o777, 0o700, 'state directory 0700');
     assert.equal(statSync(conf).mode & 0o777, 0o600, 'configuration 0600');
-    assert.equal(statSync(join(state, `${ifname}.clients`, 'client1.key')).mode & 0o777, 0o600, 'client key 0600');
+    assert.equal(statSync(join(state, `${ifname}.db`)).mode & 0o777, 0o600, 'store 0600');
     assert.equal(tryRun('wg-quick', ['strip', conf]).status, 0, 'wg-quick reads the server file');
 
     // The client: the printed configuration, byte for byte, in a file named after its interface.
@@ -55,8 +55,8 @@ test('up, add-client alice, her printed config with wg-quick reaches 10.8.0.1; r
     assert.ok(ping({ ns: nsB }, SERVER), 'alice reaches the server through the tunnel');
 
     const list = cli('list-clients');
-    assert.match(list, /^client1\s+10\.8\.0\.2\s+\S{44}\s+never\s+0 B\s+0 B$/m);
-    assert.match(list, /^alice\s+10\.8\.0\.3\s+\S{44}\s+\d+ s ago\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB)$/m);
+    assert.match(list, /^client1\s+10\.8\.0\.2\s+\S{44}\s+never\s+0 B\s+0 B\s+active$/m);
+    assert.match(list, /^alice\s+10\.8\.0\.3\s+\S{44}\s+\d+ s ago\s+[\d.]+ (B|KiB)\s+[\d.]+ (B|KiB)\s+active$/m);
     const dup = tryRun('ip', ['netns', 'exec', nsA, process.execPath, BIN, 'add-client', 'alice', ...common]);
     assert.equal(dup.status, 1);
     assert.match(dup.out, /^wireguard-ts: a client named alice already exists/m);
@@ -86,6 +86,34 @@ test('up, add-client alice, her printed config with wg-quick reaches 10.8.0.1; r
     cli('remove-client', 'alice');
     assert.equal(ping({ ns: nsB }, SERVER, ['-c', '2', '-W', '1']), false, 'a removed client is cut off');
     assert.doesNotMatch(cli('list-clients'), /^alice/m);
+  } finally {
+    await cleanup.run();
+  }
+});
+
+test('up --nat: forwarding on and the subnet masqueraded (said by up), all undone by down', { skip, timeout: 60_000 }, async () => {
+  const cleanup = new Cleanup();
+  try {
+    ensureTools();
+    const { nsA } = createLink(cleanup);
+    const state = mkdtempSync(join(tmpdir(), 'wgts-state-'));
+    cleanup.add(() => rmSync(state, { recursive: true, force: true }));
+    const ifname = uniqueName('wgnat');
+    const common = ['--interface', ifname, '--state-dir', state];
+    const run = (...args: string[]): { status: number; out: string } => tryRun('ip', ['netns', 'exec', nsA, process.execPath, BIN, ...args, ...common]);
+    cleanup.add(() => void run('down'));
+    const inNs = (...args: string[]): string => sh('ip', ['netns', 'exec', nsA, ...args]);
+    assert.equal(inNs('cat', '/proc/sys/net/ipv4/ip_forward').trim(), '0');
+    const up = run('up', '--nat', '--endpoint', '10.99.0.1');
+    assert.equal(up.status, 0, up.out);
+    assert.match(up.out, /NAT: IPv4 forwarding on \(was off\), 10\.8\.0\.0\/24 masqueraded out of every other interface/);
+    assert.equal(inNs('cat', '/proc/sys/net/ipv4/ip_forward').trim(), '1');
+    const rules = tryRun('ip', ['netns', 'exec', nsA, 'nft', 'list', 'ruleset']).out + tryRun('ip', ['netns', 'exec', nsA, 'iptables-save']).out;
+    assert.match(rules, /10\.8\.0\.0\/24.*masquerade|MASQUERADE/i);
+    assert.equal(run('down').status, 0);
+    assert.equal(inNs('cat', '/proc/sys/net/ipv4/ip_forward').trim(), '0', 'forwarding back as it was');
+    const after = tryRun('ip', ['netns', 'exec', nsA, 'nft', 'list', 'ruleset']).out + tryRun('ip', ['netns', 'exec', nsA, 'iptables-save']).out;
+    assert.doesNotMatch(after, /wireguard_ts|wireguard-ts/);
   } finally {
     await cleanup.run();
   }

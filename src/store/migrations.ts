@@ -1,0 +1,88 @@
+// Versioned schema migrations, applied in name order by Kysely's Migrator at every open; each
+// runs once and is recorded in the kysely_migration table. Written with the schema builder so
+// that SQLite and PostgreSQL run the same list. Never edit a released migration: add one.
+import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+
+const initial: Migration = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    await db.schema.createTable('meta')
+      .addColumn('key', 'text', (c) => c.primaryKey())
+      .addColumn('value', 'text', (c) => c.notNull())
+      .execute();
+    await db.schema.createTable('server')
+      .addColumn('id', 'integer', (c) => c.primaryKey().check(sql`id = 1`))
+      .addColumn('private_key', 'text', (c) => c.notNull())
+      .addColumn('address', 'text', (c) => c.notNull())
+      .addColumn('listen_port', 'integer', (c) => c.notNull())
+      .addColumn('mtu', 'integer', (c) => c.notNull())
+      .addColumn('endpoint', 'text')
+      .addColumn('extra', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createTable('clients')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('name', 'text', (c) => c.notNull().unique())
+      .addColumn('public_key', 'text', (c) => c.notNull().unique())
+      .addColumn('private_key', 'text')
+      .addColumn('preshared_key', 'text')
+      // The guard of address allocation: two writers can never both keep one address.
+      .addColumn('address', 'bigint', (c) => c.unique())
+      .addColumn('allowed_ips', 'text', (c) => c.notNull())
+      .addColumn('dns', 'text')
+      .addColumn('routes', 'text')
+      .addColumn('extra', 'text', (c) => c.notNull())
+      .addColumn('enabled', 'integer', (c) => c.notNull())
+      .addColumn('expires_at', 'bigint')
+      .addColumn('quota_bytes', 'bigint')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('clients_created').on('clients').column('created_at').execute();
+    await db.schema.createTable('changes')
+      .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('client_id', 'integer', (c) => c.notNull())
+      .addColumn('kind', 'text', (c) => c.notNull())
+      .addColumn('at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createTable('admins')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('username', 'text', (c) => c.notNull().unique())
+      .addColumn('password_hash', 'text', (c) => c.notNull())
+      .addColumn('totp_secret', 'text')
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createTable('sessions')
+      .addColumn('id_hash', 'text', (c) => c.primaryKey())
+      .addColumn('admin_id', 'integer', (c) => c.notNull().references('admins.id').onDelete('cascade'))
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('expires_at', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createTable('tokens')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('name', 'text', (c) => c.notNull().unique())
+      .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+      .addColumn('created_at', 'bigint', (c) => c.notNull())
+      .addColumn('last_used_at', 'bigint')
+      .addColumn('revoked_at', 'bigint')
+      .execute();
+    await db.schema.createTable('traffic')
+      .addColumn('client_id', 'integer', (c) => c.notNull().references('clients.id').onDelete('cascade'))
+      .addColumn('period', 'integer', (c) => c.notNull())
+      .addColumn('bucket', 'bigint', (c) => c.notNull())
+      .addColumn('rx', 'bigint', (c) => c.notNull())
+      .addColumn('tx', 'bigint', (c) => c.notNull())
+      .addPrimaryKeyConstraint('traffic_pk', ['client_id', 'period', 'bucket'])
+      .execute();
+    await db.schema.createIndex('traffic_age').on('traffic').columns(['period', 'bucket']).execute();
+    await db.schema.createTable('monthly')
+      .addColumn('client_id', 'integer', (c) => c.notNull().references('clients.id').onDelete('cascade'))
+      .addColumn('month', 'text', (c) => c.notNull())
+      .addColumn('rx', 'bigint', (c) => c.notNull())
+      .addColumn('tx', 'bigint', (c) => c.notNull())
+      .addPrimaryKeyConstraint('monthly_pk', ['client_id', 'month'])
+      .execute();
+  },
+};
+
+export const migrations: MigrationProvider = {
+  getMigrations: async () => ({ '0001_initial': initial }),
+};
