@@ -230,7 +230,13 @@ export class WorkerPool {
    * record whose handling throws is reported and freed; the loop goes on.
    */
   private async drain(): Promise<void> {
-    const ready = (): boolean => this.stopped || this.handshakeRings.some((r) => r.size() > 0) || this.eventRings.some((r) => r.size() > 0);
+    // Plain loops: `some` with an arrow would make a closure per call, and this runs per wake-up.
+    const ready = (): boolean => {
+      if (this.stopped) return true;
+      for (const r of this.handshakeRings) if (r.size() > 0) return true;
+      for (const r of this.eventRings) if (r.size() > 0) return true;
+      return false;
+    };
     while (!this.stopped) {
       try {
         await this.doorbell.waitAsync(ready, 1000);
