@@ -42,6 +42,8 @@ export interface HandshakeContext {
     readonly slotEndpoints: EndpointTable;
     pending(): number;
     wakeAll(): void;
+    /** Wakes the workers holding staged packets; call after bumping D_KEYS_GEN. */
+    wakeStaged(): void;
   };
   peerByKey(publicKey: Uint8Array): Peer | undefined;
   peerAt(slot: number): Peer | undefined;
@@ -245,7 +247,7 @@ export class Handshakes {
     } finally {
       if (this.wakePending) {
         this.wakePending = false;
-        this.d.pool.wakeAll();
+        this.d.pool.wakeStaged();
       }
     }
   }

@@ -15,7 +15,7 @@ import { GRO_AREA_BYTES } from '../net/gro.js';
 import { Ring, Doorbell } from '../queues/ring.js';
 import { EndpointTable } from '../net/endpoint.js';
 import { EventFd } from '../net/libc.js';
-import { Tables, D_ROUTES_GEN, D_SHUTDOWN } from '../queues/tables.js';
+import { Tables, D_ROUTES_GEN, D_SHUTDOWN, D_STAGED } from '../queues/tables.js';
 import type { WorkerInit, WorkerSlots } from '../queues/records.js';
 import { LARGE_BUFFERS, LARGE_BUFFER_BYTES, STAGING_SLOTS } from './datapath.js';
 
@@ -210,6 +210,12 @@ export class WorkerPool {
   /** Wakes every worker (new routes, a keypair to send staged packets on, shutdown). */
   wakeAll(): void {
     for (const w of this.wakes) w.signal();
+  }
+
+  /** Wakes the workers that hold staged packets (D_STAGED): a peer got a keypair to send them on. */
+  wakeStaged(): void {
+    const dev = this.o.tables.device;
+    for (let id = 0; id < this.wakes.length; id++) if (Atomics.load(dev, D_STAGED + id) !== 0) this.wakes[id]!.signal();
   }
 
   /**
