@@ -8,6 +8,7 @@ import { SessionKeys, type ConsumeResult, type Handshake, type Noise, type Rejec
 import { HandshakeOffload, type PrepareBatch } from '../handshake/offload.js';
 import { markUnderLoad, underLoad, type CookieChecker } from '../handshake/cookie.js';
 import type { RateLimiter } from '../handshake/ratelimiter.js';
+import type { EphemeralPool } from '../handshake/ephemerals.js';
 import {
   INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, INIT_SENDER, RESP_SENDER,
   COOKIE_RECEIVER, messageType, readU32,
@@ -29,6 +30,8 @@ import type { Peer } from './peer.js';
 /** What the handshake code needs of the device, and nothing more. */
 export interface HandshakeContext {
   readonly noise: Noise;
+  /** The ephemerals `noise` takes; refilled here in idle time. */
+  readonly ephemerals: EphemeralPool;
   readonly checker: CookieChecker;
   readonly limiter: RateLimiter;
   readonly timers: Timers;
@@ -99,6 +102,18 @@ export class Handshakes {
   /** Some peer got a keypair in this run: wake the workers once, at the flush, not per handshake. */
   private wakePending = false;
   private readonly flushNow = (): void => this.flush();
+  private refillQueued = false;
+  /**
+   * One ephemeral key pair made ahead of time per event-loop turn while no handshake message
+   * waits: the key generation then leaves the next handshake's round trip. Under a flood the
+   * queue is never empty, nothing is made ahead and handshakes make their own, so it adds no work.
+   */
+  private readonly refillStep = (): void => {
+    this.refillQueued = false;
+    // No key: the device is closing or unconfigured, and made keys would outlive its wipe.
+    if (!this.d.noise.hasPrivateKey || this.queueDepth() > 0 || !this.d.ephemerals.refill()) return;
+    this.queueRefill();
+  };
   /** A peer's endpoint copied out of the shared table (under its seqlock) to send to. */
   private readonly to = new EndpointTable(1);
   /** Under load until this time (on the shared clock `now()`); the metrics endpoint reads it too. */
@@ -249,7 +264,14 @@ export class Handshakes {
         this.wakePending = false;
         this.d.pool.wakeStaged();
       }
+      this.queueRefill();
     }
+  }
+
+  private queueRefill(): void {
+    if (this.refillQueued || this.d.ephemerals.size === this.d.ephemerals.capacity) return;
+    this.refillQueued = true;
+    setImmediate(this.refillStep);
   }
 
   /**
