@@ -11,11 +11,17 @@
 // client's own crypto included (the same client for both servers). --handshakes 0 skips it.
 import { Cleanup, tryRun, waitFor } from '../test/interop/harness.js';
 import { addLoadgenClients, createLoadgenStage, iperfReport, pingTimes, runLoadgen, type Host, type Impl } from '../test/interop/topology.js';
-import { flag, listArg, loadNow, measurePairings, numberArg, pairName, printTable, requireRoot, workersName } from './pairings.js';
+import { flag, listArg, loadNow, measurePairings, numberArg, pairName, printTable, requireRoot, stringArg, workersName } from './pairings.js';
 
 const count = numberArg('--count', flag('--quick') ? 50 : 200);
 const interval = numberArg('--interval', 0.01);
-const handshakes = flag('--handshakes') && process.argv[process.argv.indexOf('--handshakes') + 1] === '0' ? 0 : numberArg('--handshakes', 100);
+/** Handshake round trips to measure per server; 0 skips them (numberArg takes positive numbers only). */
+const handshakes = (() => {
+  const v = stringArg('--handshakes');
+  const n = v === undefined ? 100 : Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--handshakes takes a whole number, got "${v}"`);
+  return n;
+})();
 /** Handshakes per second: far enough apart that each meets an idle server. */
 const HANDSHAKE_RATE = 20;
 
