@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { EBADFD, EINVAL, EIO, EMSGSIZE, EventFd, PollSet, SOL_SOCKET, closeFd, libc } from '../src/net/libc.js';
 import { EndpointTable, copyEndpoint, endpointEquals, formatEndpoint, parseEndpoint } from '../src/net/endpoint.js';
 import { DatagramSender, UdpBatch, localPort, openUdpSockets, setMark } from '../src/net/udp.js';
+import { DatagramBatch, DATAGRAM_BATCH, MAX_DATAGRAM } from '../src/net/datagram-batch.js';
 import { GRO_AREA_BYTES } from '../src/net/gro.js';
 import { TunQueue, getMtu, interfaceIndex, isValidName, openQueues, setMtu, tunAttached } from '../src/tun/tun.js';
 import { Cleanup, createNetns, isRoot, sh, uniqueName } from './interop/harness.js';
@@ -217,6 +218,48 @@ test('UDP: DatagramSender, a busy port fails with EADDRINUSE, SO_MARK needs priv
     const got = receiveAll([new UdpBatch(server.fds[0]!)], 1);
     assert.deepEqual(got.map((g) => [g.len, g.tag, g.from]), [[3, 7, `127.0.0.1:${client.port}`]]);
     assert.equal(setMark(client.fds[0]!, 0x51820), isRoot ? 0 : -1);
+  } finally {
+    [...server.fds, ...client.fds].forEach(closeFd);
+  }
+});
+
+test('UDP: DatagramBatch sends what was queued with sendmmsg, flushes itself when full, reports each message', () => {
+  const server = openUdpSockets(0, 1);
+  const client = openUdpSockets(0, 1);
+  try {
+    const to = new EndpointTable(1);
+    parseEndpoint(`[::ffff:127.0.0.1]:${server.port}`, to, 0);
+    const results: [number, number, boolean][] = [];
+    const batch = new DatagramBatch(() => client.fds[0]!, (tag, sent, refused) => results.push([tag, sent, refused]));
+    const msg = new Uint8Array(new ArrayBuffer(MAX_DATAGRAM + 4));
+    const total = DATAGRAM_BATCH + 3;
+    for (let i = 0; i < total; i++) {
+      msg[1] = i; // the first byte a receive reports as `tag`
+      batch.queue(msg, 1, 10 + (i % 50), to, 0, i);
+      // The caller's buffer is free at once: the batch keeps a copy.
+      msg[1] = 0xff;
+    }
+    // The queue flushed itself once when it was full; the last three wait for flush().
+    assert.equal(batch.pending, 3);
+    assert.equal(results.length, DATAGRAM_BATCH);
+    batch.flush();
+    assert.equal(batch.pending, 0);
+    assert.deepEqual(results.map(([tag]) => tag), Array.from({ length: total }, (_, i) => i));
+    assert.ok(results.every(([tag, sent, refused]) => sent === 10 + (tag % 50) && !refused));
+    assert.equal(batch.syscalls, 2);
+    const got = receiveAll([new UdpBatch(server.fds[0]!)], total);
+    assert.deepEqual(got.map((g) => [g.tag, g.len]), Array.from({ length: total }, (_, i) => [i, 10 + (i % 50)]));
+    assert.throws(() => batch.queue(msg, 0, MAX_DATAGRAM + 1, to, 0, 0), RangeError);
+    // A message the kernel refuses is reported and the others still go.
+    const bad = new EndpointTable(1);
+    parseEndpoint('[::ffff:127.0.0.1]:0', bad, 0);
+    results.length = 0;
+    batch.queue(msg, 0, 5, bad, 0, 1);
+    batch.queue(msg, 0, 6, to, 0, 2);
+    batch.flush();
+    assert.equal(results.length, 2);
+    assert.ok(results[0]![1] < 0);
+    assert.deepEqual(results[1], [2, 6, false]);
   } finally {
     [...server.fds, ...client.fds].forEach(closeFd);
   }

@@ -29,6 +29,7 @@ import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/
 import { ctEqual, zero } from '../crypto/memory.js';
 import type { DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
 import { Handshakes, type HandshakeContext } from './handshakes.js';
+import { EphemeralPool } from '../handshake/ephemerals.js';
 import { errorFields, throttledErrors } from '../log.js';
 
 export const DEFAULT_MTU = 1420;
@@ -75,7 +76,9 @@ const KEYPAIR_SLACK = 4096;
 export const DEFAULT_OFFLOAD_DEPTH = 64;
 
 export class Device extends EventEmitter implements UapiDevice, HandshakeContext {
-  readonly noise = new Noise();
+  /** Ephemeral key pairs made in idle time (Handshakes refills it), so a handshake on an idle device waits for one X25519 less. */
+  readonly ephemerals = new EphemeralPool();
+  readonly noise = new Noise({ ephemerals: this.ephemerals });
   readonly checker = new CookieChecker();
   readonly limiter = new RateLimiter();
   readonly allowed = new AllowedIPs();
@@ -474,6 +477,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     this.removed.length = 0;
     this.reclaim.drainAll();
     this.noise.setPrivateKey(null);
+    this.ephemerals.wipe();
     this.tables.keypairs.wipeAll(zero);
     zero(this.peerSecrets);
     this.udpFds.forEach(closeFd);

@@ -8,6 +8,7 @@ import { SessionKeys, type ConsumeResult, type Handshake, type Noise, type Rejec
 import { HandshakeOffload, type PrepareBatch } from '../handshake/offload.js';
 import { markUnderLoad, underLoad, type CookieChecker } from '../handshake/cookie.js';
 import type { RateLimiter } from '../handshake/ratelimiter.js';
+import type { EphemeralPool } from '../handshake/ephemerals.js';
 import {
   INIT_LEN, RESP_LEN, COOKIE_REPLY_LEN, MSG_INITIATION, MSG_RESPONSE, MSG_COOKIE_REPLY, INIT_SENDER, RESP_SENDER,
   COOKIE_RECEIVER, messageType, readU32,
@@ -16,7 +17,7 @@ import { REKEY_TIMEOUT } from '../handshake/constants.js';
 import { TransportCrypto } from '../workers/transport.js';
 import { Records, RecordKind } from '../queues/records.js';
 import type { Slab } from '../queues/slab.js';
-import { DatagramSender } from '../net/udp.js';
+import { DatagramBatch } from '../net/datagram-batch.js';
 import { EndpointTable, formatEndpoint } from '../net/endpoint.js';
 import { TimerAction, shouldRekeyOnSend, type Timers } from './timers.js';
 import {
@@ -29,6 +30,8 @@ import type { Peer } from './peer.js';
 /** What the handshake code needs of the device, and nothing more. */
 export interface HandshakeContext {
   readonly noise: Noise;
+  /** The ephemerals `noise` takes; refilled here in idle time. */
+  readonly ephemerals: EphemeralPool;
   readonly checker: CookieChecker;
   readonly limiter: RateLimiter;
   readonly timers: Timers;
@@ -42,12 +45,23 @@ export interface HandshakeContext {
     readonly slotEndpoints: EndpointTable;
     pending(): number;
     wakeAll(): void;
+    /** Wakes the workers holding staged packets; call after bumping D_KEYS_GEN. */
+    wakeStaged(): void;
   };
   peerByKey(publicKey: Uint8Array): Peer | undefined;
   peerAt(slot: number): Peer | undefined;
   /** The socket the main thread sends from. */
   udpFd(): number;
   deviceGone(): void;
+}
+
+/** Entries of the key-prefix cache of Handshakes (~100 bytes each) before it starts over. */
+const KEY_CACHE_MAX = 1 << 16;
+
+/** Whether two public keys are equal (not secret: a plain compare, stopping at the first difference). */
+function sameKey(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 32; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Handshake messages the main thread will queue before declaring itself under load. */
@@ -78,7 +92,28 @@ export class Handshakes {
   private readonly msg = new Uint8Array(new ArrayBuffer(2048));
   private readonly source = new Uint8Array(18);
   private readonly records: Records;
-  private readonly sender: DatagramSender;
+  /**
+   * Every datagram the main thread sends, queued and sent with one sendmmsg at the end of the
+   * synchronous run that produced it (a microtask): under a flood, one syscall per batch of
+   * records instead of one per response. `flushQueued` keeps it to one microtask per run.
+   */
+  private readonly sender: DatagramBatch;
+  private flushQueued = false;
+  /** Some peer got a keypair in this run: wake the workers once, at the flush, not per handshake. */
+  private wakePending = false;
+  private readonly flushNow = (): void => this.flush();
+  private refillQueued = false;
+  /**
+   * One ephemeral key pair made ahead of time per event-loop turn while no handshake message
+   * waits: the key generation then leaves the next handshake's round trip. Under a flood the
+   * queue is never empty, nothing is made ahead and handshakes make their own, so it adds no work.
+   */
+  private readonly refillStep = (): void => {
+    this.refillQueued = false;
+    // No key: the device is closing or unconfigured, and made keys would outlive its wipe.
+    if (!this.d.noise.hasPrivateKey || this.queueDepth() > 0 || !this.d.ephemerals.refill()) return;
+    this.queueRefill();
+  };
   /** A peer's endpoint copied out of the shared table (under its seqlock) to send to. */
   private readonly to = new EndpointTable(1);
   /** Under load until this time (on the shared clock `now()`); the metrics endpoint reads it too. */
@@ -97,11 +132,29 @@ export class Handshakes {
   private lastGcMs = 0;
   private readonly scratch: Seen = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
 
-  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => this.d.peerByKey(pk)?.handshake;
+  /**
+   * Peers that sent us an initiation, by the first 32 bits of their public key, with a copy of
+   * the whole key: finding the peer of an initiation then costs a Map lookup on a small integer
+   * and a 32-byte compare, where the device's map (keyed by hex string) makes a string per
+   * message. A miss (first initiation, a prefix shared by two peers, a removed peer) falls back
+   * to the device's map. Bounded: cleared when it reaches KEY_CACHE_MAX entries.
+   */
+  private readonly byKeyPrefix = new Map<number, { peer: Peer; key: Uint8Array }>();
+  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => {
+    const prefix = pk[0]! | (pk[1]! << 8) | (pk[2]! << 16) | (pk[3]! << 24);
+    const hit = this.byKeyPrefix.get(prefix);
+    if (hit !== undefined && this.d.peerAt(hit.peer.slot) === hit.peer && sameKey(hit.key, pk)) return hit.peer.handshake;
+    const peer = this.d.peerByKey(pk);
+    if (peer === undefined) return undefined;
+    if (this.byKeyPrefix.size >= KEY_CACHE_MAX) this.byKeyPrefix.clear();
+    if (hit !== undefined && hit.peer === peer) hit.key.set(pk);
+    else this.byKeyPrefix.set(prefix, { peer, key: Uint8Array.from(pk) });
+    return peer.handshake;
+  };
 
   constructor(private readonly d: HandshakeContext, private readonly o: HandshakeOptions) {
     this.records = new Records(d.pool.slab);
-    this.sender = new DatagramSender(() => d.udpFd());
+    this.sender = new DatagramBatch(() => d.udpFd(), (tag, sent, refused) => this.sent(tag, sent, refused));
     this.offload = o.threads > 0
       ? new HandshakeOffload({
         threads: o.threads,
@@ -121,6 +174,9 @@ export class Handshakes {
 
   peerRemoved(peer: Peer): void {
     this.active.delete(peer);
+    const k = peer.publicKey;
+    const prefix = k[0]! | (k[1]! << 8) | (k[2]! << 16) | (k[3]! << 24);
+    if (this.byKeyPrefix.get(prefix)?.peer === peer) this.byKeyPrefix.delete(prefix);
   }
 
   /** Starts watching a peer that has just got a session, from its current timestamps. */
@@ -182,10 +238,56 @@ export class Handshakes {
     else this.sendInitiation(peer, false);
   }
 
-  /** A peer has a keypair to send on now: workers send what they staged. */
+  /** A peer has a keypair to send on now: workers send what they staged (woken at the flush). */
   private keysChanged(): void {
     Atomics.add(this.d.tables.device, D_KEYS_GEN, 1);
-    this.d.pool.wakeAll();
+    this.wakePending = true;
+    this.queueFlush();
+  }
+
+  private queueFlush(): void {
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(this.flushNow);
+  }
+
+  /**
+   * Sends what this run queued and wakes the workers if a keypair appeared. Runs as a microtask
+   * after every synchronous run that queued something; callers may also call it directly.
+   */
+  flush(): void {
+    this.flushQueued = false;
+    try {
+      this.sender.flush();
+    } finally {
+      if (this.wakePending) {
+        this.wakePending = false;
+        this.d.pool.wakeStaged();
+      }
+      this.queueRefill();
+    }
+  }
+
+  private queueRefill(): void {
+    if (this.refillQueued || this.d.ephemerals.size === this.d.ephemerals.capacity) return;
+    this.refillQueued = true;
+    setImmediate(this.refillStep);
+  }
+
+  /**
+   * What became of a queued datagram: `tag` is the peer slot it went to (counted in its tx
+   * bytes; a refused sticky source is forgotten for the workers too), or -1 for a cookie reply.
+   * The flush runs in the same turn as the queueing, so the slot still holds that peer.
+   */
+  private sent(tag: number, sent: number, sourceRefused: boolean): void {
+    const d = this.d;
+    if (tag < 0) {
+      if (sent > 0) this.stats.cookieRepliesSent++;
+      return;
+    }
+    if (sent > 0) d.tables.stats[d.tables.statsBase(d.mainRow, tag) + S_TX_BYTES] += sent;
+    // The kernel refused the sticky source: routed from now on, for the workers too.
+    if (sourceRefused) d.tables.peers.writeEndpoint(tag, (t, row) => t.clearSource(row));
   }
 
   private queueDepth(): number {
@@ -216,7 +318,8 @@ export class Handshakes {
         const sender = readU32(msg, type === MSG_INITIATION ? INIT_SENDER : RESP_SENDER);
         const reply = this.msg.subarray(0, COOKIE_REPLY_LEN);
         d.checker.createReply(reply, msg, msg.length, sender, this.source, ms);
-        if (this.sender.send(this.msg, 0, COOKIE_REPLY_LEN, ep, slot) > 0) this.stats.cookieRepliesSent++;
+        this.sender.queue(this.msg, 0, COOKIE_REPLY_LEN, ep, slot, -1);
+        this.queueFlush();
         rejected.cookie++;
         return;
       }
@@ -337,19 +440,13 @@ export class Handshakes {
   }
 
   /**
-   * Sends `this.msg[0, len)` to the peer's endpoint (from its sticky source), counted in its tx
-   * bytes as the kernel does.
+   * Queues `this.msg[0, len)` for the peer's endpoint (from its sticky source); it leaves at the
+   * flush and is counted in the peer's tx bytes then, as the kernel does.
    */
   private send(peer: Peer, len: number): void {
-    const d = this.d;
-    const peers = d.tables.peers;
-    if (!peers.readEndpoint(peer.slot, this.to, 0)) return;
-    const sourced = this.to.hasSource(0);
-    if (this.sender.send(this.msg, 0, len, this.to, 0) > 0) {
-      d.tables.stats[d.tables.statsBase(d.mainRow, peer.slot) + S_TX_BYTES] += len;
-    }
-    // The kernel refused the sticky source: routed from now on, for the workers too.
-    if (sourced && !this.to.hasSource(0)) peers.writeEndpoint(peer.slot, (t, row) => t.clearSource(row));
+    if (!this.d.tables.peers.readEndpoint(peer.slot, this.to, 0)) return;
+    this.sender.queue(this.msg, 0, len, this.to, 0, peer.slot);
+    this.queueFlush();
   }
 
   /** Authenticated handshake messages count in the peer's rx bytes (kernel, wireguard-go). */

@@ -13,6 +13,7 @@ import { seal, open, NONCE_LEN } from '../crypto/aead.js';
 import { dh, generateKeyPair, publicKeyOf } from '../crypto/x25519.js';
 import { zero, isZero } from '../crypto/memory.js';
 import { writeTai64n, tai64nAfter } from './tai64n.js';
+import { EphemeralPool } from './ephemerals.js';
 import { HANDSHAKE_INITIATION_RATE_MS } from './constants.js';
 import {
   KEY_LEN, TAG_LEN, TIMESTAMP_LEN, MSG_INITIATION, MSG_RESPONSE,
@@ -149,6 +150,8 @@ export class SessionKeys {
 export interface NoiseOptions {
   /** Fills a private key and its public key; tests inject fixed ephemerals through it. */
   generateEphemeral?: (privateKey: Uint8Array, publicKey: Uint8Array) => void;
+  /** Where ephemerals come from when `generateEphemeral` is not given (default: made on demand). */
+  ephemerals?: EphemeralPool;
 }
 
 /** A local static identity with one thread's scratch buffers. */
@@ -173,7 +176,8 @@ export class Noise {
   private readonly sTimestamp = this.scratch.subarray(2 * HASH_LEN + 5 * KEY_LEN);
 
   constructor(options: NoiseOptions = {}) {
-    this.generateEphemeral = options.generateEphemeral ?? generateKeyPair;
+    const pool = options.ephemerals;
+    this.generateEphemeral = options.generateEphemeral ?? (pool ? (priv, pub) => pool.take(priv, pub) : generateKeyPair);
   }
 
   get hasPrivateKey(): boolean {

@@ -111,6 +111,18 @@ export const D_SHUTDOWN = 2;
 export const D_KEYS_GEN = 3;
 /** Tests only (WGTS_TEST_WORKER_FAULT): worker `value - 1` throws at its next batch. */
 export const D_TEST_FAULT = 4;
+/**
+ * Word D_STAGED + k is 1 while worker k holds staged packets (src/workers/staging.ts). A peer
+ * that gains a keypair wakes only such workers: a handshake answered for a client (nearly
+ * always nothing staged here) then costs no eventfd write and no worker wake-up. Worker k
+ * stores the word before it next reads D_KEYS_GEN, the main thread bumps D_KEYS_GEN before it
+ * reads the words, so (sequentially consistent atomics) a worker that staged a packet either
+ * is woken or sees the new generation itself.
+ */
+export const D_STAGED = 16;
+/** Device words: the fixed ones, then one D_STAGED word per worker (at most MAX_WORKERS). */
+const MAX_WORKERS = 64;
+const DEVICE_BYTES = (D_STAGED + MAX_WORKERS) * 4;
 
 /**
  * A millisecond clock that is the same in every thread (performance.now() alone is relative to
@@ -419,7 +431,7 @@ export class Tables {
       keys: sab(keypairCapacity * KP_KEYS_BYTES),
       stats: sab(workers * peerCapacity * S_STRIDE * 8),
       counters: sab(workers * C_STRIDE * 8),
-      device: sab(64),
+      device: sab(DEVICE_BYTES),
       epochs: EpochDomain.createBuffer(workers),
     });
   }

@@ -36,7 +36,7 @@ import {
   VNET_F_DATA_VALID, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_SUPER_PACKET, type VnetHeader,
 } from '../tun/offload.js';
 import {
-  Tables, now, D_MTU, D_KEYS_GEN, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT,
+  Tables, now, D_MTU, D_KEYS_GEN, D_STAGED, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT,
   S_LAST_AUTH_RECEIVED, C_RX_PACKETS, C_TX_PACKETS, C_DROP_NO_ROUTE, C_DROP_NO_KEYPAIR, C_DROP_DECRYPT, C_DROP_REPLAY,
   C_DROP_SOURCE, C_DROP_MALFORMED, C_DROP_RING_FULL, C_DROP_NO_ENDPOINT, C_DROP_TOO_BIG, C_DROP_STAGED, C_DROP_SEND,
   C_ROAMED, C_STRIDE,
@@ -191,6 +191,8 @@ export class DataPath {
     this.largeTunOffsets = this.largeOffsets.map((at) => at + slab.headroom);
     this.large = { at: this.largeOffsets, bytes: LARGE_BUFFER_BYTES, used: 0 };
     this.staging = new Staging(slots.stagingSlots, t.desc.peerCapacity);
+    // A restarted worker begins with nothing staged, whatever its last incarnation left.
+    Atomics.store(t.device, D_STAGED + id, 0);
   }
 
   setRoutes(routes: AllowedIPsTables): void {
@@ -575,6 +577,7 @@ export class DataPath {
     }
     this.bytes.copyWithin(this.slab.base(slot) + this.slab.headroom, off, off + len);
     this.staging.add(slot, peer, t.peers.gen(peer), len, ts);
+    if (this.staging.count === 1) Atomics.store(t.device, D_STAGED + this.id, 1);
   }
 
   /** Sends the staged packets whose peer has a keypair now; drops those of removed peers and old ones. */
@@ -591,6 +594,7 @@ export class DataPath {
     this.staging.sweep(this.visitStaged);
     if (this.flushOut > 0) this.send(udp, this.flushOut);
     for (let i = 0; i < this.nFlushed; i++) this.staging.release(this.flushed[i]!);
+    if (this.staging.count === 0) Atomics.store(this.t.device, D_STAGED + this.id, 0);
     // A full send batch stopped the sweep: come back at the next batch.
     if (this.flushOut === this.batch) this.keysGenSeen = -1;
   }

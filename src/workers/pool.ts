@@ -15,7 +15,7 @@ import { GRO_AREA_BYTES } from '../net/gro.js';
 import { Ring, Doorbell } from '../queues/ring.js';
 import { EndpointTable } from '../net/endpoint.js';
 import { EventFd } from '../net/libc.js';
-import { Tables, D_ROUTES_GEN, D_SHUTDOWN } from '../queues/tables.js';
+import { Tables, D_ROUTES_GEN, D_SHUTDOWN, D_STAGED } from '../queues/tables.js';
 import type { WorkerInit, WorkerSlots } from '../queues/records.js';
 import { LARGE_BUFFERS, LARGE_BUFFER_BYTES, STAGING_SLOTS } from './datapath.js';
 
@@ -212,6 +212,12 @@ export class WorkerPool {
     for (const w of this.wakes) w.signal();
   }
 
+  /** Wakes the workers that hold staged packets (D_STAGED): a peer got a keypair to send them on. */
+  wakeStaged(): void {
+    const dev = this.o.tables.device;
+    for (let id = 0; id < this.wakes.length; id++) if (Atomics.load(dev, D_STAGED + id) !== 0) this.wakes[id]!.signal();
+  }
+
   /**
    * Tests only: makes worker `id` throw at its next batch, as a bug would (WGTS_TEST_WORKER_FAULT).
    */
@@ -230,7 +236,13 @@ export class WorkerPool {
    * record whose handling throws is reported and freed; the loop goes on.
    */
   private async drain(): Promise<void> {
-    const ready = (): boolean => this.stopped || this.handshakeRings.some((r) => r.size() > 0) || this.eventRings.some((r) => r.size() > 0);
+    // Plain loops: `some` with an arrow would make a closure per call, and this runs per wake-up.
+    const ready = (): boolean => {
+      if (this.stopped) return true;
+      for (const r of this.handshakeRings) if (r.size() > 0) return true;
+      for (const r of this.eventRings) if (r.size() > 0) return true;
+      return false;
+    };
     while (!this.stopped) {
       try {
         await this.doorbell.waitAsync(ready, 1000);
