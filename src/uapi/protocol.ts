@@ -439,7 +439,10 @@ export class UapiSession {
   private readonly maxRequest: number;
   /** A `get` reply in progress; input that arrives meanwhile waits in `queued`. */
   private getting: GetReply | null = null;
-  /** A `set` whose apply completes later (a listen port change); input waits likewise. */
+  /**
+   * A `set` whose apply completes later (applied in steps, or a listen port change), or a `get`
+   * waiting for another connection's set; input waits likewise.
+   */
   private applying = false;
   private queued: Uint8Array[] = [];
   private endQueued = false;
@@ -614,6 +617,22 @@ export class UapiSession {
       this.reply(UAPI_EINVAL);
       return;
     }
+    const pending = this.device.setting;
+    if (pending !== undefined) {
+      // A set (maybe another connection's) is being applied: the reply shows it whole.
+      this.applying = true;
+      void pending.then(() => {
+        this.applying = false;
+        if (this.state === CLOSED) return;
+        this.startGet();
+        if (!this.busy) this.resume();
+      });
+      return;
+    }
+    this.startGet();
+  }
+
+  private startGet(): void {
     try {
       const reply = new GetReply(this.device, this.send);
       if (!reply.step(GET_STEP_MS)) {
