@@ -46,6 +46,11 @@ export class SetSteps<P> {
   /** `replaced`: the peers `replace_peers` removes (all peers when the request began), else []. */
   constructor(private readonly ops: readonly PeerOp[], private readonly replaced: readonly P[], private readonly target: SetTarget<P>) {}
 
+  /** Sections applied so far. */
+  get sectionsDone(): number {
+    return this.section;
+  }
+
   /** Whether the cursor is between two sections (no section half applied). */
   get atBoundary(): boolean {
     return this.peer === undefined;

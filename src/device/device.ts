@@ -84,7 +84,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
   readonly checker = new CookieChecker();
   readonly limiter = new RateLimiter();
   readonly allowed = new AllowedIPs();
-  readonly timers = new Timers();
+  readonly timers: Timers;
   readonly tables: Tables;
   readonly keypairs: Keypairs;
   /** Peers by public key: the key index gives the slot, `bySlot` the peer. */
@@ -133,7 +133,11 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     Atomics.store(this.tables.device, D_MTU, DEFAULT_MTU);
     this.reclaim = new Reclaimer(this.tables.epochs);
     this.slots = new SlotPool(0, peerCapacity);
-    this.byKey = new KeyIndex(peerCapacity);
+    // Sized for every slot at once: growing them at 2^19 peers stalled a step for ~0.4 s. Their
+    // pages are touched only as peers come (KeyIndex's buckets as they fill: ~80 B a peer at
+    // 100k of 2^20, 8 at 2^20).
+    this.byKey = new KeyIndex(peerCapacity, peerCapacity);
+    this.timers = new Timers({ capacity: peerCapacity });
     this.peerSecrets = new Uint8Array(peerCapacity * PEER_SECRET_BYTES);
     this.keypairs = new Keypairs(this.tables, this.reclaim);
     // The pool first: the handshake code reads its slab. Records wait for the first event-loop turn.
@@ -295,6 +299,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
 
   private applyNow(req: SetRequest): number | Promise<number> {
     if (this.closed) return EINVAL;
+    const t0 = performance.now();
     // Everything that can fail is tried before anything changes.
     let newUdp: { fds: number[]; port: number } | undefined;
     if (req.listenPort !== undefined && req.listenPort !== this.listenPort) {
@@ -326,27 +331,42 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     if (req.fwmark !== undefined) this.fwmark = req.fwmark;
     const steps = new SetSteps(req.peers, req.replacePeers ? this.allPeers() : [], this);
     if (req.replacePeers) this.routesDirty = true;
-    if (steps.step(SET_STEP_MS)) {
+    const tv = performance.now();
+    const firstDone = steps.step(SET_STEP_MS);
+    this.log.debug({ validateMs: +(tv - t0).toFixed(1), firstStepMs: +(performance.now() - tv).toFixed(1) }, 'set validated');
+    if (firstDone) {
       this.finishSet();
       // With a new port the reply waits until the old one is released.
       return swapped ? swapped.then(() => 0) : 0;
     }
     this.steps = steps;
-    const t0 = performance.now();
     let turns = 1;
+    let longestStep = performance.now() - t0;
+    let longestGap = 0;
+    let last = performance.now();
     const applied = new Promise<number>((resolve, reject) => {
       const next = (): void => {
         turns++;
+        const begin = performance.now();
+        longestGap = Math.max(longestGap, begin - last);
         try {
           if (this.closed) {
             this.steps = undefined;
             resolve(EINVAL);
           } else if (steps.step(SET_STEP_MS)) {
             this.steps = undefined;
+            const tf = performance.now();
             this.finishSet();
-            this.log.debug({ sections: req.peers.length, turns, ms: Math.round(performance.now() - t0) }, 'set applied across turns');
+            this.log.debug({
+              finishMs: +(performance.now() - tf).toFixed(1),
+              sections: req.peers.length, turns, ms: Math.round(performance.now() - t0),
+              longestStepMs: +longestStep.toFixed(1), longestGapMs: +longestGap.toFixed(1),
+            }, 'set applied across turns');
             resolve(0);
           } else {
+            last = performance.now();
+            longestStep = Math.max(longestStep, last - begin);
+            if (last - begin > 30) this.log.debug({ at: steps.sectionsDone, ms: +(last - begin).toFixed(1) }, 'long set step');
             setImmediate(next);
           }
         } catch (err) {
@@ -373,8 +393,11 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
    */
   private peersFit(req: SetRequest): boolean {
     const capacity = this.tables.desc.peerCapacity;
+    // A section creates at most one peer: most requests fit without looking at their keys
+    // (a walk that costs ~1 µs per section, a stall at a million).
+    if ((req.replacePeers ? 0 : this.byKey.size) + req.peers.length <= capacity) return true;
     /** Keys the request names, by first section; whether each exists at that point in the request. */
-    const named = new KeyIndex(req.peers.length);
+    const named = new KeyIndex(req.peers.length, req.peers.length);
     const exists = new Uint8Array(req.peers.length);
     let count = req.replacePeers ? 0 : this.byKey.size;
     for (let i = 0; i < req.peers.length; i++) {

@@ -3,8 +3,8 @@
 // A Map keyed by hex strings cost ~130 bytes and a 64-character string per peer, and building
 // the string (Buffer.from(key).toString('hex')) was a tenth of a million-peer `setconf`.
 //
-// Open addressing with linear probing over an Int32Array of ids (-1: empty), at most half
-// full, grown by doubling; deletion shifts the entries after the hole back (no tombstones), so
+// Open addressing with linear probing over an Int32Array of ids + 1 (0: empty), at most half
+// full, grown by doubling (or sized up front: the device's is, so it never rehashes); deletion shifts the entries after the hole back (no tombstones), so
 // a table that churns never degrades. The keys are copied into a table of our own by id (32
 // bytes each), so the caller's buffers may be reused or wiped.
 //
@@ -14,20 +14,22 @@
 import { randomInt } from 'node:crypto';
 
 export const KEY_BYTES = 32;
-const EMPTY = -1;
+/** Buckets hold id + 1, so an empty bucket is 0 and a fresh table is untouched zero pages. */
+const EMPTY = 0;
 const MIN_BUCKETS = 64;
 
 export class KeyIndex {
-  private buckets = new Int32Array(MIN_BUCKETS).fill(EMPTY);
+  private buckets = new Int32Array(MIN_BUCKETS);
   private mask = MIN_BUCKETS - 1;
   /** Key of id i at keys[i*32 .. i*32+31]; grown by doubling up to `capacity` ids. */
   private keys: Uint8Array;
   private readonly seed = randomInt(0x7fffffff) | 1;
   size = 0;
 
-  /** Ids from 0 to `capacity - 1`. */
-  constructor(private readonly capacity: number) {
-    this.keys = new Uint8Array(Math.min(capacity, MIN_BUCKETS) * KEY_BYTES);
+  /** Ids from 0 to `capacity - 1`; room for `expected` keys before the first growth. */
+  constructor(private readonly capacity: number, expected = 0) {
+    this.keys = new Uint8Array(Math.min(capacity, Math.max(MIN_BUCKETS, expected)) * KEY_BYTES);
+    if (expected * 2 > MIN_BUCKETS) this.rehash(2 ** Math.ceil(Math.log2(expected * 2)));
   }
 
   private hash(k: Uint8Array, off: number): number {
@@ -50,9 +52,9 @@ export class KeyIndex {
   get(k: Uint8Array, off = 0): number {
     const b = this.buckets, mask = this.mask;
     for (let i = this.hash(k, off) & mask; ; i = (i + 1) & mask) {
-      const id = b[i]!;
-      if (id === EMPTY) return -1;
-      if (this.equalAt(id, k, off)) return id;
+      const e = b[i]!;
+      if (e === EMPTY) return -1;
+      if (this.equalAt(e - 1, k, off)) return e - 1;
     }
   }
 
@@ -76,21 +78,21 @@ export class KeyIndex {
     const b = this.buckets, mask = this.mask;
     let i = this.hash(this.keys, id * KEY_BYTES) & mask;
     while (b[i] !== EMPTY) i = (i + 1) & mask;
-    b[i] = id;
+    b[i] = id + 1;
   }
 
   private rehash(n: number): void {
     const old = this.buckets;
-    this.buckets = new Int32Array(n).fill(EMPTY);
+    this.buckets = new Int32Array(n);
     this.mask = n - 1;
-    for (const id of old) if (id !== EMPTY) this.place(id);
+    for (const e of old) if (e !== EMPTY) this.place(e - 1);
   }
 
   /** Removes the key held by `id` (which must be present); its key bytes are wiped. */
   delete(id: number): void {
     const b = this.buckets, mask = this.mask;
     let i = this.hash(this.keys, id * KEY_BYTES) & mask;
-    while (b[i] !== id) {
+    while (b[i] !== id + 1) {
       if (b[i] === EMPTY) throw new Error(`key id ${id} is not in the index`);
       i = (i + 1) & mask;
     }
@@ -98,7 +100,7 @@ export class KeyIndex {
     // bucket does not lie strictly between the hole and them (cyclically).
     let hole = i;
     for (let j = (i + 1) & mask; b[j] !== EMPTY; j = (j + 1) & mask) {
-      const home = this.hash(this.keys, b[j]! * KEY_BYTES) & mask;
+      const home = this.hash(this.keys, (b[j]! - 1) * KEY_BYTES) & mask;
       const between = hole <= j ? hole < home && home <= j : hole < home || home <= j;
       if (!between) {
         b[hole] = b[j]!;
@@ -112,7 +114,7 @@ export class KeyIndex {
 
   /** Forgets every key. */
   clear(): void {
-    this.buckets = new Int32Array(MIN_BUCKETS).fill(EMPTY);
+    this.buckets = new Int32Array(MIN_BUCKETS);
     this.mask = MIN_BUCKETS - 1;
     this.keys = new Uint8Array(Math.min(this.capacity, MIN_BUCKETS) * KEY_BYTES);
     this.size = 0;
