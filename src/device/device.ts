@@ -35,6 +35,12 @@ import { Handshakes, type HandshakeContext } from './handshakes.js';
 import { errorFields, throttledErrors } from '../log.js';
 
 export const DEFAULT_MTU = 1420;
+
+/** Two public keys are equal (not constant-time: public keys are no secret; most differ at once). */
+function sameKey(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 32; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 const EADDRINUSE = 98;
 const EINVAL = 22;
 /**
@@ -434,7 +440,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     if (!peer) {
       if (op.updateOnly) return undefined;
       // wireguard-go ignores a peer whose key is our own public key.
-      if (this.noise.hasPrivateKey && ctEqual(op.publicKey, this.noise.publicKey)) return undefined;
+      if (this.noise.hasPrivateKey && sameKey(op.publicKey, this.noise.publicKey)) return undefined;
       peer = this.addPeer(op.publicKey);
     }
     if (op.presharedKey) {

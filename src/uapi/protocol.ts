@@ -245,14 +245,14 @@ export function parseSetRequest(body: string, opts: Pick<UapiSessionOptions, 're
 
 function writeNumberLine(w: ChunkWriter, key: string, n: number | bigint): void {
   w.line();
-  w.ascii(key);
+  w.constant(key);
   w.uint(n);
   w.byte(NL);
 }
 
 function writeKeyLine(w: ChunkWriter, key: string, bytes: Uint8Array): void {
   w.line();
-  w.ascii(key);
+  w.constant(key);
   w.hex(bytes);
   w.byte(NL);
 }
@@ -261,10 +261,10 @@ function writePeer(w: ChunkWriter, p: PeerState): void {
   writeKeyLine(w, 'public_key=', p.publicKey);
   writeKeyLine(w, 'preshared_key=', p.presharedKey);
   w.line();
-  w.ascii('protocol_version=1\n');
+  w.constant('protocol_version=1\n');
   if (p.endpoint !== undefined) {
     w.line();
-    w.ascii('endpoint=');
+    w.constant('endpoint=');
     w.endpoint(p.endpoint);
     w.byte(NL);
   }
@@ -275,7 +275,7 @@ function writePeer(w: ChunkWriter, p: PeerState): void {
   writeNumberLine(w, 'persistent_keepalive_interval=', p.persistentKeepaliveInterval);
   for (const ip of p.allowedIps) {
     w.line();
-    w.ascii('allowed_ip=');
+    w.constant('allowed_ip=');
     w.prefix(ip.addr, ip.cidr);
     w.byte(NL);
   }
