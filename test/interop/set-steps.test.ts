@@ -2,12 +2,15 @@
 // 200,000-peer request is applied, a peer that was configured before completes handshakes,
 // and at least one of them before the request's reply arrives. Before the steps, the whole
 // request was one synchronous call of several seconds in which no initiation was answered.
+// A `wg set` from another connection meanwhile waits its turn: its reply comes after the big
+// one's, and its peer is there.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createConnection } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { Cleanup, SOCKET_DIR, ensureTools, isRoot, sh } from './harness.js';
+import { Cleanup, SOCKET_DIR, ensureTools, isRoot, randomPublicKey, sh } from './harness.js';
 import { BarePeer, startBareDaemon } from './bare-peer.js';
 
 const skip = isRoot ? false : 'needs root for network namespaces';
@@ -54,6 +57,13 @@ test(`a peer completes handshakes while a ${PEERS.toLocaleString('en')}-peer set
     });
     await new Promise<void>((resolve) => c.write(request, () => resolve()));
     const writtenAt = performance.now();
+    const other = randomPublicKey();
+    // Sent once the big request is surely parsed (what was left of it is a socket buffer's
+    // worth, ~10 ms) and surely still applying (~1 s or more).
+    const otherSet = new Promise<{ code: number | null; at: number }>((resolve) => setTimeout(() => {
+      const child = spawn('wg', ['set', d.ifname, 'peer', other, 'allowed-ips', '10.210.254.1/32'], { stdio: 'ignore' });
+      child.on('close', (code) => resolve({ code, at: performance.now() }));
+    }, 300));
     const completed: { at: number; ms: number }[] = [];
     let unanswered = 0;
     while (replyAt === Infinity) {
@@ -65,13 +75,17 @@ test(`a peer completes handshakes while a ${PEERS.toLocaleString('en')}-peer set
     }
     await replied;
     assert.equal(reply, 'errno=0\n\n');
+    const second = await otherSet;
+    assert.equal(second.code, 0, 'the other connection\'s set applied');
+    assert.ok(second.at > replyAt, 'the other connection\'s set waited for the big one');
     const before = completed.filter((h) => h.at < replyAt);
     const summary = `${before.length} handshakes in the ${(replyAt - writtenAt).toFixed(0)} ms between the request written and its reply `
       + `(slowest ${Math.max(0, ...before.map((h) => h.ms)).toFixed(1)} ms, ${unanswered} unanswered within 1 s)`;
     process.stderr.write(`# ${summary}\n`);
     assert.ok(before.length >= 1, `no handshake completed before the set's reply: ${summary}`);
     const dump = sh('wg', ['show', d.ifname, 'dump']).trimEnd().split('\n');
-    assert.equal(dump.length - 1, PEERS + 1, 'every peer of the set, and the probe');
+    assert.equal(dump.length - 1, PEERS + 2, 'every peer of the set, the probe and the other set\'s peer');
+    assert.ok(dump.some((l) => l.startsWith(`${other}\t`)));
   } finally {
     await cleanup.run();
   }
