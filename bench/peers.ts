@@ -1,7 +1,8 @@
 // Many peers through `wg setconf`: wireguard-ts next to wireguard-go on the same peers in the
 // same run, each daemon fresh. Per implementation and peer count:
 //   - the wall time of `wg setconf` (the whole request: `wg` reading the file, the transfer,
-//     the daemon's parse and apply) and of `wg show IF dump`;
+//     the daemon's parse and apply), the CPU time the daemon spent meanwhile (all threads: on a
+//     shared machine the steadier figure), and the wall time of `wg show IF dump`;
 //   - the resident memory the peers add (VmRSS once settled after the setconf minus before it,
 //     per peer kept);
 //   - the handshake latency of a peer configured before the setconf, measured while it runs:
@@ -16,6 +17,7 @@
 //
 //   node dist/bench/peers.js [--peers 100000,1000000] [--ips 1|2]
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Cleanup, keyFile, numberedPeers, peerSection, rssKb, sh, startWireguardGo, waitFor } from '../test/interop/harness.js';
 import { BarePeer, startBareDaemon } from '../test/interop/bare-peer.js';
@@ -26,11 +28,13 @@ const PROBE_SPACING_MS = 60;
 /** A probe without an answer in this time counts as unanswered. */
 const PROBE_TIMEOUT_MS = 1000;
 const PROBE_ADDR = '10.255.255.1/32';
+/** USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux architecture we run on. */
+const CLOCK_TICKS = 100;
 
 type Impl = 'ours' | 'wggo';
 
 interface Probes { n: number; p50: number; p99: number; max: number; unanswered: number }
-interface Result { setconfS: number; dumpS: number; rssBeforeKb: number; rssAfterKb: number; kept: number; error?: string; idleMs: number; probes: Probes }
+interface Result { setconfS: number; setconfCpuS: number; dumpS: number; rssBeforeKb: number; rssAfterKb: number; kept: number; error?: string; idleMs: number; probes: Probes }
 
 /** VmRSS once start-up is over (our workers load their modules after the socket is up): two samples 200 ms apart within 1%. */
 async function settledRss(pid: number): Promise<number> {
@@ -42,6 +46,14 @@ async function settledRss(pid: number): Promise<number> {
     last = now;
     return settled && now;
   }, 30_000);
+}
+
+/** CPU time (user + system, every thread) a process has used, in seconds. */
+function cpuSeconds(pid: number): number {
+  // Fields 14 and 15 of /proc/PID/stat, counted after the command name's closing parenthesis.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
 }
 
 /** Runs a command without blocking this event loop (the probes run meanwhile). */
@@ -91,10 +103,13 @@ async function measure(impl: Impl, sections: string, peers: number): Promise<Res
       + `${peerSection({ publicKey: probe.publicKeyB64, allowedIps: [PROBE_ADDR], endpoint: probe.endpoint })}\n`;
     const file = keyFile(head + sections);
     const t0 = performance.now();
+    const cpu0 = cpuSeconds(pid);
     const setconf = run('wg', ['setconf', ifname, file]);
     let setconfS = NaN;
+    let setconfCpuS = NaN;
     const finished = setconf.done.then((r) => {
       setconfS = (performance.now() - t0) / 1000;
+      setconfCpuS = cpuSeconds(pid) - cpu0;
       return r;
     });
     const times: number[] = [];
@@ -119,7 +134,7 @@ async function measure(impl: Impl, sections: string, peers: number): Promise<Res
     const kept = dump.trimEnd().split('\n').length - 1;
     const error = out.status === 0 ? undefined : out.out.trim();
     if (impl === 'ours' && (error !== undefined || kept !== peers)) throw new Error(`${impl} keeps ${kept} peers of ${peers}: ${error ?? ''}`);
-    return { setconfS, dumpS, rssBeforeKb, rssAfterKb, kept, error, idleMs, probes };
+    return { setconfS, setconfCpuS, dumpS, rssBeforeKb, rssAfterKb, kept, error, idleMs, probes };
   } finally {
     await cleanup.run();
   }
@@ -147,7 +162,7 @@ async function main(): Promise<void> {
         + `${kb(r).toFixed(2)} KB/peer, handshakes during setconf ${p.n} (p50 ${ms(p.p50)} ms, max ${ms(p.max)} ms, ${p.unanswered} unanswered)`
         + `${r.error ? ` (wg: ${r.error.slice(0, 200)})` : ''}\n`);
       rows.push([
-        impl, String(n), String(r.kept), r.setconfS.toFixed(2), ratio(r.setconfS, go.setconfS), r.dumpS.toFixed(2), ratio(r.dumpS, go.dumpS),
+        impl, String(n), String(r.kept), r.setconfS.toFixed(2), ratio(r.setconfS, go.setconfS), r.setconfCpuS.toFixed(2), r.dumpS.toFixed(2), ratio(r.dumpS, go.dumpS),
         (r.rssBeforeKb / 1024).toFixed(0), (r.rssAfterKb / 1024).toFixed(0), kb(r).toFixed(2),
         ms(r.idleMs), String(p.n), ms(p.p50), ms(p.p99), ms(p.max), String(p.unanswered),
       ]);
@@ -155,7 +170,7 @@ async function main(): Promise<void> {
   }
   printTable(`wg setconf of N peers (${ips} allowed IP${ips > 1 ? 's' : ''} each) on a fresh daemon, then wg show dump; `
     + `handshakes of a peer configured before, probed every ${PROBE_SPACING_MS} ms during the setconf`, load,
-  ['implementation', 'peers', 'kept', 'setconf s', 'vs wggo', 'show dump s', 'vs wggo', 'RSS before MB', 'RSS after MB', 'KB/peer',
+  ['implementation', 'peers', 'kept', 'setconf s', 'vs wggo', 'daemon CPU s in setconf', 'show dump s', 'vs wggo', 'RSS before MB', 'RSS after MB', 'KB/peer',
     'handshake idle ms', 'handshakes during setconf', 'p50 ms', 'p99 ms', 'max ms', `unanswered (${PROBE_TIMEOUT_MS} ms)`], rows);
 }
 

@@ -14,11 +14,11 @@
  */
 
 import {
-  NONE, V4, V6, TrieTables, cidrOf, lookupV4In, lookupV6In, metaOf, peerOf, word, writeShared,
+  NONE, V4, V6, SharedWriter, TrieTables, cidrOf, lookupV4In, lookupV6In, metaOf, peerOf, word, writeShared,
   type AllowedIPsTables, type Layout,
 } from './lookup.js';
 
-export { lookupV4In, lookupV6In, tablesFromShared, TrieTables, type AllowedIPsTables } from './lookup.js';
+export { lookupV4In, lookupV6In, tablesFromShared, SharedWriter, TrieTables, type AllowedIPsTables } from './lookup.js';
 
 /** The kernel's cap on peers per device; peer slots are 0 .. ALLOWEDIPS_MAX_PEERS - 1. */
 export const ALLOWEDIPS_MAX_PEERS = 1 << 20;
@@ -390,6 +390,14 @@ export class AllowedIPs {
    */
   snapshot(reuse?: SharedArrayBuffer): SharedArrayBuffer {
     return writeShared(this.v4.t, this.v4.live, this.v6.t, this.v6.live, reuse);
+  }
+
+  /**
+   * As snapshot(), written in steps (`SharedWriter.step`) by a caller that must not hold the
+   * main thread for the whole copy; the table must not change until the writer is done.
+   */
+  snapshotWriter(reuse?: SharedArrayBuffer): SharedWriter {
+    return new SharedWriter(this.v4.t, this.v4.live, this.v6.t, this.v6.live, reuse);
   }
 
   /** Validates addr/cidr, leaves the masked key in this.k and returns the family's trie. */
