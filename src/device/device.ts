@@ -3,6 +3,10 @@
 // through the shared tables (../queues/tables.ts); handshake messages and data-plane events
 // reach it as records (../queues/records.ts) and are handled in handshakes.ts.
 //
+// A `set` is validated whole, then applied in steps between event-loop turns (./apply.ts),
+// one request at a time (later ones queue); what the main thread and the workers observe while
+// a request is half applied is written down there.
+//
 // A removed peer is taken out in two steps, like the kernel's peer removal: unpublished first
 // (routes, keypairs, a new generation for its slot), its slot reused only after the workers'
 // grace period (./reclaim.ts), so no packet meant for it can reach whoever takes the slot next.

@@ -4,8 +4,11 @@
 //
 // Behaviour follows wireguard-go (device/uapi.go, ipc/uapi_unix.go) as checked against
 // Debian's wireguard-go 0.0.20220316, with one deliberate difference: a `set` request is
-// parsed and validated whole and only then applied once, so a bad line anywhere means an
-// errno and no change at all (wireguard-go applies line by line and stops at the bad one).
+// parsed and validated whole and only then applied, so a bad line anywhere means an errno and
+// no change at all (wireguard-go applies line by line and stops at the bad one). The device may
+// apply a large request across event-loop turns (its `apply` returns a promise): the reply, and
+// the connection's next request, wait for it; a `get` also waits for a set of another
+// connection still being applied (`UapiDevice.setting`), as wireguard-go's reads wait for its lock.
 //
 // Errno table (the wire carries the negated value, "errno=-22"; `wg` negates it back):
 //   0   success
@@ -209,7 +212,10 @@ class SetBuilder {
         const prefix = parsePrefix(b, remove ? s + 1 : s, e, this.slab);
         if (prefix === null) return UAPI_EINVAL;
         const ip: AllowedIpOp = { addr: prefix.addr, cidr: prefix.cidr, remove };
-        op.allowedIps.push(ip);
+        // The first one as a literal: a push onto an empty array reserves 17 elements (~150
+        // bytes), kept, like the whole request, until it is applied: most peers have one or two.
+        if (op.allowedIps.length === 0) op.allowedIps = [ip];
+        else op.allowedIps.push(ip);
         return 0;
       }
       case 'protocol_version':
