@@ -95,7 +95,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
   readonly noise = new Noise();
   readonly checker = new CookieChecker();
   readonly limiter = new RateLimiter();
-  readonly allowed = new AllowedIPs();
+  readonly allowed: AllowedIPs;
   readonly timers: Timers;
   readonly tables: Tables;
   readonly keypairs: Keypairs;
@@ -150,6 +150,8 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     // 100k of 2^20, 8 at 2^20).
     this.byKey = new KeyIndex(peerCapacity, peerCapacity);
     this.timers = new Timers({ capacity: peerCapacity });
+    // Room for one prefix a peer in each family (a trie of N prefixes has up to 2N - 1 nodes).
+    this.allowed = new AllowedIPs(2 * peerCapacity);
     this.peerSecrets = new Uint8Array(peerCapacity * PEER_SECRET_BYTES);
     this.keypairs = new Keypairs(this.tables, this.reclaim);
     // The pool first: the handshake code reads its slab. Records wait for the first event-loop turn.
