@@ -429,6 +429,14 @@ test('differential: random inserts, moves and removals against a naive list', ()
   const published = tablesFromShared(t.snapshot());
   checkTables(published, t.nodeCount, t.count);
   compareLookups(2_000, published);
+  // Written in steps of a few nodes, byte for byte the same snapshot.
+  for (const nodes of [1, 7, 4096]) {
+    const w = t.snapshotWriter();
+    let steps = 0;
+    while (!w.step(nodes)) steps++;
+    assert.ok(nodes > 1000 || steps > 1000, 'the writer stopped between steps');
+    assert.deepEqual(new Int32Array(w.sab), new Int32Array(t.snapshot()));
+  }
   for (let p = 0; p < PEERS; p++) assert.deepEqual(t.entriesForPeer(p).map(fmt), h.entriesForPeer(p));
 
   for (let p = 0; p < PEERS; p++) t.removeByPeer(p);

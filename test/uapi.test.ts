@@ -585,3 +585,37 @@ test('set: an apply that completes later holds its reply, and what came behind i
   assert.equal(device.applied.length, 2);
   assert.equal(device.state.fwmark, 7);
 });
+
+test('get: a set still being applied (another connection\'s) is waited for, so the reply shows all of it', async () => {
+  class SteppedDevice extends FakeDevice {
+    release: (() => void) | undefined;
+    private pending: Promise<void> | undefined;
+    get setting(): Promise<void> | undefined {
+      return this.pending;
+    }
+    override apply(req: SetRequest): number | Promise<number> {
+      const errno = super.apply(req) as number;
+      const done = new Promise<number>((resolve) => (this.release = () => resolve(errno)));
+      this.pending = done.then(() => {
+        this.pending = undefined;
+      });
+      return done;
+    }
+  }
+  const device = new SteppedDevice();
+  let outA = '';
+  let outB = '';
+  const a = new UapiSession(device, (c) => (outA += decoder.decode(c)));
+  const b = new UapiSession(device, (c) => (outB += decoder.decode(c)));
+  assert.ok(a.feed(bytes('set=1\nfwmark=9\n\n')));
+  assert.ok(b.feed(bytes('get=1\n\n')));
+  assert.equal(b.busy, true, 'the get waits for the set');
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(outB, '', 'no get reply while the set applies');
+  device.release!();
+  const deadline = Date.now() + 5000;
+  while ((outA === '' || outB === '') && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  assert.equal(outA, 'errno=0\n\n');
+  assert.equal(outB, 'fwmark=9\nerrno=0\n\n');
+  assert.equal(b.busy, false);
+});

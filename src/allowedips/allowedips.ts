@@ -14,11 +14,11 @@
  */
 
 import {
-  NONE, V4, V6, TrieTables, cidrOf, lookupV4In, lookupV6In, metaOf, peerOf, word, writeShared,
+  NONE, V4, V6, SharedWriter, TrieTables, cidrOf, lookupV4In, lookupV6In, metaOf, peerOf, word, writeShared,
   type AllowedIPsTables, type Layout,
 } from './lookup.js';
 
-export { lookupV4In, lookupV6In, tablesFromShared, TrieTables, type AllowedIPsTables } from './lookup.js';
+export { lookupV4In, lookupV6In, tablesFromShared, SharedWriter, TrieTables, type AllowedIPsTables } from './lookup.js';
 
 /** The kernel's cap on peers per device; peer slots are 0 .. ALLOWEDIPS_MAX_PEERS - 1. */
 export const ALLOWEDIPS_MAX_PEERS = 1 << 20;
@@ -67,7 +67,7 @@ class Trie {
   private readonly childAt: number;
   private readonly metaAt: number;
 
-  constructor(layout: Layout, readonly family: 0 | 1) {
+  constructor(layout: Layout, readonly family: 0 | 1, private readonly initialNodes = INITIAL_NODES) {
     this.words = layout.words;
     this.stride = layout.stride;
     this.childAt = layout.child;
@@ -76,9 +76,9 @@ class Trie {
   }
 
   reset(): void {
-    this.t = new TrieTables(NONE, new Int32Array(INITIAL_NODES * this.stride));
-    this.next = new Int32Array(INITIAL_NODES);
-    this.prev = new Int32Array(INITIAL_NODES);
+    this.t = new TrieTables(NONE, new Int32Array(this.initialNodes * this.stride));
+    this.next = new Int32Array(this.initialNodes);
+    this.prev = new Int32Array(this.initialNodes);
     this.used = 0;
     this.free = NONE;
     this.live = 0;
@@ -277,13 +277,24 @@ function checkPeer(peer: number): void {
  * threads through both tries; head/tail are per peer slot and grow with the highest slot used.
  */
 export class AllowedIPs {
-  private readonly v4 = new Trie(V4, 0);
-  private readonly v6 = new Trie(V6, 1);
+  private readonly v4: Trie;
+  private readonly v6: Trie;
   private head = new Int32Array(INITIAL_PEERS).fill(NONE);
   private tail = new Int32Array(INITIAL_PEERS).fill(NONE);
   /** The current key, parsed and masked: one per table so no caller shares scratch space. */
   private readonly k = new Int32Array(4);
   private prefixes = 0;
+
+  /**
+   * `initialNodes`: room per family before the first growth. Growing copies every node (~80 ms
+   * at 2^20 nodes, a stall in the middle of a large `set`); a caller that expects many prefixes
+   * may reserve room up front: fresh arrays are zero pages, resident only once nodes use them.
+   */
+  constructor(initialNodes = INITIAL_NODES) {
+    const n = Math.max(INITIAL_NODES, initialNodes);
+    this.v4 = new Trie(V4, 0, n);
+    this.v6 = new Trie(V6, 1, n);
+  }
 
   /** Number of prefixes (owned nodes) in both families. */
   get count(): number {
@@ -390,6 +401,14 @@ export class AllowedIPs {
    */
   snapshot(reuse?: SharedArrayBuffer): SharedArrayBuffer {
     return writeShared(this.v4.t, this.v4.live, this.v6.t, this.v6.live, reuse);
+  }
+
+  /**
+   * As snapshot(), written in steps (`SharedWriter.step`) by a caller that must not hold the
+   * main thread for the whole copy; the table must not change until the writer is done.
+   */
+  snapshotWriter(reuse?: SharedArrayBuffer): SharedWriter {
+    return new SharedWriter(this.v4.t, this.v4.live, this.v6.t, this.v6.live, reuse);
   }
 
   /** Validates addr/cidr, leaves the masked key in this.k and returns the family's trie. */

@@ -116,31 +116,76 @@ const v6At = (nodes4: number): number => (HEADER_WORDS + nodes4 * V4.stride + V6
 const sharedWords = (nodes4: number, nodes6: number): number => v6At(nodes4) + nodes6 * V6.stride;
 
 /**
- * Copies the `count` nodes reachable from t.root into out[at..] in preorder; returns the new root.
- * Each pending entry is (old node, index in `out` of the child slot that must point at its copy).
+ * Writes both tries (nodes4 / nodes6 = their live node counts) into `reuse` if it is large
+ * enough, else into a new SharedArrayBuffer, in steps: a million prefixes took 0.2-0.5 s to copy
+ * (much of it first touches of the new pages), too long for one turn of the main thread. The
+ * tries must not change until `step` has returned true; `sab` is then complete.
+ *
+ * Each family is copied in preorder with an explicit stack of pending entries (old node, index
+ * in the output of the child slot that must point at its copy).
  */
-function copyPreorder(t: TrieTables, L: Layout, count: number, out: Int32Array, at: number): number {
-  if (t.root === NONE) return NONE;
-  const d = t.nodes, s = L.stride;
-  const pending = new Int32Array(MAX_PENDING * 2);
-  let top = 0, next = 0;
-  pending[top++] = t.root;
-  pending[top++] = NONE;
-  while (top > 0) {
-    const fix = pending[--top], n = pending[--top];
-    if (next === count) throw new Error('allowed-IPs trie has more nodes than counted');
-    const m = next++;
-    if (fix !== NONE) out[fix] = m;
-    for (let i = 0; i < s; i++) out[at + m * s + i] = d[n * s + i];
-    for (let side = 1; side >= 0; side--) {
-      const c = d[n * s + L.child + side];
-      if (c === NONE) continue;
-      pending[top++] = c;
-      pending[top++] = at + m * s + L.child + side;
-    }
+export class SharedWriter {
+  readonly sab: SharedArrayBuffer;
+  private readonly all: Int32Array;
+  private readonly pending = new Int32Array(MAX_PENDING * 2);
+  private top = 0;
+  private next = 0;
+  /** 0: v4, 1: v6, 2: done. */
+  private family = 0;
+
+  constructor(private readonly v4: TrieTables, private readonly nodes4: number, private readonly v6: TrieTables, private readonly nodes6: number, reuse?: SharedArrayBuffer) {
+    const bytes = sharedWords(nodes4, nodes6) * 4;
+    this.sab = reuse !== undefined && reuse.byteLength >= bytes ? reuse : new SharedArrayBuffer(bytes);
+    const all = (this.all = new Int32Array(this.sab, 0, bytes / 4));
+    all[H_MAGIC] = MAGIC;
+    all[H_ROOT4] = v4.root === NONE ? NONE : 0;
+    all[H_ROOT6] = v6.root === NONE ? NONE : 0;
+    all[H_NODES4] = nodes4;
+    all[H_NODES6] = nodes6;
+    this.begin(v4);
   }
-  if (next !== count) throw new Error('allowed-IPs trie has fewer nodes than counted');
-  return 0;
+
+  private begin(t: TrieTables): void {
+    this.top = 0;
+    this.next = 0;
+    if (t.root === NONE) return;
+    this.pending[this.top++] = t.root;
+    this.pending[this.top++] = NONE;
+  }
+
+  /** Copies at most `maxNodes` more nodes (the caller keeps the clock); true once done. */
+  step(maxNodes: number): boolean {
+    let left = maxNodes;
+    while (this.family < 2) {
+      const v6 = this.family === 1;
+      const t = v6 ? this.v6 : this.v4, L = v6 ? V6 : V4, count = v6 ? this.nodes6 : this.nodes4;
+      const at = v6 ? v6At(this.nodes4) : HEADER_WORDS;
+      const d = t.nodes, s = L.stride, out = this.all, pending = this.pending;
+      let top = this.top, next = this.next;
+      while (top > 0) {
+        const fix = pending[--top], n = pending[--top];
+        if (next === count) throw new Error('allowed-IPs trie has more nodes than counted');
+        const m = next++;
+        if (fix !== NONE) out[fix] = m;
+        for (let i = 0; i < s; i++) out[at + m * s + i] = d[n * s + i];
+        for (let side = 1; side >= 0; side--) {
+          const c = d[n * s + L.child + side];
+          if (c === NONE) continue;
+          pending[top++] = c;
+          pending[top++] = at + m * s + L.child + side;
+        }
+        if (--left <= 0 && top > 0) {
+          this.top = top;
+          this.next = next;
+          return false;
+        }
+      }
+      if (next !== count) throw new Error('allowed-IPs trie has fewer nodes than counted');
+      this.family++;
+      if (this.family === 1) this.begin(this.v6);
+    }
+    return true;
+  }
 }
 
 /**
@@ -150,15 +195,9 @@ function copyPreorder(t: TrieTables, L: Layout, count: number, out: Int32Array, 
 export function writeShared(
   v4: TrieTables, nodes4: number, v6: TrieTables, nodes6: number, reuse?: SharedArrayBuffer,
 ): SharedArrayBuffer {
-  const bytes = sharedWords(nodes4, nodes6) * 4;
-  const sab = reuse !== undefined && reuse.byteLength >= bytes ? reuse : new SharedArrayBuffer(bytes);
-  const all = new Int32Array(sab, 0, bytes / 4);
-  all[H_MAGIC] = MAGIC;
-  all[H_ROOT4] = copyPreorder(v4, V4, nodes4, all, HEADER_WORDS);
-  all[H_ROOT6] = copyPreorder(v6, V6, nodes6, all, v6At(nodes4));
-  all[H_NODES4] = nodes4;
-  all[H_NODES6] = nodes6;
-  return sab;
+  const w = new SharedWriter(v4, nodes4, v6, nodes6, reuse);
+  w.step(Infinity);
+  return w.sab;
 }
 
 /** Views over a buffer made by writeShared (e.g. received by a worker through postMessage). */

@@ -3,6 +3,10 @@
 // through the shared tables (../queues/tables.ts); handshake messages and data-plane events
 // reach it as records (../queues/records.ts) and are handled in handshakes.ts.
 //
+// A `set` is validated whole, then applied in steps between event-loop turns (./apply.ts),
+// one request at a time (later ones queue); what the main thread and the workers observe while
+// a request is half applied is written down there.
+//
 // A removed peer is taken out in two steps, like the kernel's peer removal: unpublished first
 // (routes, keypairs, a new generation for its slot), its slot reused only after the workers'
 // grace period (./reclaim.ts), so no packet meant for it can reach whoever takes the slot next.
@@ -10,14 +14,17 @@
 // Events: 'gone' when the TUN device disappears.
 import { EventEmitter } from 'node:events';
 import { availableParallelism } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { Noise } from '../handshake/noise.js';
 import { CookieChecker } from '../handshake/cookie.js';
 import { RateLimiter } from '../handshake/ratelimiter.js';
-import { AllowedIPs } from '../allowedips/allowedips.js';
+import { AllowedIPs, type SharedWriter } from '../allowedips/allowedips.js';
 import { Timers } from './timers.js';
 import { Keypairs } from './keypairs.js';
-import { Peer, PEER_SECRET_BYTES, peerKey } from './peer.js';
+import { Peer, PEER_SECRET_BYTES } from './peer.js';
+import { KeyIndex } from './keyindex.js';
+import { SetSteps, type SetTarget } from './apply.js';
 import { SlotPool } from './slots.js';
 import { Reclaimer } from './reclaim.js';
 import { Tables, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU, D_TEST_FAULT } from '../queues/tables.js';
@@ -27,12 +34,18 @@ import { EndpointTable, writeEndpointRow } from '../net/endpoint.js';
 import { SysError, closeFd } from '../net/libc.js';
 import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/tun.js';
 import { ctEqual, zero } from '../crypto/memory.js';
-import type { DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
+import type { AllowedIpOp, DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
 import { Handshakes, type HandshakeContext } from './handshakes.js';
 import { EphemeralPool } from '../handshake/ephemerals.js';
 import { errorFields, throttledErrors } from '../log.js';
 
 export const DEFAULT_MTU = 1420;
+
+/** Two public keys are equal (not constant-time: public keys are no secret; most differ at once). */
+function sameKey(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 32; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 const EADDRINUSE = 98;
 const EINVAL = 22;
 /**
@@ -45,6 +58,10 @@ export const DEFAULT_MAX_PEERS = 1 << 20;
 export const MAX_PEERS_LIMIT = 1 << 20;
 /** Period of the coarse tick that drives every peer's timers. */
 export const TICK_MS = 100;
+/** Main-thread time one step of a `set` may take before yielding a turn (as a `get` reply's step). */
+export const SET_STEP_MS = 5;
+/** Route nodes copied between two reads of the clock (a node costs ~0.1 µs). */
+const ROUTE_NODES_PER_CLOCK_READ = 8192;
 
 export interface DeviceOptions {
   ifname: string;
@@ -75,18 +92,21 @@ const KEYPAIR_SLACK = 4096;
  */
 export const DEFAULT_OFFLOAD_DEPTH = 64;
 
-export class Device extends EventEmitter implements UapiDevice, HandshakeContext {
+export class Device extends EventEmitter implements UapiDevice, HandshakeContext, SetTarget<Peer> {
   /** Ephemeral key pairs made in idle time (Handshakes refills it), so a handshake on an idle device waits for one X25519 less. */
   readonly ephemerals = new EphemeralPool();
   readonly noise = new Noise({ ephemerals: this.ephemerals });
   readonly checker = new CookieChecker();
   readonly limiter = new RateLimiter();
-  readonly allowed = new AllowedIPs();
-  readonly timers = new Timers();
+  readonly allowed: AllowedIPs;
+  readonly timers: Timers;
   readonly tables: Tables;
   readonly keypairs: Keypairs;
-  readonly peers = new Map<string, Peer>();
+  /** Peers by public key: the key index gives the slot, `bySlot` the peer. */
+  private readonly byKey: KeyIndex;
   private readonly bySlot: (Peer | undefined)[] = [];
+  /** Slots below which every peer lives (the walk of `peerStates` stops there). */
+  private slotsUsed = 0;
   readonly log: Logger;
   readonly reclaim: Reclaimer;
   readonly pool: WorkerPool;
@@ -107,6 +127,13 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
   private readonly ifname: string;
   private lastMtuCheckMs = 0;
   private readonly endpointScratch = new EndpointTable(1);
+  /** `set` requests queued or being applied; the last one's completion (sets never interleave). */
+  private setsPending = 0;
+  private setTail: Promise<unknown> = Promise.resolve();
+  /** The request being applied across turns, if any. */
+  private steps: SetSteps<Peer> | undefined;
+  /** The allowed IPs changed since the routes were last published. */
+  private routesDirty = false;
 
   private constructor(o: DeviceOptions, tunFds: number[], udp: { fds: number[]; port: number }) {
     super();
@@ -121,6 +148,13 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     Atomics.store(this.tables.device, D_MTU, DEFAULT_MTU);
     this.reclaim = new Reclaimer(this.tables.epochs);
     this.slots = new SlotPool(0, peerCapacity);
+    // Sized for every slot at once: growing them at 2^19 peers stalled a step for ~0.4 s. Their
+    // pages are touched only as peers come (KeyIndex's buckets as they fill: ~80 B a peer at
+    // 100k of 2^20, 8 at 2^20).
+    this.byKey = new KeyIndex(peerCapacity, peerCapacity);
+    this.timers = new Timers({ capacity: peerCapacity });
+    // Room for one prefix a peer in each family (a trie of N prefixes has up to 2N - 1 nodes).
+    this.allowed = new AllowedIPs(2 * peerCapacity);
     this.peerSecrets = new Uint8Array(peerCapacity * PEER_SECRET_BYTES);
     this.keypairs = new Keypairs(this.tables, this.reclaim);
     // The pool first: the handshake code reads its slab. Records wait for the first event-loop turn.
@@ -159,7 +193,22 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
   // ---- what the handshake code reaches (HandshakeContext) ----
 
   peerByKey(publicKey: Uint8Array): Peer | undefined {
-    return this.peers.get(peerKey(publicKey));
+    const slot = this.byKey.get(publicKey);
+    return slot < 0 ? undefined : this.bySlot[slot];
+  }
+
+  get peerCount(): number {
+    return this.byKey.size;
+  }
+
+  /** Every peer, in slot order (a snapshot: peers may be removed while the caller walks it). */
+  private allPeers(): Peer[] {
+    const out: Peer[] = [];
+    for (let s = 0; s < this.slotsUsed; s++) {
+      const p = this.bySlot[s];
+      if (p !== undefined) out.push(p);
+    }
+    return out;
   }
 
   peerAt(slot: number): Peer | undefined {
@@ -194,10 +243,23 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
    * scrape) can pause between peers; a peer removed meanwhile is skipped, one added is not seen.
    */
   *peerStates(): Generator<PeerState> {
-    // A snapshot of the peers, not the Map's live iterator: a peer removed and added again
-    // between two steps would come round a second time (a `wg setconf` during a long `wg show`).
-    const peers = [...this.peers.values()];
-    for (const peer of peers) if (this.peers.get(peer.publicKeyHex) === peer) yield this.peerState(peer);
+    // A snapshot of (slot, generation) pairs, not a live walk of the slots: a peer removed and
+    // added again between two steps could land in a later slot and come round a second time.
+    const n = this.slotsUsed;
+    const gens = new Int32Array(n);
+    const present = new Uint8Array(n);
+    for (let s = 0; s < n; s++) {
+      const p = this.bySlot[s];
+      if (p !== undefined) {
+        present[s] = 1;
+        gens[s] = p.gen;
+      }
+    }
+    for (let s = 0; s < n; s++) {
+      if (present[s] === 0) continue;
+      const p = this.bySlot[s];
+      if (p !== undefined && p.gen === gens[s]) yield this.peerState(p);
+    }
   }
 
   private peerState(peer: Peer): PeerState {
@@ -223,7 +285,38 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     };
   }
 
+  /**
+   * Applies a validated `set`. Requests never interleave: one that arrives while another is
+   * applied (from another connection: a connection's own requests already wait for their
+   * replies) is queued, and validated against the device as it is when its turn comes.
+   * A request is validated whole, then applied in steps of SET_STEP_MS between event-loop
+   * turns (./apply.ts says what the main thread and the workers can observe meanwhile); the
+   * reply, a promise then, comes once all of it is applied and the routes are published.
+   */
   apply(req: SetRequest): number | Promise<number> {
+    if (this.setsPending === 0) {
+      const r = this.applyNow(req);
+      if (typeof r === 'number') return r;
+      return this.queued(r);
+    }
+    return this.queued(this.setTail.then(() => this.applyNow(req)));
+  }
+
+  /** Whether a `set` is queued or being applied: a `get` waits for it, as in wireguard-go. */
+  get setting(): Promise<void> | undefined {
+    return this.setsPending === 0 ? undefined : this.setTail.then(() => undefined);
+  }
+
+  private queued(done: Promise<number>): Promise<number> {
+    this.setsPending++;
+    const tracked = done.finally(() => this.setsPending--);
+    this.setTail = tracked.catch(() => undefined);
+    return tracked;
+  }
+
+  private applyNow(req: SetRequest): number | Promise<number> {
+    if (this.closed) return EINVAL;
+    const t0 = performance.now();
     // Everything that can fail is tried before anything changes.
     let newUdp: { fds: number[]; port: number } | undefined;
     if (req.listenPort !== undefined && req.listenPort !== this.listenPort) {
@@ -253,16 +346,78 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     if (req.privateKey !== undefined) this.setPrivateKey(req.privateKey);
     const swapped = newUdp ? this.swapSockets(newUdp) : undefined;
     if (req.fwmark !== undefined) this.fwmark = req.fwmark;
-    if (req.replacePeers) {
-      for (const peer of [...this.peers.values()]) this.removePeer(peer);
-      this.publishRemovals();
+    const steps = new SetSteps(req.peers, req.replacePeers ? this.allPeers() : [], this);
+    if (req.replacePeers) this.routesDirty = true;
+    const tv = performance.now();
+    const firstDone = steps.step(SET_STEP_MS);
+    this.log.debug({ validateMs: +(tv - t0).toFixed(1), firstStepMs: +(performance.now() - tv).toFixed(1) }, 'set validated');
+    if (firstDone) {
+      this.finishSet();
+      // With a new port the reply waits until the old one is released.
+      return swapped ? swapped.then(() => 0) : 0;
     }
-    let routesChanged = req.replacePeers;
-    for (const op of req.peers) routesChanged = this.applyPeer(op) || routesChanged;
-    if (routesChanged) this.pool.publishRoutes(this.allowed.snapshot());
+    this.steps = steps;
+    let turns = 1;
+    let longestStep = performance.now() - t0;
+    let longestGap = 0;
+    let last = performance.now();
+    let routes: SharedWriter | undefined;
+    const applied = new Promise<number>((resolve, reject) => {
+      const next = (): void => {
+        turns++;
+        const begin = performance.now();
+        longestGap = Math.max(longestGap, begin - last);
+        try {
+          if (this.closed) {
+            this.steps = undefined;
+            resolve(EINVAL);
+          } else if (routes === undefined ? !steps.step(SET_STEP_MS) : !this.writeRoutes(routes)) {
+            last = performance.now();
+            longestStep = Math.max(longestStep, last - begin);
+            if (last - begin > 30) this.log.debug({ at: steps.sectionsDone, ms: +(last - begin).toFixed(1) }, 'long set step');
+            setImmediate(next);
+          } else if (routes === undefined && this.routesDirty) {
+            // Applied: the routes snapshot is written in steps too (the trie does not change
+            // meanwhile: `this.steps` still holds other publishers off, and sets are queued).
+            this.routesDirty = false;
+            routes = this.allowed.snapshotWriter();
+            setImmediate(next);
+          } else {
+            this.steps = undefined;
+            if (routes !== undefined) this.pool.publishRoutes(routes.sab);
+            const tf = performance.now();
+            this.finishSet();
+            this.log.debug({
+              finishMs: +(performance.now() - tf).toFixed(1),
+              sections: req.peers.length, turns, ms: Math.round(performance.now() - t0),
+              longestStepMs: +longestStep.toFixed(1), longestGapMs: +longestGap.toFixed(1),
+            }, 'set applied across turns');
+            resolve(0);
+          }
+        } catch (err) {
+          this.steps = undefined;
+          this.finishSet();
+          reject(err);
+        }
+      };
+      setImmediate(next);
+    });
+    return swapped ? Promise.all([applied, swapped]).then(([n]) => n) : applied;
+  }
+
+  /** Writes routes for about SET_STEP_MS; true once the snapshot is complete. */
+  private writeRoutes(w: SharedWriter): boolean {
+    const until = performance.now() + SET_STEP_MS;
+    for (;;) {
+      if (w.step(ROUTE_NODES_PER_CLOCK_READ)) return true;
+      if (performance.now() > until) return false;
+    }
+  }
+
+  /** A request is applied: its routes and removals are published, its removed slots queued. */
+  private finishSet(): void {
+    this.publishRemovals();
     this.reclaim.seal();
-    // Everything is applied; with a new port the reply waits until the old one is released.
-    return swapped ? swapped.then(() => 0) : 0;
   }
 
   /**
@@ -272,37 +427,48 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
    */
   private peersFit(req: SetRequest): boolean {
     const capacity = this.tables.desc.peerCapacity;
-    /** Peers the request has created (true) or removed (false) so far. */
-    const changed = new Map<string, boolean>();
-    let count = req.replacePeers ? 0 : this.peers.size;
-    for (const op of req.peers) {
-      const key = peerKey(op.publicKey);
-      const exists = changed.get(key) ?? (!req.replacePeers && this.peers.has(key));
-      if (op.remove && exists) {
+    // A section creates at most one peer: most requests fit without looking at their keys
+    // (a walk that costs ~1 µs per section, a stall at a million).
+    if ((req.replacePeers ? 0 : this.byKey.size) + req.peers.length <= capacity) return true;
+    /** Keys the request names, by first section; whether each exists at that point in the request. */
+    const named = new KeyIndex(req.peers.length, req.peers.length);
+    const exists = new Uint8Array(req.peers.length);
+    let count = req.replacePeers ? 0 : this.byKey.size;
+    for (let i = 0; i < req.peers.length; i++) {
+      const op = req.peers[i]!;
+      let id = named.get(op.publicKey);
+      if (id < 0) {
+        id = i;
+        named.add(op.publicKey, id);
+        exists[id] = !req.replacePeers && this.byKey.get(op.publicKey) >= 0 ? 1 : 0;
+      }
+      if (op.remove && exists[id] === 1) {
         count--;
-        changed.set(key, false);
-      } else if (!op.remove && !op.updateOnly && !exists) {
+        exists[id] = 0;
+      } else if (!op.remove && !op.updateOnly && exists[id] === 0) {
         if (++count > capacity) return false;
-        changed.set(key, true);
+        exists[id] = 1;
       }
     }
     return true;
   }
 
-  /** Applies one peer's section; returns whether its allowed IPs changed. */
-  private applyPeer(op: PeerOp): boolean {
-    const key = peerKey(op.publicKey);
-    let peer = this.peers.get(key);
+  // ---- what the steps of a `set` reach (SetTarget) ----
+
+  isCurrent(peer: Peer): boolean {
+    return this.bySlot[peer.slot] === peer;
+  }
+
+  applySection(op: PeerOp): Peer | undefined {
+    let peer = this.peerByKey(op.publicKey);
     if (op.remove) {
-      if (!peer) return false;
-      this.removePeer(peer);
-      this.publishRemovals();
-      return true;
+      if (peer) this.removePeer(peer);
+      return undefined;
     }
     if (!peer) {
-      if (op.updateOnly) return false;
+      if (op.updateOnly) return undefined;
       // wireguard-go ignores a peer whose key is our own public key.
-      if (this.noise.hasPrivateKey && key === peerKey(this.noise.publicKey)) return false;
+      if (this.noise.hasPrivateKey && sameKey(op.publicKey, this.noise.publicKey)) return undefined;
       peer = this.addPeer(op.publicKey);
     }
     if (op.presharedKey) {
@@ -313,22 +479,22 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
       const turnedOn = this.timers.setPersistentKeepalive(peer.slot, op.persistentKeepaliveInterval);
       if (turnedOn && this.noise.hasPrivateKey) this.handshakes.sendKeepalive(peer);
     }
-    let changed = false;
     if (op.replaceAllowedIps) {
       this.allowed.removeByPeer(peer.slot);
-      changed = true;
+      this.routesDirty = true;
     }
-    for (const a of op.allowedIps) {
-      if (a.remove) this.allowed.remove(peer.slot, a.addr, a.cidr);
-      else this.allowed.insert(peer.slot, a.addr, a.cidr);
-      changed = true;
-    }
-    return changed;
+    return peer;
+  }
+
+  applyAllowedIp(peer: Peer, a: AllowedIpOp): void {
+    if (a.remove) this.allowed.remove(peer.slot, a.addr, a.cidr);
+    else this.allowed.insert(peer.slot, a.addr, a.cidr);
+    this.routesDirty = true;
   }
 
   private addPeer(publicKey: Uint8Array): Peer {
     // peersFit() has checked that the request's peers fit; slots of removed peers may still be
-    // in their grace period.
+    // in their grace period. Publishing here is between two sections of a request (see apply.ts).
     let slot = this.slots.take();
     if (slot < 0) {
       this.publishRemovals();
@@ -337,13 +503,15 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
       if (slot < 0) throw new Error('no free peer slot: removed peers are still in their grace period');
     }
     const secrets = this.peerSecrets.subarray(slot * PEER_SECRET_BYTES, (slot + 1) * PEER_SECRET_BYTES);
-    secrets.fill(0);
+    // A slot never used is still zero (fresh pages): writing zeros would only fault them in now.
+    if (slot < this.slotsUsed) secrets.fill(0);
     const t = this.tables;
-    for (let w = 0; w <= this.mainRow; w++) t.stats.fill(0, t.statsBase(w, slot), t.statsBase(w, slot) + S_STRIDE);
+    if (slot < this.slotsUsed) for (let w = 0; w <= this.mainRow; w++) t.stats.fill(0, t.statsBase(w, slot), t.statsBase(w, slot) + S_STRIDE);
     t.peers.reset(slot);
     const peer = new Peer(slot, t.peers.bumpGen(slot), publicKey, secrets);
-    this.peers.set(peer.publicKeyHex, peer);
+    this.byKey.add(publicKey, slot);
     this.bySlot[slot] = peer;
+    if (slot >= this.slotsUsed) this.slotsUsed = slot + 1;
     this.timers.init(slot);
     return peer;
   }
@@ -357,7 +525,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
    */
   removePeer(peer: Peer): void {
     this.allowed.removeByPeer(peer.slot);
-    this.peers.delete(peer.publicKeyHex);
+    this.byKey.delete(peer.slot);
     this.bySlot[peer.slot] = undefined;
     this.tables.peers.bumpGen(peer.slot);
     this.timers.stop(peer.slot);
@@ -366,15 +534,21 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     if (peer.pendingIndex >= 0) this.keypairs.release(peer.pendingIndex);
     peer.destroy();
     this.removed.push(peer.slot);
+    this.routesDirty = true;
   }
 
   /**
-   * Publishes the routes without the peers removed since the last call and queues their slots
-   * for reuse after the grace period that starts now.
+   * Publishes the routes (without the peers removed since the last call, with every allowed
+   * IP changed since) and queues the removed slots for reuse after the grace period that starts
+   * now. Never while a request's section is half applied (apply.ts).
    */
   private publishRemovals(): void {
+    if (this.steps !== undefined && !this.steps.atBoundary) return;
+    if (this.routesDirty) {
+      this.routesDirty = false;
+      this.pool.publishRoutes(this.allowed.snapshot());
+    }
     if (this.removed.length === 0) return;
-    this.pool.publishRoutes(this.allowed.snapshot());
     for (const slot of this.removed) this.reclaim.retire(() => this.slots.give(slot));
     this.removed.length = 0;
     this.reclaim.seal();
@@ -390,10 +564,10 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     if (this.noise.hasPrivateKey) {
       this.checker.setPublicKey(this.noise.publicKey);
       // A peer with our own public key cannot exist (wireguard-go removes it).
-      const self = this.peers.get(peerKey(this.noise.publicKey));
+      const self = this.peerByKey(this.noise.publicKey);
       if (self) this.removePeer(self);
     }
-    for (const peer of this.peers.values()) {
+    for (const peer of this.allPeers()) {
       this.noise.invalidate(peer.handshake);
       peer.handshake.clear();
       this.keypairs.clearPeer(peer.slot);
@@ -443,7 +617,9 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
       return;
     }
     this.handshakes.tick();
-    this.publishRemovals();
+    // While a request is applied, its end publishes (a snapshot per tick would cost more than
+    // the steps; apply.ts).
+    if (this.steps === undefined) this.publishRemovals();
     this.reclaim.poll();
     this.followMtu();
   }
@@ -473,7 +649,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     await this.pool.stop();
     this.pool.close();
     await this.handshakes.offload?.close();
-    for (const peer of [...this.peers.values()]) this.removePeer(peer);
+    for (const peer of this.allPeers()) this.removePeer(peer);
     this.removed.length = 0;
     this.reclaim.drainAll();
     this.noise.setPrivateKey(null);

@@ -55,15 +55,6 @@ export interface HandshakeContext {
   deviceGone(): void;
 }
 
-/** Entries of the key-prefix cache of Handshakes (~100 bytes each) before it starts over. */
-const KEY_CACHE_MAX = 1 << 16;
-
-/** Whether two public keys are equal (not secret: a plain compare, stopping at the first difference). */
-function sameKey(a: Uint8Array, b: Uint8Array): boolean {
-  for (let i = 0; i < 32; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /** Handshake messages the main thread will queue before declaring itself under load. */
 const HANDSHAKE_QUEUE_CAPACITY = 1024;
 const REKEY_TIMEOUT_MS = REKEY_TIMEOUT * 1000;
@@ -132,25 +123,8 @@ export class Handshakes {
   private lastGcMs = 0;
   private readonly scratch: Seen = { dataSent: 0, dataReceived: 0, authSent: 0, authReceived: 0 };
 
-  /**
-   * Peers that sent us an initiation, by the first 32 bits of their public key, with a copy of
-   * the whole key: finding the peer of an initiation then costs a Map lookup on a small integer
-   * and a 32-byte compare, where the device's map (keyed by hex string) makes a string per
-   * message. A miss (first initiation, a prefix shared by two peers, a removed peer) falls back
-   * to the device's map. Bounded: cleared when it reaches KEY_CACHE_MAX entries.
-   */
-  private readonly byKeyPrefix = new Map<number, { peer: Peer; key: Uint8Array }>();
-  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => {
-    const prefix = pk[0]! | (pk[1]! << 8) | (pk[2]! << 16) | (pk[3]! << 24);
-    const hit = this.byKeyPrefix.get(prefix);
-    if (hit !== undefined && this.d.peerAt(hit.peer.slot) === hit.peer && sameKey(hit.key, pk)) return hit.peer.handshake;
-    const peer = this.d.peerByKey(pk);
-    if (peer === undefined) return undefined;
-    if (this.byKeyPrefix.size >= KEY_CACHE_MAX) this.byKeyPrefix.clear();
-    if (hit !== undefined && hit.peer === peer) hit.key.set(pk);
-    else this.byKeyPrefix.set(prefix, { peer, key: Uint8Array.from(pk) });
-    return peer.handshake;
-  };
+  /** The device's key index finds the peer of an initiation without allocating. */
+  private readonly lookupStatic = (pk: Uint8Array): Handshake | undefined => this.d.peerByKey(pk)?.handshake;
 
   constructor(private readonly d: HandshakeContext, private readonly o: HandshakeOptions) {
     this.records = new Records(d.pool.slab);
@@ -174,9 +148,6 @@ export class Handshakes {
 
   peerRemoved(peer: Peer): void {
     this.active.delete(peer);
-    const k = peer.publicKey;
-    const prefix = k[0]! | (k[1]! << 8) | (k[2]! << 16) | (k[3]! << 24);
-    if (this.byKeyPrefix.get(prefix)?.peer === peer) this.byKeyPrefix.delete(prefix);
   }
 
   /** Starts watching a peer that has just got a session, from its current timestamps. */

@@ -8,15 +8,9 @@ import { CookieGenerator, COOKIE_GENERATOR_BYTES } from '../handshake/cookie.js'
 /** Per-peer secret state bytes, kept in one table by slot (see PeerSecrets). */
 export const PEER_SECRET_BYTES = HANDSHAKE_BYTES + COOKIE_GENERATOR_BYTES;
 
-/** A public key as the device's peer map keys it (and as `Peer.publicKeyHex` holds it). */
-export function peerKey(publicKey: Uint8Array): string {
-  return Buffer.from(publicKey).toString('hex');
-}
-
 export class Peer {
   readonly handshake: Handshake;
   readonly cookies: CookieGenerator;
-  readonly publicKeyHex: string;
   /** Wall-clock time of the last completed handshake, ms since the epoch (0: never). */
   lastHandshakeWallMs = 0;
   /** Monotonic time the last initiation was sent, for the REKEY_TIMEOUT spacing. */
@@ -32,8 +26,7 @@ export class Peer {
     secrets: Uint8Array,
   ) {
     this.handshake = new Handshake(publicKey, slot, secrets.subarray(0, HANDSHAKE_BYTES));
-    this.cookies = new CookieGenerator(publicKey, secrets.subarray(HANDSHAKE_BYTES, PEER_SECRET_BYTES));
-    this.publicKeyHex = peerKey(publicKey);
+    this.cookies = new CookieGenerator(this, secrets.subarray(HANDSHAKE_BYTES, PEER_SECRET_BYTES));
   }
 
   get publicKey(): Uint8Array {

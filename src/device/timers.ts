@@ -113,6 +113,11 @@ export class Timers {
   private readonly firstNode: number;
   private readonly random: () => number;
   private capacityPeers = 0;
+  /**
+   * Peers whose nodes were ever marked UNLINKED (by `init`, not by `grow`): the arrays of a
+   * large capacity stay untouched zero pages, no resident memory, until peers use them.
+   */
+  private readyPeers = 0;
   private next = new Int32Array(0);
   private prev = new Int32Array(0);
   private deadline = new Float64Array(0);
@@ -168,6 +173,10 @@ export class Timers {
       throw new RangeError(`Timers peer slot must be an integer in [0, 2^24), got ${peer}`);
     }
     if (peer >= this.capacityPeers) this.grow(Math.min(Math.max(peer + 1, this.capacityPeers * 2), MAX_SLOTS));
+    if (peer >= this.readyPeers) {
+      this.next.fill(UNLINKED, this.node(this.readyPeers, 0), this.node(peer + 1, 0));
+      this.readyPeers = peer + 1;
+    }
     this.cancelAll(peer);
     this.flags[peer] = LIVE;
     this.attempts[peer] = 0;
@@ -460,7 +469,6 @@ export class Timers {
     next.set(this.next);
     prev.set(this.prev);
     deadline.set(this.deadline);
-    next.fill(UNLINKED, oldNodes);
     if (oldNodes === 0) {
       // Sentinels start as empty circular lists: each points at itself.
       for (let s = 0; s < this.firstNode; s++) next[s] = prev[s] = s;

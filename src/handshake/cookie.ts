@@ -96,6 +96,11 @@ const G_LAST_MAC1 = G_COOKIE + COOKIE_LEN;
 /** Bytes of state per generator; callers holding many may hand each one a region of a table. */
 export const COOKIE_GENERATOR_BYTES = G_LAST_MAC1 + MAC_LEN;
 
+/** Where a generator finds its peer's public key when it first needs its keys (a Peer). */
+export interface PublicKeySource {
+  readonly publicKey: Uint8Array;
+}
+
 /** The sending side, one per peer: adds mac1/mac2 to our messages, takes cookie replies. */
 export class CookieGenerator {
   // A buffer and an offset rather than a view: see Handshake (noise.ts).
@@ -103,17 +108,34 @@ export class CookieGenerator {
   private readonly off: number;
   private cookieSetMs = -Infinity;
   private hasLastMac1 = false;
+  /** Set until the keys are derived: two BLAKE2s hashes a peer that is never talked to skips. */
+  private source: PublicKeySource | undefined;
 
-  /** `storage`: COOKIE_GENERATOR_BYTES to live in (default: its own). */
-  constructor(peerPublicKey: Uint8Array, storage: Uint8Array = new Uint8Array(COOKIE_GENERATOR_BYTES)) {
+  /**
+   * `storage`: COOKIE_GENERATOR_BYTES to live in (default: its own). With a key source instead
+   * of the key, the keys are derived on first use (a million-peer `setconf` spent a tenth of
+   * its time deriving them).
+   */
+  constructor(peerPublicKey: Uint8Array | PublicKeySource, storage: Uint8Array = new Uint8Array(COOKIE_GENERATOR_BYTES)) {
     if (storage.length !== COOKIE_GENERATOR_BYTES) throw new RangeError(`cookie generator storage must be ${COOKIE_GENERATOR_BYTES} bytes`);
     this.buf = storage.buffer;
     this.off = storage.byteOffset;
-    deriveKeys(storage.subarray(G_MAC1_KEY, G_MAC1_KEY + HASH_LEN), storage.subarray(G_COOKIE_KEY, G_COOKIE_KEY + HASH_LEN), peerPublicKey);
+    if (peerPublicKey instanceof Uint8Array) this.derive(storage, peerPublicKey);
+    else this.source = peerPublicKey;
   }
 
+  private derive(b: Uint8Array, publicKey: Uint8Array): void {
+    deriveKeys(b.subarray(G_MAC1_KEY, G_MAC1_KEY + HASH_LEN), b.subarray(G_COOKIE_KEY, G_COOKIE_KEY + HASH_LEN), publicKey);
+  }
+
+  /** The generator's state, keys derived. */
   private get b(): Uint8Array {
-    return new Uint8Array(this.buf, this.off, COOKIE_GENERATOR_BYTES);
+    const b = new Uint8Array(this.buf, this.off, COOKIE_GENERATOR_BYTES);
+    if (this.source !== undefined) {
+      this.derive(b, this.source.publicKey);
+      this.source = undefined;
+    }
+    return b;
   }
 
   /** Writes mac1, and mac2 when we hold a fresh cookie (else zeros), into `msg`. */
@@ -142,7 +164,8 @@ export class CookieGenerator {
   }
 
   destroy(): void {
-    zero(this.b.subarray(G_COOKIE, G_COOKIE + COOKIE_LEN));
+    this.source = undefined;
+    zero(new Uint8Array(this.buf, this.off + G_COOKIE, COOKIE_LEN));
     this.cookieSetMs = -Infinity;
   }
 }

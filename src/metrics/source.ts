@@ -7,7 +7,7 @@ import type { MetricsSource, WorkerCounters } from './collector.js';
 export function deviceSource(device: Device, ifname: string): MetricsSource {
   return {
     ifname,
-    peerCount: () => device.peers.size,
+    peerCount: () => device.peerCount,
     peers: () => device.peerStates(),
     handshakes: () => device.handshakes.stats,
     underLoad: () => now() < device.handshakes.load.untilMs,

@@ -246,6 +246,16 @@ function indexOfNonDigit(b: Uint8Array, s: number, e: number): number {
   return -1;
 }
 
+/** The two ASCII hex digits of each byte value: the first in the high 8 bits, the second in the low 8. */
+const HEX_PAIRS = (() => {
+  const t = new Uint16Array(256);
+  for (let i = 0; i < 256; i++) t[i] = (HEX_DIGITS.charCodeAt(i >> 4) << 8) | HEX_DIGITS.charCodeAt(i & 15);
+  return t;
+})();
+
+/** ASCII strings written often, encoded once (a `get` of a million peers writes ten million). */
+const asciiCache = new Map<string, Uint8Array>();
+
 const CHUNK_BYTES = 64 * 1024;
 /** Longer than any line of a `get` reply (a key line is 75 bytes). */
 const MAX_GET_LINE = 128;
@@ -265,15 +275,31 @@ export class ChunkWriter {
     for (let i = 0; i < text.length; i++) this.buf[this.pos++] = text.charCodeAt(i);
   }
 
+  /** As ascii() for a constant: encoded once, then copied (the keys of every line of a reply). */
+  constant(text: string): void {
+    let b = asciiCache.get(text);
+    if (b === undefined) {
+      b = new TextEncoder().encode(text);
+      asciiCache.set(text, b);
+    }
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
   byte(c: number): void {
     this.buf[this.pos++] = c;
   }
 
   hex(bytes: Uint8Array): void {
-    for (const x of bytes) {
-      this.buf[this.pos++] = HEX_DIGITS.charCodeAt(x >> 4);
-      this.buf[this.pos++] = HEX_DIGITS.charCodeAt(x & 15);
+    const buf = this.buf;
+    let pos = this.pos;
+    for (let i = 0; i < bytes.length; i++) {
+      const pair = HEX_PAIRS[bytes[i]!]!;
+      buf[pos] = pair >> 8;
+      buf[pos + 1] = pair & 0xff;
+      pos += 2;
     }
+    this.pos = pos;
   }
 
   uint(n: number | bigint): void {

@@ -94,4 +94,10 @@ export interface UapiDevice {
    * moved to the new one): the reply waits for it, as wireguard-go's does for its rebind.
    */
   apply(req: SetRequest): number | Promise<number>;
+  /**
+   * Defined while a `set` (of any connection) is still being applied across turns: settles
+   * when no set is pending any more. A `get` waits for it, as wireguard-go's reads wait for
+   * its configuration lock, so a reply never shows half a request.
+   */
+  readonly setting?: Promise<void> | undefined;
 }

@@ -221,6 +221,48 @@ export class BarePeer {
     return ms;
   }
 
+  /**
+   * One handshake attempt timed to the datagram (handshake() polls its inbox every 20 ms): an
+   * initiation, then the response that answers it, waited for on the socket itself. Returns the
+   * round trip in ms, or undefined when no response came within `timeoutMs` (nothing retried:
+   * a probe of how fast the daemon answers, not of whether it eventually does).
+   */
+  async probeHandshake(port: number, timeoutMs = 2000): Promise<number | undefined> {
+    let index = -1;
+    let done: ((resp: Uint8Array | undefined) => void) | undefined;
+    const got = new Promise<Uint8Array | undefined>((r) => (done = r));
+    // Responses seen, in case one arrives before the send's callback told us our index.
+    const responses: Uint8Array[] = [];
+    const check = (): void => {
+      const r = responses.find((m) => readU32(m, RESP_RECEIVER) === index);
+      if (r !== undefined) done!(r);
+    };
+    const onMessage = (m: Buffer): void => {
+      if (messageType(m, 0, m.length) !== MSG_RESPONSE) return;
+      responses.push(Uint8Array.from(m));
+      check();
+    };
+    this.sock.on('message', onMessage);
+    const timer = setTimeout(() => done!(undefined), timeoutMs);
+    try {
+      const t0 = performance.now();
+      const sent = await this.sendInitiation(port);
+      index = sent.index;
+      check();
+      const resp = await got;
+      const ms = performance.now() - t0;
+      if (resp === undefined) return undefined;
+      // Taken here: it must not linger in the inbox for a later take().
+      const i = this.inbox.findIndex((m) => m.length === resp.length && Buffer.compare(m, resp) === 0);
+      if (i >= 0) this.inbox.splice(i, 1);
+      this.finish(sent.hs, sent.index, resp);
+      return ms;
+    } finally {
+      clearTimeout(timer);
+      this.sock.off('message', onMessage);
+    }
+  }
+
   /** Seals an inner packet (empty: a keepalive) on the current session. */
   seal(packet: Uint8Array): Uint8Array {
     const s = this.current;
