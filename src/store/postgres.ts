@@ -8,7 +8,7 @@
 //   PostgreSQL delivers it to every LISTENing node (src/cluster/feed.ts) only once it commits.
 // - Connections fail fast (CONNECT_TIMEOUT_MS) instead of hanging a command or the daemon's
 //   timers while the database is away; the pool's idle connections that the server drops
-//   (a restart) are reported and replaced, never thrown from an event.
+//   (a restart) are reported and replaced, never thrown from an event (see the 'connect' hook).
 // - The URL holds the database password: only describeStore()'s redacted form is ever printed.
 import pg from 'pg';
 import { Kysely, Migrator, PostgresDialect, sql } from 'kysely';
@@ -59,6 +59,10 @@ export interface PostgresStoreOptions {
 export async function openPostgresStore(url: string, o: PostgresStoreOptions = {}): Promise<Repository> {
   const pool = new pg.Pool({ ...clientConfig(url), max: POOL_SIZE });
   pool.on('error', (err) => o.onPoolError?.(err));
+  // The pool listens for errors only on idle connections; one that breaks while a query holds
+  // it (the server restarting under it) would otherwise be an uncaught 'error' event. Its
+  // query is rejected and the pool discards it either way.
+  pool.on('connect', (client) => client.on('error', (err) => o.onPoolError?.(err)));
   const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
   const { error } = await new Migrator({ db, provider: migrations }).migrateToLatest();
   if (error !== undefined) {
