@@ -17,6 +17,7 @@ import { DOWN_AFTER_MS, clusterStatus } from '../src/cluster/nodes.js';
 import { createClient } from '../src/server/clients.js';
 import { startServerDaemon, type ServerDaemon } from '../src/server/daemon.js';
 import { keyHex, newKeyPair } from '../src/server/keys.js';
+import { hashSecret } from '../src/server/meta.js';
 import { Reconciler } from '../src/server/reconciler.js';
 import { openPostgresStore } from '../src/store/postgres.js';
 import type { Repository, ServerRecord } from '../src/store/repository.js';
@@ -41,13 +42,14 @@ interface Node {
   close(): Promise<void>;
 }
 
-async function startNode(url: string, name: string, dir: string): Promise<Node> {
+async function startNode(url: string, name: string, dir: string, web = false): Promise<Node> {
   const socketDir = join(dir, name);
   const ifname = `wgcl${process.pid % 1000}${name}`;
   const device = new FakeDevice();
   const uapi = await startUapiServer(ifname, device, { socketDir });
   const daemon = await startServerDaemon({
     ifname, stateDir: join(dir, `${name}-state`), socketDir, webBehindTls: false, log: pino({ level: 'silent' }), store: url, node: name,
+    ...(web ? { web: { host: '127.0.0.1', port: 0 } } : {}),
   });
   return { name, device, daemon, close: async () => { await daemon.close(); await uapi.close(); } };
 }
@@ -77,7 +79,7 @@ async function cluster(t: { after: (fn: () => Promise<void>) => void }): Promise
     await store.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  for (const name of ['a', 'b', 'c']) nodes.push(await startNode(url, name, dir));
+  for (const name of ['a', 'b', 'c']) nodes.push(await startNode(url, name, dir, name === 'a'));
   return { url, store, server, nodes };
 }
 
@@ -112,6 +114,11 @@ test('nodes heartbeat; cluster status lists them and a silent node shows down', 
   assert.match(r.stdout, /^NODE\s+STATE\s+PEERS\s+SEEN\s+RECEIVED\s+SENT\s+FEED LAG\s+HEARTBEAT\n/);
   for (const n of nodes) assert.match(r.stdout, new RegExp(`^${n.name}\\s+up\\s+1\\s+0\\s+0 B\\s+0 B\\s+0\\s+\\d+ s ago$`, 'm'));
   assert.doesNotMatch(r.stdout + r.stderr, /postgres:\/\//, 'the URL is not echoed');
+  await store.createToken('t', hashSecret('wgts_cluster_test'));
+  const res = await fetch(`http://127.0.0.1:${nodes[0]!.daemon.webPort}/api/v1/cluster`, { headers: { authorization: 'Bearer wgts_cluster_test' } });
+  assert.equal(res.status, 200);
+  const body = (await res.json()) as { nodes: { name: string; up: boolean; lag: number }[] };
+  assert.deepEqual(body.nodes.map((n) => [n.name, n.up, n.lag]), [['a', true, 0], ['b', true, 0], ['c', true, 0]]);
 });
 
 test('a node whose feed connection drops catches up from its last sequence', { skip, timeout: 60_000 }, async (t) => {
