@@ -7,6 +7,11 @@ import type { NodeRecord, Repository } from '../store/repository.js';
 import type { PeerState } from '../uapi/types.js';
 
 export const HEARTBEAT_MS = 5_000;
+/**
+ * The device is read for the figures at most this often: a UAPI get of 100k peers is megabytes
+ * of text, too much to ask every heartbeat for figures nobody needs to the second.
+ */
+export const FIGURES_MS = 30_000;
 /** Four heartbeats missed. */
 export const DOWN_AFTER_MS = 4 * HEARTBEAT_MS;
 /** A peer with a handshake this recent counts as seen (a session lives 180 s). */
@@ -23,8 +28,10 @@ export async function clusterStatus(store: Repository, now: number): Promise<Nod
   return nodes.map((n) => ({ ...n, up: now - n.heartbeatAt <= DOWN_AFTER_MS, lag: Math.max(0, last - n.appliedSeq) }));
 }
 
-/** One heartbeat row from the device's peers. */
-export function nodeRecord(name: string, startedAt: number, now: number, appliedSeq: number, peers: readonly PeerState[]): NodeRecord {
+export type DeviceFigures = Pick<NodeRecord, 'peers' | 'online' | 'rx' | 'tx'>;
+
+/** A heartbeat's device figures from the device's peers. */
+export function deviceFigures(peers: readonly PeerState[], now: number): DeviceFigures {
   let online = 0;
   let rx = 0;
   let tx = 0;
@@ -33,5 +40,5 @@ export function nodeRecord(name: string, startedAt: number, now: number, applied
     rx += Number(p.rxBytes);
     tx += Number(p.txBytes);
   }
-  return { name, startedAt, heartbeatAt: now, appliedSeq, peers: peers.length, online, rx, tx };
+  return { peers: peers.length, online, rx, tx };
 }

@@ -16,7 +16,7 @@ import type { Logger } from 'pino';
 import { buildApp } from '../http/app.js';
 import type { HttpContext } from '../http/context.js';
 import { ChangeFeed } from '../cluster/feed.js';
-import { HEARTBEAT_MS, nodeRecord } from '../cluster/nodes.js';
+import { FIGURES_MS, HEARTBEAT_MS, deviceFigures, type DeviceFigures } from '../cluster/nodes.js';
 import { describeLocation, openStoreAt } from '../store/open.js';
 import type { PeerState } from '../uapi/types.js';
 import { resolveEndpoint } from './clients.js';
@@ -115,9 +115,12 @@ export async function startServerDaemon(o: ServerDaemonOptions): Promise<ServerD
       feed = new ChangeFeed(o.store!, { changed: follow, reconnected: follow }, log);
       await feed.start();
       const startedAt = Date.now();
+      let figures: { at: number; value: DeviceFigures } | undefined;
       const beat = async (): Promise<void> => {
         const now = Date.now();
-        await store.saveNode(nodeRecord(cluster.node, startedAt, now, reconciler.appliedSeq, await device.peers()));
+        if (figures === undefined || now - figures.at >= FIGURES_MS) figures = { at: now, value: deviceFigures(await device.peers(), now) };
+        // The peer count is the reconciler's own, always current; the rest may be FIGURES_MS old.
+        await store.saveNode({ name: cluster.node, startedAt, heartbeatAt: now, appliedSeq: reconciler.appliedSeq, ...figures.value, peers: reconciler.size });
       };
       await beat().catch(report('heartbeat failed'));
       timers.push(setInterval(() => void beat().catch(report('heartbeat failed')), HEARTBEAT_MS));
