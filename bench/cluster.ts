@@ -9,6 +9,9 @@
 // - join: a new node starting on a store of JOIN_CLIENTS clients until its device has every
 //   one (target <= 30 s).
 //
+// The device double keeps peers in a map: test/uapi-fake.ts moves a prefix between peers by
+// scanning all of them (quadratic at 100k), which would measure the fake, not the cluster.
+//
 // node dist/bench/cluster.js [--changes N] [--clients N]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,19 +25,48 @@ import { keyHex, newKeyPair, newPresharedKey } from '../src/server/keys.js';
 import { openPostgresStore } from '../src/store/postgres.js';
 import type { NewClient, ServerRecord } from '../src/store/repository.js';
 import { startUapiServer } from '../src/uapi/server.js';
+import type { DeviceState, PeerState, SetRequest, UapiDevice } from '../src/uapi/types.js';
 import { startPostgres } from '../test/pg-fixture.js';
-import { FakeDevice } from '../test/uapi-fake.js';
+import { newPeer } from '../test/uapi-fake.js';
+
+class MapDevice implements UapiDevice {
+  readonly peers = new Map<string, PeerState>();
+  private readonly state: DeviceState = { listenPort: 0, fwmark: 0 };
+
+  deviceState(): DeviceState {
+    return this.state;
+  }
+
+  peerStates(): Iterator<PeerState> {
+    return this.peers.values();
+  }
+
+  apply(req: SetRequest): number {
+    if (req.replacePeers) this.peers.clear();
+    for (const op of req.peers) {
+      const key = Buffer.from(op.publicKey).toString('hex');
+      if (op.remove) {
+        this.peers.delete(key);
+        continue;
+      }
+      const peer = this.peers.get(key) ?? newPeer(op.publicKey);
+      peer.allowedIps = op.allowedIps.map((a) => ({ addr: a.addr, cidr: a.cidr }));
+      this.peers.set(key, peer);
+    }
+    return 0;
+  }
+}
 
 const { values } = parseArgs({ options: { changes: { type: 'string', default: '1000' }, clients: { type: 'string', default: '100000' } } });
 const CHANGES = Number(values.changes);
 const JOIN_CLIENTS = Number(values.clients);
 
-interface BenchNode { device: FakeDevice; daemon: ServerDaemon; close(): Promise<void> }
+interface BenchNode { device: MapDevice; daemon: ServerDaemon; close(): Promise<void> }
 
 async function startNode(url: string, name: string, dir: string): Promise<BenchNode> {
   const socketDir = join(dir, name);
   const ifname = `wgbench${name}`;
-  const device = new FakeDevice();
+  const device = new MapDevice();
   const uapi = await startUapiServer(ifname, device, { socketDir });
   const daemon = await startServerDaemon({ ifname, stateDir: join(dir, `${name}-state`), socketDir, webBehindTls: false, log: pino({ level: 'silent' }), store: url, node: name });
   return { device, daemon, close: async () => { await daemon.close(); await uapi.close(); } };

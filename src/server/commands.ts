@@ -395,8 +395,10 @@ async function token(ctx: Ctx): Promise<void> {
   });
 }
 
+/** Reads the nodes' heartbeats: no state directory or lock, so any host with the URL may ask. */
 async function cluster(ctx: Ctx): Promise<void> {
-  await withServer(ctx, async (store) => {
+  const store = await openStore(ctx);
+  try {
     const now = Date.now();
     const rows = (await clusterStatus(store, now)).map((n) => [
       n.name, n.up ? 'up' : 'down', String(n.peers), String(n.online), bytes(BigInt(n.rx)), bytes(BigInt(n.tx)), String(n.lag),
@@ -406,7 +408,9 @@ async function cluster(ctx: Ctx): Promise<void> {
     const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
     ctx.out(table.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n');
     if (rows.length === 0) ctx.err('no node has started on this store yet: wireguard-ts up --store URL\n');
-  });
+  } finally {
+    await store.close();
+  }
 }
 
 // ---- the pieces ----
