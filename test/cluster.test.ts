@@ -114,6 +114,10 @@ test('nodes heartbeat; cluster status lists them and a silent node shows down', 
   assert.match(r.stdout, /^NODE\s+STATE\s+PEERS\s+SEEN\s+RECEIVED\s+SENT\s+FEED LAG\s+HEARTBEAT\n/);
   for (const n of nodes) assert.match(r.stdout, new RegExp(`^${n.name}\\s+up\\s+1\\s+0\\s+0 B\\s+0 B\\s+0\\s+\\d+ s ago$`, 'm'));
   assert.doesNotMatch(r.stdout + r.stderr, /postgres:\/\//, 'the URL is not echoed');
+  const missing = spawnSync(process.execPath, [BIN, 'cluster', 'status', '--store', url.replace(/\/cluster\d+\?/, '/nosuchdb?').replace('wgts@', 'wgts:hunter2@')], { encoding: 'utf8' });
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /^wireguard-ts: cannot open the store postgres:\/\/wgts:\*\*\*@localhost\/nosuchdb\?\S+: database "nosuchdb" does not exist; nothing was changed\n$/);
+  assert.doesNotMatch(missing.stderr, /hunter2/);
   await store.createToken('t', hashSecret('wgts_cluster_test'));
   const res = await fetch(`http://127.0.0.1:${nodes[0]!.daemon.webPort}/api/v1/cluster`, { headers: { authorization: 'Bearer wgts_cluster_test' } });
   assert.equal(res.status, 200);
