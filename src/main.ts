@@ -207,6 +207,7 @@ async function runForeground(args: Args): Promise<void> {
       const { startServerDaemon } = await import('./server/daemon.js');
       server = await startServerDaemon({
         ifname: args.ifname, stateDir: args.server, webBehindTls: args.webBehindTls, log, ...(args.web !== undefined ? { web: args.web } : {}),
+        readPeers: () => device.peerStates(),
         // From the environment, not the command line: the URL may hold the database password.
         ...(process.env.WG_TS_STORE ? { store: process.env.WG_TS_STORE } : {}), ...(process.env.WG_TS_NODE ? { node: process.env.WG_TS_NODE } : {}),
       });

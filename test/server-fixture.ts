@@ -1,6 +1,7 @@
 // A server-mode daemon without root for the store, API and web tests: a state directory with a
 // server in its store, a fake device behind a real UAPI socket (test/uapi-fake.ts), and the
 // daemon's server side (src/server/daemon.ts) with its HTTP server on a free loopback port.
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,16 +44,35 @@ export async function createServerStore(paths: StatePaths, clients: number, addr
   return server;
 }
 
-export async function startFixture(opts: { clients?: number; web?: boolean } = {}): Promise<Fixture> {
+/**
+ * `n` clients in one transaction, with random public keys and no private key (a bench needs
+ * 100k quickly; clients made through createClient commit one by one).
+ */
+export async function importClients(paths: StatePaths, n: number): Promise<void> {
+  const store = await openSqliteStore(paths.db);
+  const server: ServerRecord = { privateKey: newKeyPair().privateKey, address: '10.0.0.1/8', listenPort: 51820, mtu: 1420, endpoint: 'vpn.example.com', extra: [], createdAt: Date.now() };
+  const base = 0x0a000002;
+  await store.importState(server, Array.from({ length: n }, (_, i) => ({
+    name: `client${String(i).padStart(6, '0')}`, publicKey: randomBytes(32).toString('base64'), address: base + i, extra: [], enabled: true, createdAt: server.createdAt + i,
+  })));
+  await store.close();
+}
+
+export async function startFixture(opts: { clients?: number; web?: boolean; bulk?: boolean } = {}): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'wgts-api-'));
   const socketDir = join(dir, 'run');
   const ifname = `wgapi${process.pid % 1000}${counter++}`;
   const paths = statePaths(join(dir, 'state'), ifname);
-  await createServerStore(paths, opts.clients ?? 3);
+  if (opts.bulk) {
+    ensureStateDir(paths);
+    await importClients(paths, opts.clients ?? 0);
+  } else {
+    await createServerStore(paths, opts.clients ?? 3);
+  }
   const device = new FakeDevice();
   const uapi = await startUapiServer(ifname, device, { socketDir });
   const daemon = await startServerDaemon({
-    ifname, stateDir: paths.dir, socketDir, webBehindTls: false, log: pino({ level: 'silent' }),
+    ifname, stateDir: paths.dir, socketDir, webBehindTls: false, ...(opts.bulk ? { readPeers: () => ({ [Symbol.iterator]: () => device.peerStates() }) } : {}), log: pino({ level: process.env.FIXTURE_LOG ?? 'silent' }),
     ...(opts.web === false ? {} : { web: { host: '127.0.0.1', port: 0 } }),
   });
   const store = await openSqliteStore(paths.db);

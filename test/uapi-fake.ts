@@ -20,6 +20,8 @@ export class FakeDevice implements UapiDevice {
   readonly applied: SetRequest[] = [];
   /** listen_port values that fail with EADDRINUSE, as a bound port would. */
   readonly busyPorts = new Set<number>();
+  /** Which peer holds each allowed prefix ("hex/cidr"); may name a removed peer, which is harmless. */
+  private readonly prefixOwner = new Map<string, PeerState>();
   /** Set to make apply() throw. */
   failWith: Error | undefined;
 
@@ -67,7 +69,11 @@ export class FakeDevice implements UapiDevice {
           peer.allowedIps = peer.allowedIps.filter((a) => !same(a));
           continue;
         }
-        for (const other of this.peers.values()) if (other !== peer) other.allowedIps = other.allowedIps.filter((a) => !same(a));
+        // A prefix moves to the peer that adds it; the index keeps this linear at 100k peers.
+        const prefix = `${hexOf(ip.addr)}/${ip.cidr}`;
+        const owner = this.prefixOwner.get(prefix);
+        if (owner !== undefined && owner !== peer) owner.allowedIps = owner.allowedIps.filter((a) => !same(a));
+        this.prefixOwner.set(prefix, peer);
         if (!peer.allowedIps.some(same)) peer.allowedIps.push({ addr: ip.addr, cidr: ip.cidr });
       }
     }

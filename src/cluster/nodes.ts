@@ -8,8 +8,9 @@ import type { PeerState } from '../uapi/types.js';
 
 export const HEARTBEAT_MS = 5_000;
 /**
- * The device is read for the figures at most this often: a UAPI get of 100k peers is megabytes
- * of text, too much to ask every heartbeat for figures nobody needs to the second.
+ * The device is read for the figures at most this often: a walk over 100k peers (a UAPI get of
+ * megabytes when the device is in another process) is too much to repeat every heartbeat for
+ * figures nobody needs to the second.
  */
 export const FIGURES_MS = 30_000;
 /** Four heartbeats missed. */

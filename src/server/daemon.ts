@@ -40,7 +40,7 @@ const FEED_PRUNE_MS = 3_600_000;
 const TRAFFIC_INTERVAL_S = 60;
 /** A burst of API changes rewrites the export once. */
 const EXPORT_DELAY_MS = 500;
-/** One device reading serves every page and event stream within this time. */
+/** A device reading older than this is refreshed (in the background) when a page asks for it. */
 const PEERS_CACHE_MS = 1000;
 const WEB_ROOT = fileURLToPath(new URL('../../../web/', import.meta.url));
 
@@ -52,6 +52,8 @@ export interface ServerDaemonOptions {
   log: Logger;
   /** Where the UAPI socket is (tests). */
   socketDir?: string;
+  /** The device's peer states, read in process (uapiDevice). */
+  readPeers?: () => Iterable<PeerState>;
   /** postgres://... of a cluster's store; absent: the state directory's SQLite file. */
   store?: string;
   /** This node's name in the cluster. */
@@ -91,7 +93,7 @@ export async function startServerDaemon(o: ServerDaemonOptions): Promise<ServerD
   try {
     const server = await store.getServer();
     if (server === undefined) throw new ServerError(`there is no server in ${describeLocation(where)}`);
-    const device = uapiDevice(o.ifname, o.socketDir);
+    const device = uapiDevice(o.ifname, o.socketDir, o.readPeers);
     const sampler: TrafficSampler = new TrafficSampler(store, device, (key) => reconciler.clientOf(key));
     const reconciler: Reconciler = new Reconciler(store, device, Date.now, (id) => sampler.reset(id), nodeKey(APPLIED_META, cluster?.node));
     await reconciler.fullSync(server);
@@ -137,17 +139,24 @@ export async function startServerDaemon(o: ServerDaemonOptions): Promise<ServerD
         clearTimeout(exportTimer);
         exportTimer = setTimeout(() => void withLock(paths.lock, () => exportConfig(store, paths)).catch(report('export failed')), EXPORT_DELAY_MS);
       };
-      let cached: { at: number; peers: Promise<Map<string, PeerState>> } | undefined;
+      // Pages never wait for a device reading (a UAPI get of 100k peers takes seconds): they get
+      // the latest one (none at first: no live figures yet), and a stale one starts a refresh in
+      // the background.
+      let snapshot: { at: number; peers: Map<string, PeerState> } | undefined;
+      let refreshing: Promise<void> | undefined;
+      const refresh = (): Promise<void> => {
+        refreshing ??= device.peers().then((list) => {
+          snapshot = { at: Date.now(), peers: new Map(list.map((p) => [keyBase64(p.publicKey), p])) };
+        }).finally(() => (refreshing = undefined));
+        return refreshing;
+      };
       const ctx: HttpContext = {
         store, server, ifname: o.ifname, endpoint: resolveEndpoint(server).endpoint, now: Date.now,
-        peers: () => {
-          const now = Date.now();
-          if (cached === undefined || now - cached.at > PEERS_CACHE_MS) {
-            const peers = device.peers().then((list) => new Map(list.map((p) => [keyBase64(p.publicKey), p])));
-            cached = { at: now, peers };
-            peers.catch(() => (cached = undefined));
+        peers: async () => {
+          if (refreshing === undefined && (snapshot === undefined || Date.now() - snapshot.at > PEERS_CACHE_MS)) {
+            void refresh().catch(report('reading the device failed'));
           }
-          return cached.peers;
+          return snapshot?.peers ?? new Map();
         },
         changed: async () => {
           await reconciler.follow();

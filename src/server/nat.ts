@@ -43,11 +43,15 @@ export function enableNat(ifname: string, subnet: string): { state: NatState; sa
     const t = table(ifname);
     run('nft', ['-f', '-'], [
       `table ip ${t} {`,
-      '  chain postrouting { type nat hook postrouting priority srcnat; policy accept;',
-      `    ip saddr ${subnet} oifname != "${ifname}" masquerade }`,
-      '  chain forward { type filter hook forward priority filter; policy accept;',
+      '  chain postrouting {',
+      '    type nat hook postrouting priority srcnat; policy accept;',
+      `    ip saddr ${subnet} oifname != "${ifname}" masquerade`,
+      '  }',
+      '  chain forward {',
+      '    type filter hook forward priority filter; policy accept;',
       `    iifname "${ifname}" accept`,
-      `    oifname "${ifname}" ct state related,established accept }`,
+      `    oifname "${ifname}" ct state related,established accept`,
+      '  }',
       '}',
     ].join('\n') + '\n');
   } else {

@@ -183,12 +183,14 @@ export class KyselyRepository implements Repository {
 
   async listClients(q: ClientQuery): Promise<{ total: number; items: ClientRecord[] }> {
     let base = this.db.selectFrom('clients');
-    if (q.search !== undefined && q.search !== '') {
+    if (q.searchAddress !== undefined) {
+      // An address is looked up in its unique index, not scanned for as text in every name.
+      base = base.where('address', '=', q.searchAddress);
+    } else if (q.search !== undefined && q.search !== '') {
       const escaped = q.search.toLowerCase().replace(/[\\%_]/g, (ch) => `\\${ch}`);
       base = base.where((eb) => eb.or([
         eb(eb.fn('lower', ['name']), 'like', sql<string>`${`%${escaped}%`} escape '\\'`),
         eb('public_key', 'like', sql<string>`${`${q.search!.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`} escape '\\'`),
-        ...(q.searchAddress !== undefined ? [eb('address', '=', q.searchAddress)] : []),
       ]));
     }
     const column = q.sort === 'address' ? 'address' : q.sort === 'created' ? 'created_at' : 'name';

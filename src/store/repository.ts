@@ -66,7 +66,7 @@ export type ClientSort = (typeof CLIENT_SORTS)[number];
 export interface ClientQuery {
   /** Part of a name or the start of a public key. */
   search?: string;
-  /** Also matches the client with this address (the caller parses the search as IPv4). */
+  /** The client with this address, instead of `search` (the caller parses a search that is an IPv4 address). */
   searchAddress?: number;
   sort?: ClientSort;
   descending?: boolean;

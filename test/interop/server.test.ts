@@ -90,3 +90,31 @@ test('up, add-client alice, her printed config with wg-quick reaches 10.8.0.1; r
     await cleanup.run();
   }
 });
+
+test('up --nat: forwarding on and the subnet masqueraded (said by up), all undone by down', { skip, timeout: 60_000 }, async () => {
+  const cleanup = new Cleanup();
+  try {
+    ensureTools();
+    const { nsA } = createLink(cleanup);
+    const state = mkdtempSync(join(tmpdir(), 'wgts-state-'));
+    cleanup.add(() => rmSync(state, { recursive: true, force: true }));
+    const ifname = uniqueName('wgnat');
+    const common = ['--interface', ifname, '--state-dir', state];
+    const run = (...args: string[]): { status: number; out: string } => tryRun('ip', ['netns', 'exec', nsA, process.execPath, BIN, ...args, ...common]);
+    cleanup.add(() => void run('down'));
+    const inNs = (...args: string[]): string => sh('ip', ['netns', 'exec', nsA, ...args]);
+    assert.equal(inNs('cat', '/proc/sys/net/ipv4/ip_forward').trim(), '0');
+    const up = run('up', '--nat', '--endpoint', '10.99.0.1');
+    assert.equal(up.status, 0, up.out);
+    assert.match(up.out, /NAT: IPv4 forwarding on \(was off\), 10\.8\.0\.0\/24 masqueraded out of every other interface/);
+    assert.equal(inNs('cat', '/proc/sys/net/ipv4/ip_forward').trim(), '1');
+    const rules = tryRun('ip', ['netns', 'exec', nsA, 'nft', 'list', 'ruleset']).out + tryRun('ip', ['netns', 'exec', nsA, 'iptables-save']).out;
+    assert.match(rules, /10\.8\.0\.0\/24.*masquerade|MASQUERADE/i);
+    assert.equal(run('down').status, 0);
+    assert.equal(inNs('cat', '/proc/sys/net/ipv4/ip_forward').trim(), '0', 'forwarding back as it was');
+    const after = tryRun('ip', ['netns', 'exec', nsA, 'nft', 'list', 'ruleset']).out + tryRun('ip', ['netns', 'exec', nsA, 'iptables-save']).out;
+    assert.doesNotMatch(after, /wireguard_ts|wireguard-ts/);
+  } finally {
+    await cleanup.run();
+  }
+});
