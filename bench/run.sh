@@ -6,6 +6,10 @@ npx tsc -p tsconfig.json
 for b in replay ring timers allowedips pipeline; do
   [ -f "dist/bench/$b.js" ] && node "dist/bench/$b.js"
 done
+# The cluster's control plane on a throw-away PostgreSQL (no root needed, but initdb is).
+if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null; then
+  node dist/bench/cluster.js
+fi
 if [ "$(id -u)" -eq 0 ]; then
   node dist/bench/syscalls.js
   node dist/bench/throughput.js

@@ -15,6 +15,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v ip6tables-restore >/dev/null && command -v iptables >/dev/null || need+=(iptables)
 # The web admin's browser tests drive Debian's chromium through playwright-core (never a downloaded browser).
 test -x /usr/bin/chromium || need+=(chromium)
+# The cluster tests start a throw-away PostgreSQL (test/pg-fixture.ts): initdb and pg_ctl.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: missing ${need[*]}; run as root so they can be installed" >&2

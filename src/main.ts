@@ -216,6 +216,8 @@ async function runForeground(args: Args): Promise<void> {
       server = await startServerDaemon({
         ifname: args.ifname, stateDir: args.server, webBehindTls: args.webBehindTls, log, ...(args.web !== undefined ? { web: args.web } : {}),
         readPeers: () => device.peerStates(),
+        // From the environment, not the command line: the URL may hold the database password.
+        ...(process.env.WG_TS_STORE ? { store: process.env.WG_TS_STORE } : {}), ...(process.env.WG_TS_NODE ? { node: process.env.WG_TS_NODE } : {}),
       });
     } catch (err) {
       await metrics?.close();

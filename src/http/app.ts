@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import { dirname } from 'node:path';
 import { registerAuth } from './auth.js';
 import { registerClientRoutes } from './clients.js';
+import { registerClusterRoutes } from './cluster.js';
 import type { HttpContext, HttpOptions } from './context.js';
 import { errorHandler } from './errors.js';
 import { registerStatusRoutes } from './status.js';
@@ -55,6 +56,7 @@ export async function buildApp(ctx: HttpContext, opts: HttpOptions, logger: Fast
   const authenticate = registerAuth(app, ctx, opts);
   registerClientRoutes(app, ctx, authenticate);
   registerStatusRoutes(app, ctx, authenticate);
+  registerClusterRoutes(app, ctx, authenticate);
   app.get('/api/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   await app.register(fastifyStatic, { root: opts.webRoot, prefix: '/', index: 'index.html' });
   await app.register(fastifyStatic, { root: UPLOT_DIR, prefix: '/vendor/', decorateReply: false, allowedPath: (p) => /^\/uPlot\.(iife\.min\.js|min\.css)$/.test(p) });

@@ -7,14 +7,20 @@
 // Every command that changes state runs under the state lock (lock.ts); there is no unlocked
 // path: a command that finds no state directory has nothing to change and says so.
 //
+// With --store postgres://... (or WG_TS_STORE) the store is a cluster's shared database: the
+// state directory keeps only this node's lock and export, `up` joins the cluster (creating the
+// server only if no node has), and `cluster status` lists the nodes.
+//
 // Output: only a client's configuration (and its QR code) and a new token ever contain a secret.
 // add-client and show-client print the configuration alone on stdout (`add-client bob > bob.conf`
 // gives a file wg-quick takes), everything else on stderr.
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { clusterStatus } from '../cluster/nodes.js';
 import { ctEqual } from '../crypto/memory.js';
 import { levelFromEnv } from '../log.js';
-import { openSqliteStore } from '../store/sqlite.js';
+import { describeLocation, openStoreAt, type StoreLocation } from '../store/open.js';
 import { ConflictError, monthOf, type ClientRecord, type Repository, type ServerRecord } from '../store/repository.js';
 import { UapiError, uapiAlive, uapiGet } from '../uapi/client.js';
 import type { PeerState } from '../uapi/types.js';
@@ -27,7 +33,7 @@ import { withLock } from './lock.js';
 import { disableNat, enableNat, type NatState } from './nat.js';
 import { DEFAULT_ADDRESS, DEFAULT_CLIENT, DEFAULT_PORT, USAGE, UsageError, parseServerArgs, type CommandName, type ServerOptions } from './options.js';
 import { renderQr } from './qr.js';
-import { APPLIED_META, NAT_META, SETUP_META, SETUP_TTL_MS, hashSecret } from './meta.js';
+import { APPLIED_META, NAT_META, SETUP_META, SETUP_TTL_MS, hashSecret, nodeKey } from './meta.js';
 import { ServerError, ensureStateDir, exposureWarnings, reason, statePaths, type StatePaths } from './state.js';
 import { configureLink, ipv4Forwarding, linkExists, startDaemon, stopDaemon } from './system.js';
 
@@ -39,6 +45,9 @@ interface Ctx {
   tty: boolean;
   /** The endpoint for client configs, found once per command (its note is printed once). */
   endpoint?: string;
+  store: StoreLocation;
+  /** This node's name when the store is a cluster's. */
+  node?: string;
 }
 
 /** How long a command waits for the running daemon to apply its change. */
@@ -54,7 +63,12 @@ export async function runServerCli(argv: string[]): Promise<number> {
       out(USAGE);
       return 0;
     }
-    const ctx: Ctx = { opts, paths: statePaths(opts.stateDir, opts.ifname), out, err, tty: process.stdout.isTTY === true };
+    const paths = statePaths(opts.stateDir, opts.ifname);
+    const ctx: Ctx = {
+      opts, paths, out, err, tty: process.stdout.isTTY === true,
+      store: { ...(opts.store !== undefined ? { url: opts.store } : {}), file: paths.db },
+      ...(opts.store !== undefined ? { node: opts.node ?? hostname() } : {}),
+    };
     await COMMANDS[opts.command](ctx);
     return 0;
   } catch (e) {
@@ -77,23 +91,25 @@ const COMMANDS: Record<CommandName, (ctx: Ctx) => Promise<void>> = {
   'list-clients': listClients,
   'show-client': showClient,
   token,
+  cluster,
 };
 
 // ---- the store, under the lock ----
 
-function hasState(p: StatePaths): boolean {
-  return existsSync(p.db) || existsSync(p.config);
+/** Whether there may be a server to open: a cluster's database is asked, not the disk. */
+function hasState(ctx: Ctx): boolean {
+  return ctx.store.url !== undefined || existsSync(ctx.paths.db) || existsSync(ctx.paths.config);
 }
 
 async function openStore(ctx: Ctx): Promise<Repository> {
   let store: Repository;
   try {
-    store = await openSqliteStore(ctx.paths.db);
+    store = await openStoreAt(ctx.store);
   } catch (err) {
-    throw new ServerError(`cannot open the store ${ctx.paths.db}: ${reason(err)}; nothing was changed`);
+    throw new ServerError(`cannot open the store ${describeLocation(ctx.store)}: ${reason(err)}; nothing was changed`);
   }
   try {
-    if ((await store.getServer()) === undefined) {
+    if (ctx.store.url === undefined && (await store.getServer()) === undefined) {
       const n = await importLegacyState(store, ctx.paths);
       if (n !== undefined) ctx.err(`imported ${ctx.paths.config} (the server and ${n} client${n === 1 ? '' : 's'}) into ${ctx.paths.db}\n`);
     }
@@ -109,8 +125,9 @@ async function openStore(ctx: Ctx): Promise<Repository> {
  * hold one (or a wg-quick file of a version before the store, imported on the way).
  */
 async function withServer<T>(ctx: Ctx, fn: (store: Repository, server: ServerRecord) => Promise<T>): Promise<T> {
-  const none = (): ServerError => new ServerError(`there is no server ${ctx.opts.ifname} in ${ctx.paths.dir}: run \`wireguard-ts up\` first`);
-  if (!hasState(ctx.paths)) throw none();
+  const none = (): ServerError => new ServerError(`there is no server ${ctx.opts.ifname} in ${ctx.store.url !== undefined ? describeLocation(ctx.store) : ctx.paths.dir}: run \`wireguard-ts up\` first`);
+  if (!hasState(ctx)) throw none();
+  if (ctx.store.url !== undefined) ensureStateDir(ctx.paths);
   for (const w of exposureWarnings(ctx.paths)) ctx.err(w + '\n');
   return withLock(ctx.paths.lock, async () => {
     const store = await openStore(ctx);
@@ -131,7 +148,7 @@ async function changeAndExport<T>(ctx: Ctx, store: Repository, change: () => Pro
     result = await change();
   } catch (err) {
     if (err instanceof ConflictError || err instanceof ServerError) throw err;
-    throw new ServerError(`cannot change the store ${ctx.paths.db}: ${reason(err)}; nothing was changed`);
+    throw new ServerError(`cannot change the store ${describeLocation(ctx.store)}: ${reason(err)}; nothing was changed`);
   }
   try {
     await exportConfig(store, ctx.paths);
@@ -148,7 +165,7 @@ async function up(ctx: Ctx): Promise<void> {
   const { paths } = ctx;
   ensureStateDir(paths);
   for (const w of exposureWarnings(paths)) ctx.err(w + '\n');
-  const created = !hasState(paths);
+  const created = !hasState(ctx);
   await withLock(paths.lock, async () => {
     const store = await openStore(ctx);
     try {
@@ -165,15 +182,23 @@ async function up(ctx: Ctx): Promise<void> {
 
 async function upLocked(ctx: Ctx, store: Repository): Promise<void> {
   const { opts, paths } = ctx;
-  const existing = await store.getServer();
-  let server = existing ?? freshServer(opts);
+  let existing = await store.getServer();
+  // Assigned by one of the two branches below.
+  let server!: ServerRecord;
   let first: ClientRecord | undefined;
   if (existing === undefined) {
-    await store.saveServer(server);
-    first = await createClient(store, server, {
-      name: opts.client ?? DEFAULT_CLIENT, ...(opts.dns !== undefined ? { dns: opts.dns } : {}), ...(opts.allowedIps !== undefined ? { routes: opts.allowedIps } : {}),
-    });
-  } else {
+    const made = await store.createServer(freshServer(opts));
+    server = made.server;
+    if (made.created) {
+      first = await createClient(store, server, {
+        name: opts.client ?? DEFAULT_CLIENT, ...(opts.dns !== undefined ? { dns: opts.dns } : {}), ...(opts.allowedIps !== undefined ? { routes: opts.allowedIps } : {}),
+      });
+    } else {
+      // Another node of the cluster created the server between the read and this: its key wins.
+      existing = made.server;
+    }
+  }
+  if (existing !== undefined) {
     if ((opts.client ?? opts.dns ?? opts.allowedIps) !== undefined) {
       ctx.err('note: --client, --dns and --allowed-ips of `up` only shape the first client, made with the server; give them to add-client\n');
     }
@@ -181,8 +206,8 @@ async function upLocked(ctx: Ctx, store: Repository): Promise<void> {
   }
   const status = await daemonStatus(opts.ifname, server.privateKey);
   if (status === 'foreign') throw foreign(ctx);
-  if (status === 'ours') {
-    const changed = liveChanges(existing!, server);
+  if (status === 'ours' && existing !== undefined) {
+    const changed = liveChanges(existing, server);
     if (changed.length > 0) throw new ServerError(`${opts.ifname} is already up; run \`wireguard-ts down\` first to change ${changed.join(', ')}`);
   }
   if (server !== existing) await store.saveServer(server);
@@ -193,13 +218,15 @@ async function upLocked(ctx: Ctx, store: Repository): Promise<void> {
   }
   const setupLink = opts.web !== undefined && (await store.adminCount()) === 0 ? await newSetupToken(store) : undefined;
   // A NAT left by a daemon that was killed is removed before a new one is set.
-  const oldNat = await store.getMeta(NAT_META);
+  const natKey = nodeKey(NAT_META, ctx.node);
+  const oldNat = await store.getMeta(natKey);
   if (oldNat !== undefined) {
     disableNat(JSON.parse(oldNat) as NatState);
-    await store.setMeta(NAT_META, undefined);
+    await store.setMeta(natKey, undefined);
   }
   await startDaemon(opts.ifname, {
     stateDir: opts.stateDir, ...(opts.workers !== undefined ? { workers: opts.workers } : {}),
+    ...(ctx.store.url !== undefined ? { store: ctx.store.url, node: ctx.node! } : {}),
     ...(opts.web !== undefined ? { web: opts.web, webBehindTls: opts.webBehindTls === true } : {}),
   });
   let natSaid: string[] = [];
@@ -207,7 +234,7 @@ async function upLocked(ctx: Ctx, store: Repository): Promise<void> {
     configureLink(opts.ifname, subnetOf(server), server.mtu);
     if (opts.nat) {
       const nat = enableNat(opts.ifname, formatNetwork(subnetOf(server)));
-      await store.setMeta(NAT_META, JSON.stringify(nat.state));
+      await store.setMeta(natKey, JSON.stringify(nat.state));
       natSaid = nat.said;
     }
   } catch (e) {
@@ -251,7 +278,7 @@ function printWeb(ctx: Ctx, setupToken: string | undefined): void {
 
 async function down(ctx: Ctx): Promise<void> {
   const { opts, paths } = ctx;
-  if (!existsSync(paths.dir) || !hasState(paths)) {
+  if (ctx.store.url === undefined && (!existsSync(paths.dir) || !hasState(ctx))) {
     if (linkExists(opts.ifname) || (await uapiAlive(opts.ifname))) throw foreign(ctx);
     ctx.out(`${opts.ifname} is not up\n`);
     return;
@@ -259,10 +286,11 @@ async function down(ctx: Ctx): Promise<void> {
   await withServer(ctx, async (store, server) => {
     const status = await daemonStatus(opts.ifname, server.privateKey);
     if (status === 'foreign') throw foreign(ctx);
-    const nat = await store.getMeta(NAT_META);
+    const natKey = nodeKey(NAT_META, ctx.node);
+    const nat = await store.getMeta(natKey);
     if (nat !== undefined) {
       for (const p of disableNat(JSON.parse(nat) as NatState)) ctx.err(`warning: removing NAT: ${p}\n`);
-      await store.setMeta(NAT_META, undefined);
+      await store.setMeta(natKey, undefined);
     }
     if (status === 'absent') {
       ctx.out(`${opts.ifname} is not up\n`);
@@ -367,6 +395,24 @@ async function token(ctx: Ctx): Promise<void> {
   });
 }
 
+/** Reads the nodes' heartbeats: no state directory or lock, so any host with the URL may ask. */
+async function cluster(ctx: Ctx): Promise<void> {
+  const store = await openStore(ctx);
+  try {
+    const now = Date.now();
+    const rows = (await clusterStatus(store, now)).map((n) => [
+      n.name, n.up ? 'up' : 'down', String(n.peers), String(n.online), bytes(BigInt(n.rx)), bytes(BigInt(n.tx)), String(n.lag),
+      `${age((now - n.heartbeatAt) / 1000)} ago`,
+    ]);
+    const table = [['NODE', 'STATE', 'PEERS', 'SEEN', 'RECEIVED', 'SENT', 'FEED LAG', 'HEARTBEAT'], ...rows];
+    const widths = table[0]!.map((_, i) => Math.max(...table.map((r) => r[i]!.length)));
+    ctx.out(table.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ')).join('\n') + '\n');
+    if (rows.length === 0) ctx.err('no node has started on this store yet: wireguard-ts up --store URL\n');
+  } finally {
+    await store.close();
+  }
+}
+
 // ---- the pieces ----
 
 async function findClient(store: Repository, name: string): Promise<ClientRecord> {
@@ -380,7 +426,7 @@ async function applied(ctx: Ctx, store: Repository): Promise<boolean> {
   const target = await store.lastChange();
   const deadline = Date.now() + APPLY_TIMEOUT_MS;
   while (Date.now() < deadline) {
-    if (Number((await store.getMeta(APPLIED_META)) ?? 0) >= target) return true;
+    if (Number((await store.getMeta(nodeKey(APPLIED_META, ctx.node))) ?? 0) >= target) return true;
     if (!(await uapiAlive(ctx.opts.ifname))) return false;
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -467,7 +513,8 @@ async function printServer(ctx: Ctx, store: Repository, server: ServerRecord, st
     ['address', server.address],
     ['listen port', String(server.listenPort)],
     ['clients', total === 0 ? 'none (wireguard-ts add-client NAME)' : names],
-    ['store', ctx.paths.db],
+    ['store', describeLocation(ctx.store)],
+    ...(ctx.node !== undefined ? [['node', ctx.node] as [string, string]] : []),
     ['config', `${ctx.paths.config} (wg-quick export)`],
   ];
   ctx.out(`${ctx.opts.ifname} ${state}\n${rows.map(([k, v]) => `  ${k.padEnd(12)}${v}\n`).join('')}`);

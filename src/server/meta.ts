@@ -4,6 +4,12 @@ import { createHash } from 'node:crypto';
 
 /** The last change-feed sequence the daemon has applied to its device (the CLI waits on it). */
 export const APPLIED_META = 'applied_seq';
+
+/**
+ * A meta key of one node: in a cluster the meta table is shared, while what the applied
+ * sequence and the NAT state describe belongs to each node's own device and host.
+ */
+export const nodeKey = (key: string, node: string | undefined): string => (node === undefined ? key : `${key}@${node}`);
 /** What `up --nat` did, for `down` to undo (JSON NatState). */
 export const NAT_META = 'nat';
 /** The one-time setup link's hash and expiry (JSON). */

@@ -4,15 +4,17 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { isValidName } from '../tun/tun.js';
+import { isPostgresUrl } from '../store/postgres.js';
 import { parseListen, type MetricsListen } from '../metrics/server.js';
 import { isCidr, isDomain, isIP, parseEndpoint, parseServerAddress, shown, type Subnet4 } from './addresses.js';
 import { DEFAULT_MTU, MAX_MTU, MIN_MTU, clientNameProblem } from './config.js';
 import { DEFAULT_STATE_DIR } from './state.js';
 
-export const COMMANDS = ['up', 'down', 'add-client', 'remove-client', 'list-clients', 'show-client', 'token'] as const;
+export const COMMANDS = ['up', 'down', 'add-client', 'remove-client', 'list-clients', 'show-client', 'token', 'cluster'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 export const TOKEN_ACTIONS = ['create', 'list', 'revoke'] as const;
 export type TokenAction = (typeof TOKEN_ACTIONS)[number];
+export const CLUSTER_ACTIONS = ['status'] as const;
 
 export const DEFAULT_INTERFACE = 'wg0';
 export const DEFAULT_PORT = 51820;
@@ -26,8 +28,8 @@ export interface ServerOptions {
   command: CommandName;
   /** The NAME of add-client, remove-client, show-client, token create/revoke. */
   name?: string;
-  /** The action of `token`. */
-  action?: TokenAction;
+  /** The action of `token` (`cluster` has only `status`). */
+  action?: TokenAction | 'status';
   ifname: string;
   stateDir: string;
   port?: number;
@@ -47,6 +49,10 @@ export interface ServerOptions {
   webBehindTls?: boolean;
   /** Forwarding and MASQUERADE for the client subnet (up --nat). */
   nat?: boolean;
+  /** postgres://... of a cluster's shared store; absent: the SQLite file in the state directory. */
+  store?: string;
+  /** This node's name in a cluster. */
+  node?: string;
 }
 
 type Field = keyof Omit<ServerOptions, 'command' | 'name' | 'action' | 'qr'> | 'noQr';
@@ -75,6 +81,8 @@ const SPECS: Spec[] = [
   { field: 'noQr', flag: '--no-qr', env: 'WG_TS_NO_QR', commands: CLIENT_CONFIG, help: 'no QR code (it is only printed on a terminal anyway)' },
   { field: 'web', flag: '--web', env: 'WG_TS_WEB', arg: '[ADDR:]PORT', commands: ['up'], help: 'web admin and HTTP API (loopback unless ADDR is given; off)' },
   { field: 'webBehindTls', flag: '--web-behind-tls', env: 'WG_TS_WEB_BEHIND_TLS', commands: ['up'], help: 'TLS or a reverse proxy is in front of --web (secure cookies, no warning)' },
+  { field: 'store', flag: '--store', env: 'WG_TS_STORE', arg: 'URL', commands: COMMANDS, help: 'postgres://USER:PASSWORD@HOST/DB shared by the nodes of a cluster (the SQLite file in the state directory)' },
+  { field: 'node', flag: '--node', env: 'WG_TS_NODE', arg: 'NAME', commands: COMMANDS, help: "this node's name in a cluster (the host name)" },
   { field: 'nat', flag: '--nat', env: 'WG_TS_NAT', commands: ['up'], help: 'turn on forwarding and MASQUERADE for the client subnet (removed by down)' },
 ];
 
@@ -88,6 +96,7 @@ export const USAGE = `Usage: wireguard-ts COMMAND [options]
   token create NAME   a bearer token for the HTTP API, printed once (stored hashed)
   token list          tokens and when they were last used
   token revoke NAME   revoke a token at once
+  cluster status      the nodes sharing --store: up or down, peers, traffic, feed lag
   wireguard-ts [-f] [--workers N] INTERFACE   the bare daemon, as wg-quick runs it
   wireguard-ts --version
 
@@ -132,18 +141,20 @@ export function parseServerArgs(argv: readonly string[], env: NodeJS.ProcessEnv)
 
   const opts: ServerOptions = { command: cmd, ifname: DEFAULT_INTERFACE, stateDir: DEFAULT_STATE_DIR, qr: true };
   let names = positional;
-  if (cmd === 'token') {
+  if (cmd === 'token' || cmd === 'cluster') {
+    const actions: readonly string[] = cmd === 'token' ? TOKEN_ACTIONS : CLUSTER_ACTIONS;
     const action = positional[0];
-    if (!(TOKEN_ACTIONS as readonly string[]).includes(action ?? '')) throw new UsageError(`token needs an action: ${TOKEN_ACTIONS.join(', ')}`);
-    opts.action = action as TokenAction;
+    if (!actions.includes(action ?? '')) throw new UsageError(`${cmd} needs an action: ${actions.join(', ')}`);
+    opts.action = action as TokenAction | 'status';
     names = positional.slice(1);
   }
   const takesName = cmd === 'add-client' || cmd === 'remove-client' || cmd === 'show-client' || (cmd === 'token' && opts.action !== 'list');
-  const what = cmd === 'token' ? `token ${opts.action}` : cmd;
+  const what = cmd === 'token' || cmd === 'cluster' ? `${cmd} ${opts.action}` : cmd;
   if (names.length > (takesName ? 1 : 0)) throw new UsageError(`unexpected argument ${shown(names.at(-1)!)}`);
   if (takesName && names.length === 0) throw new UsageError(`${what} needs a ${cmd === 'token' ? 'token' : 'client'} NAME`);
   if (takesName) opts.name = checkName(names[0]!, what);
   for (const [field, { value, from }] of raw) apply(opts, field, value.trim(), from);
+  if (cmd === 'cluster' && opts.store === undefined) throw new UsageError('cluster status needs the cluster\'s --store (or WG_TS_STORE)');
   return opts;
 }
 
@@ -207,6 +218,13 @@ function apply(o: ServerOptions, field: Field, v: string, from: string): void {
       return;
     case 'nat':
       o.nat = flag();
+      return;
+    case 'store':
+      // The value is never echoed: it may hold the database password.
+      o.store = isPostgresUrl(v) ? v : fail('not a postgres:// or postgresql:// URL');
+      return;
+    case 'node':
+      o.node = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(v) ? v : fail(`${shown(v)} is not a node name (letters, digits, '.', '_', '-', up to 63)`);
       return;
   }
 }

@@ -5,7 +5,12 @@
 // - Then it follows the store's change feed (every change to a client, from this process's HTTP
 //   API or from a CLI command in another process) and applies each changed client: added,
 //   removed, re-keyed, new allowed IPs. The last applied sequence is written back to the store
-//   so a CLI command can wait until its change is live.
+//   (under this node's key in a cluster) so a CLI command can wait until its change is live.
+// - A reader that fell behind the feed's pruning (a node offline for longer than the feed is
+//   kept) cannot know what it missed: it resyncs in full instead.
+// - Applying is idempotent (the device is compared with the store per client), and the applied
+//   sequence only moves forward once the device has the change: a change is never skipped, and
+//   one read twice after a failure changes nothing twice.
 // - `enforce()` re-evaluates what time and usage decide (expiry, the monthly quota, a new month
 //   lifting a quota stop) for every client; the runtime calls it after each traffic sample.
 //
@@ -52,7 +57,19 @@ export class Reconciler {
     private readonly device: DeviceControl,
     private readonly now: () => number = Date.now,
     private readonly onReset: (clientId: number) => void = () => undefined,
+    /** The meta key of the applied sequence: one per node in a cluster. */
+    private readonly appliedKey: string = APPLIED_META,
   ) {}
+
+  /** The last change of the feed the device has. */
+  get appliedSeq(): number {
+    return this.applied;
+  }
+
+  /** Peers on the device now. */
+  get size(): number {
+    return this.onDevice.size;
+  }
 
   /** The client a device peer belongs to, by base64 public key. */
   clientOf(publicKey: string): number | undefined {
@@ -89,6 +106,14 @@ export class Reconciler {
   /** Applies the changes of the feed made since the last call. */
   follow(): Promise<void> {
     return this.serial(async () => {
+      if (this.applied < (await this.store.prunedThrough())) {
+        // Every client compared with the device, so sessions of unchanged clients live on.
+        const seq = await this.store.lastChange();
+        const { items } = await this.store.listClients({});
+        await this.apply(items.map((c) => c.id).concat([...this.onDevice.keys()]), await this.activeOf(items));
+        await this.markApplied(seq);
+        return;
+      }
       for (;;) {
         const changes = await this.store.changesSince(this.applied, FEED_BATCH);
         if (changes.length === 0) return;
@@ -158,6 +183,6 @@ export class Reconciler {
 
   private async markApplied(seq: number): Promise<void> {
     this.applied = seq;
-    await this.store.setMeta(APPLIED_META, String(seq));
+    await this.store.setMeta(this.appliedKey, String(seq));
   }
 }

@@ -37,6 +37,8 @@ export const reason = (err: unknown): string => {
   const e = err as NodeJS.ErrnoException;
   // SQLite says SHMSIZE when a full disk leaves no room for its shared-memory index.
   if (e.code === 'ENOSPC' || e.code === 'SQLITE_FULL' || e.code === 'SQLITE_IOERR_SHMSIZE') return 'no space left on the device';
+  // PostgreSQL's errors carry a severity; their code (SQLSTATE, "3D000") says less than their message.
+  if ('severity' in e) return e.message;
   return e.code ?? e.message;
 };
 

@@ -29,6 +29,9 @@ export interface DaemonOptions {
   workers?: number;
   web?: { host: string; port: number };
   webBehindTls?: boolean;
+  /** A cluster's store and this node's name, given to the daemon in its environment (not argv, which every user can read). */
+  store?: string;
+  node?: string;
 }
 
 /**
@@ -46,7 +49,8 @@ export function startDaemon(ifname: string, o: DaemonOptions): Promise<void> {
   return new Promise((resolve, reject) => {
     // The daemon's own error message (no TUN permission, a busy name...) goes straight to the
     // user's terminal; ours only adds what failed.
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    const env = { ...process.env, ...(o.store !== undefined ? { WG_TS_STORE: o.store } : {}), ...(o.node !== undefined ? { WG_TS_NODE: o.node } : {}) };
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'], env });
     child.once('error', (err) => reject(new ServerError(`cannot start the daemon: ${err.message}`)));
     child.once('exit', (code, signal) => {
       if (code === 0) resolve();

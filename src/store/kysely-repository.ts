@@ -1,6 +1,12 @@
 // The Repository over Kysely: every query of the store, written once for every backend. A
-// backend (sqlite.ts; PostgreSQL next) opens its connection, runs the migrations and hands
-// over its Kysely instance plus how its driver reports a unique-constraint violation.
+// backend (sqlite.ts, postgres.ts) opens its connection, runs the migrations and hands over its
+// Kysely instance plus the few things only it knows (Backend below).
+//
+// Every transaction that changes clients calls Backend.serializeWriters first. On SQLite that
+// is nothing (BEGIN IMMEDIATE already queues writers); on PostgreSQL it is a transaction-scoped
+// advisory lock, which gives two guarantees the change feed and allocation rely on: changes
+// commit in the order of their sequence numbers (a reader that saw seq N never later finds an
+// N-1 committed behind it), and the gap search for a free address never races another node's.
 //
 // Queries are typed by schema.ts; the one hand-written SQL fragment is the address gap search,
 // which the builder cannot express more clearly.
@@ -9,11 +15,21 @@ import { formatIPv4 } from '../server/addresses.js';
 import type { ClientTable, Database } from './schema.js';
 import {
   ConflictError, monthOf, type Admin, type AddressRange, type ApiToken, type Change, type ClientPatch, type ClientQuery, type ClientRecord,
-  type NewClient, type Repository, type ServerRecord, type TrafficDelta, type TrafficPoint,
+  type NewClient, type NodeRecord, type Repository, type ServerRecord, type TrafficDelta, type TrafficPoint,
 } from './repository.js';
 
-/** The column whose unique constraint an error reports, or undefined when it is not one. */
-export type UniqueViolation = (err: unknown) => string | undefined;
+/** What differs between backends. */
+export interface Backend {
+  /** The column whose unique constraint an error reports, or undefined when it is not one. */
+  uniqueViolation(err: unknown): string | undefined;
+  /** Called first in every transaction that changes clients: one such writer at a time. */
+  serializeWriters(trx: Transaction<Database>): Promise<void>;
+  /** Called after a change row is written: tells followers once the transaction commits. */
+  announce(trx: Transaction<Database>, seq: number): Promise<void>;
+}
+
+/** The meta key holding the highest pruned change sequence. */
+const PRUNED_META = 'changes_pruned_through';
 
 /** Rows per multi-row insert: well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535. */
 const CHUNK = 500;
@@ -43,7 +59,11 @@ const floorTo = (at: number, periodS: number): number => at - (at % (periodS * 1
 export const TRAFFIC_PERIODS = [60, 3600] as const;
 
 export class KyselyRepository implements Repository {
-  constructor(private readonly db: Kysely<Database>, private readonly uniqueViolation: UniqueViolation) {}
+  private readonly uniqueViolation: (err: unknown) => string | undefined;
+
+  constructor(private readonly db: Kysely<Database>, private readonly backend: Backend) {
+    this.uniqueViolation = (err) => backend.uniqueViolation(err);
+  }
 
   close(): Promise<void> {
     return this.db.destroy();
@@ -76,10 +96,20 @@ export class KyselyRepository implements Repository {
       .onConflict((oc) => oc.column('id').doUpdateSet(row)).execute();
   }
 
+  async createServer(s: ServerRecord): Promise<{ server: ServerRecord; created: boolean }> {
+    const r = await this.db.insertInto('server').values({
+      id: 1, private_key: s.privateKey, address: s.address, listen_port: s.listenPort, mtu: s.mtu,
+      endpoint: s.endpoint ?? null, extra: json(s.extra), created_at: s.createdAt,
+    }).onConflict((oc) => oc.column('id').doNothing()).returning('id').executeTakeFirst();
+    if (r !== undefined) return { server: s, created: true };
+    return { server: (await this.getServer())!, created: false };
+  }
+
   // ---- clients ----
 
   private async logChange(trx: Transaction<Database>, clientId: number, kind: Change['kind']): Promise<void> {
-    await trx.insertInto('changes').values({ client_id: clientId, kind, at: Date.now() }).execute();
+    const r = await trx.insertInto('changes').values({ client_id: clientId, kind, at: Date.now() }).returning('seq').executeTakeFirstOrThrow();
+    await this.backend.announce(trx, r.seq);
   }
 
   private async insertClient(trx: Transaction<Database>, c: NewClient, address: number | null): Promise<ClientRecord> {
@@ -97,7 +127,10 @@ export class KyselyRepository implements Repository {
   async createClient(c: NewClient, range: AddressRange): Promise<ClientRecord> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.db.transaction().execute(async (trx) => this.insertClient(trx, c, c.address !== undefined ? c.address : await this.freeAddress(trx, range)));
+        return await this.db.transaction().execute(async (trx) => {
+          await this.backend.serializeWriters(trx);
+          return this.insertClient(trx, c, c.address !== undefined ? c.address : await this.freeAddress(trx, range));
+        });
       } catch (err) {
         const allocated = c.address === undefined && this.uniqueViolation(err) === 'address';
         if (allocated && attempt < ALLOCATION_ATTEMPTS) continue;
@@ -109,6 +142,7 @@ export class KyselyRepository implements Repository {
 
   async importState(server: ServerRecord, clients: readonly NewClient[]): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
+      await this.backend.serializeWriters(trx);
       await trx.insertInto('server').values({
         id: 1, private_key: server.privateKey, address: server.address, listen_port: server.listenPort, mtu: server.mtu,
         endpoint: server.endpoint ?? null, extra: json(server.extra), created_at: server.createdAt,
@@ -122,13 +156,15 @@ export class KyselyRepository implements Repository {
    * just above a taken one, so the search walks the unique index once instead of the range.
    */
   private async freeAddress(trx: Transaction<Database>, range: AddressRange): Promise<number> {
-    const r = await sql<{ a: number | null }>`
+    // Parameters are cast: PostgreSQL cannot infer a bare parameter's type in a union.
+    const n = (v: number) => sql`cast(${v} as bigint)`;
+    const r = await sql<{ a: number | string | null }>`
       select min(c) as a from (
-        select ${range.first} as c
+        select ${n(range.first)} as c
         union all select address + 1 from clients where address is not null
-        union all select ${range.reserved + 1}
+        union all select ${n(range.reserved + 1)}
       ) as candidates
-      where c >= ${range.first} and c <= ${range.last} and c <> ${range.reserved}
+      where c >= ${n(range.first)} and c <= ${n(range.last)} and c <> ${n(range.reserved)}
         and not exists (select 1 from clients where address = c)`.execute(trx);
     const a = r.rows[0]?.a;
     if (a === null || a === undefined) throw new ConflictError('address', `no free address left from ${formatIPv4(range.first)} to ${formatIPv4(range.last)}`);
@@ -177,6 +213,7 @@ export class KyselyRepository implements Repository {
     if (patch.allowedIps !== undefined) set.allowed_ips = json(patch.allowedIps);
     try {
       return await this.db.transaction().execute(async (trx) => {
+        await this.backend.serializeWriters(trx);
         const row = Object.keys(set).length === 0
           ? await trx.selectFrom('clients').selectAll().where('id', '=', id).executeTakeFirst()
           : await trx.updateTable('clients').set(set).where('id', '=', id).returningAll().executeTakeFirst();
@@ -191,6 +228,7 @@ export class KyselyRepository implements Repository {
 
   async deleteClient(id: number): Promise<ClientRecord | undefined> {
     return this.db.transaction().execute(async (trx) => {
+      await this.backend.serializeWriters(trx);
       const row = await trx.deleteFrom('clients').where('id', '=', id).returningAll().executeTakeFirst();
       if (row === undefined) return undefined;
       await this.logChange(trx, id, 'delete');
@@ -208,6 +246,26 @@ export class KyselyRepository implements Repository {
   async changesSince(seq: number, limit: number): Promise<Change[]> {
     const rows = await this.db.selectFrom('changes').select(['seq', 'client_id', 'kind']).where('seq', '>', seq).orderBy('seq').limit(limit).execute();
     return rows.map((r) => ({ seq: r.seq, clientId: r.client_id, kind: r.kind }));
+  }
+
+  async pruneChanges(before: number): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await this.backend.serializeWriters(trx);
+      const r = await trx.selectFrom('changes').select((eb) => eb.fn.max('seq').as('seq')).where('at', '<', before).executeTakeFirst();
+      const seq = Number(r?.seq ?? 0);
+      if (seq === 0) return;
+      // Never the newest change: lastChange() must keep answering with the feed's head.
+      const last = await trx.selectFrom('changes').select((eb) => eb.fn.max('seq').as('seq')).executeTakeFirstOrThrow();
+      const through = Math.min(seq, Number(last.seq) - 1);
+      if (through <= 0) return;
+      await trx.deleteFrom('changes').where('seq', '<=', through).execute();
+      await trx.insertInto('meta').values({ key: PRUNED_META, value: String(through) })
+        .onConflict((oc) => oc.column('key').doUpdateSet({ value: String(through) })).execute();
+    });
+  }
+
+  async prunedThrough(): Promise<number> {
+    return Number((await this.getMeta(PRUNED_META)) ?? 0);
   }
 
   async getMeta(key: string): Promise<string | undefined> {
@@ -338,5 +396,22 @@ export class KyselyRepository implements Repository {
 
   async pruneTraffic(period: number, before: number): Promise<void> {
     await this.db.deleteFrom('traffic').where('period', '=', period).where('bucket', '<', before).execute();
+  }
+
+  // ---- cluster nodes ----
+
+  async saveNode(n: NodeRecord): Promise<void> {
+    const row = {
+      started_at: n.startedAt, heartbeat_at: n.heartbeatAt, applied_seq: n.appliedSeq, peers: n.peers, online: n.online, rx: n.rx, tx: n.tx,
+    };
+    await this.db.insertInto('nodes').values({ name: n.name, ...row }).onConflict((oc) => oc.column('name').doUpdateSet(row)).execute();
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    const rows = await this.db.selectFrom('nodes').selectAll().orderBy('name').execute();
+    return rows.map((r) => ({
+      name: r.name, startedAt: Number(r.started_at), heartbeatAt: Number(r.heartbeat_at), appliedSeq: Number(r.applied_seq),
+      peers: r.peers, online: r.online, rx: Number(r.rx), tx: Number(r.tx),
+    }));
   }
 }

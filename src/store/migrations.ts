@@ -1,7 +1,18 @@
 // Versioned schema migrations, applied in name order by Kysely's Migrator at every open; each
 // runs once and is recorded in the kysely_migration table. Written with the schema builder so
 // that SQLite and PostgreSQL run the same list. Never edit a released migration: add one.
-import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+//
+// The one difference between the dialects is a generated id: SQLite's `integer primary key
+// autoincrement` is PostgreSQL's `serial primary key` (Kysely writes AUTO_INCREMENT, which
+// PostgreSQL does not know). On SQLite the statements are exactly those of the first release.
+import { PostgresAdapter, sql, type ColumnDefinitionBuilder, type CreateTableBuilder, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+
+/** `table` with a generated integer primary key named `name`, in the database's own words. */
+function withId<T extends string>(db: Kysely<unknown>, table: CreateTableBuilder<T, never>, name: string): CreateTableBuilder<T, string> {
+  return db.getExecutor().adapter instanceof PostgresAdapter
+    ? table.addColumn(name, 'serial', (c: ColumnDefinitionBuilder) => c.primaryKey())
+    : table.addColumn(name, 'integer', (c: ColumnDefinitionBuilder) => c.primaryKey().autoIncrement());
+}
 
 const initial: Migration = {
   async up(db: Kysely<unknown>): Promise<void> {
@@ -19,8 +30,7 @@ const initial: Migration = {
       .addColumn('extra', 'text', (c) => c.notNull())
       .addColumn('created_at', 'bigint', (c) => c.notNull())
       .execute();
-    await db.schema.createTable('clients')
-      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+    await withId(db, db.schema.createTable('clients'), 'id')
       .addColumn('name', 'text', (c) => c.notNull().unique())
       .addColumn('public_key', 'text', (c) => c.notNull().unique())
       .addColumn('private_key', 'text')
@@ -37,14 +47,12 @@ const initial: Migration = {
       .addColumn('created_at', 'bigint', (c) => c.notNull())
       .execute();
     await db.schema.createIndex('clients_created').on('clients').column('created_at').execute();
-    await db.schema.createTable('changes')
-      .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+    await withId(db, db.schema.createTable('changes'), 'seq')
       .addColumn('client_id', 'integer', (c) => c.notNull())
       .addColumn('kind', 'text', (c) => c.notNull())
       .addColumn('at', 'bigint', (c) => c.notNull())
       .execute();
-    await db.schema.createTable('admins')
-      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+    await withId(db, db.schema.createTable('admins'), 'id')
       .addColumn('username', 'text', (c) => c.notNull().unique())
       .addColumn('password_hash', 'text', (c) => c.notNull())
       .addColumn('totp_secret', 'text')
@@ -56,8 +64,7 @@ const initial: Migration = {
       .addColumn('created_at', 'bigint', (c) => c.notNull())
       .addColumn('expires_at', 'bigint', (c) => c.notNull())
       .execute();
-    await db.schema.createTable('tokens')
-      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+    await withId(db, db.schema.createTable('tokens'), 'id')
       .addColumn('name', 'text', (c) => c.notNull().unique())
       .addColumn('token_hash', 'text', (c) => c.notNull().unique())
       .addColumn('created_at', 'bigint', (c) => c.notNull())
@@ -83,6 +90,27 @@ const initial: Migration = {
   },
 };
 
+/**
+ * The cluster (src/cluster): each node's heartbeat row, read by `cluster status`; the node's
+ * figures are its own device's (peers seen recently, bytes since it started) and the last
+ * change of the feed it applied.
+ */
+const nodes: Migration = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    await db.schema.createTable('nodes')
+      .addColumn('name', 'text', (c) => c.primaryKey())
+      .addColumn('started_at', 'bigint', (c) => c.notNull())
+      .addColumn('heartbeat_at', 'bigint', (c) => c.notNull())
+      .addColumn('applied_seq', 'bigint', (c) => c.notNull())
+      .addColumn('peers', 'integer', (c) => c.notNull())
+      .addColumn('online', 'integer', (c) => c.notNull())
+      .addColumn('rx', 'bigint', (c) => c.notNull())
+      .addColumn('tx', 'bigint', (c) => c.notNull())
+      .execute();
+    await db.schema.createIndex('changes_at').on('changes').column('at').execute();
+  },
+};
+
 export const migrations: MigrationProvider = {
-  getMigrations: async () => ({ '0001_initial': initial }),
+  getMigrations: async () => ({ '0001_initial': initial, '0002_nodes': nodes }),
 };

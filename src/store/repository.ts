@@ -1,7 +1,7 @@
 // The store's one interface: everything the server mode keeps (server identity, clients, the
-// change feed, administrators, sessions, API tokens, traffic history) goes through it. The
-// SQLite file (sqlite.ts) is the embedded default; a PostgreSQL backend for clusters implements
-// the same interface with the same queries (kysely-repository.ts) and migrations.
+// change feed, administrators, sessions, API tokens, traffic history, cluster nodes) goes
+// through it. The SQLite file (sqlite.ts) is the embedded default; PostgreSQL (postgres.ts) is
+// the store of a cluster, with the same queries (kysely-repository.ts) and migrations.
 //
 // Every method that changes a client also appends to the change feed in the same transaction,
 // so whoever applies clients to a device (src/server/reconciler.ts) can follow the feed and
@@ -112,6 +112,18 @@ export interface TrafficPoint {
   tx: number;
 }
 
+/** A cluster node's heartbeat (src/cluster/nodes.ts). */
+export interface NodeRecord {
+  name: string;
+  startedAt: number;
+  heartbeatAt: number;
+  appliedSeq: number;
+  peers: number;
+  online: number;
+  rx: number;
+  tx: number;
+}
+
 /** A unique value already taken (a name, a key, an address): `field` names it. */
 export class ConflictError extends Error {
   constructor(readonly field: string, message: string) {
@@ -125,6 +137,11 @@ export interface Repository {
   getServer(): Promise<ServerRecord | undefined>;
   /** Creates the server, or replaces its settings (the key only changes with a new store). */
   saveServer(s: ServerRecord): Promise<void>;
+  /**
+   * Creates the server unless there is one; returns the one kept and whether it is `s`. Two
+   * nodes of a cluster brought up at once agree on one key this way.
+   */
+  createServer(s: ServerRecord): Promise<{ server: ServerRecord; created: boolean }>;
 
   /**
    * Inserts a client; without an address, the lowest free one of `range` is allocated in the
@@ -141,6 +158,13 @@ export interface Repository {
 
   lastChange(): Promise<number>;
   changesSince(seq: number, limit: number): Promise<Change[]>;
+  /**
+   * Drops changes older than `before` (ms). The highest sequence dropped is kept, so a reader
+   * that applied less than it knows that it missed changes and must resync in full.
+   */
+  pruneChanges(before: number): Promise<void>;
+  /** The highest sequence pruneChanges dropped (0 for none). */
+  prunedThrough(): Promise<number>;
 
   getMeta(key: string): Promise<string | undefined>;
   setMeta(key: string, value: string | undefined): Promise<void>;
@@ -168,4 +192,7 @@ export interface Repository {
   monthlyUsage(month: string, clientIds?: readonly number[]): Promise<Map<number, { rx: number; tx: number }>>;
   /** Drops buckets of `period` older than `before`. */
   pruneTraffic(period: number, before: number): Promise<void>;
+
+  saveNode(n: NodeRecord): Promise<void>;
+  listNodes(): Promise<NodeRecord[]>;
 }

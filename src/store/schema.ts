@@ -1,5 +1,5 @@
 // The tables of the store, as Kysely sees them. One definition for every backend: the SQLite
-// file of one server and (next) the PostgreSQL database of a cluster run the same migrations
+// file of one server and the PostgreSQL database of a cluster (postgres.ts) run the same migrations
 // (migrations.ts) and the same queries.
 //
 // Times are milliseconds since the epoch; byte counts and addresses are integers (an IPv4
@@ -103,6 +103,21 @@ export interface MonthlyTable {
   tx: number;
 }
 
+/** One row per cluster node (src/cluster/nodes.ts), written by its heartbeat. */
+export interface NodeTable {
+  name: string;
+  started_at: number;
+  heartbeat_at: number;
+  /** The last change of the feed this node's device has. */
+  applied_seq: number;
+  /** Peers on the node's device, and those with a handshake in the last 180 s. */
+  peers: number;
+  online: number;
+  /** Bytes received and sent by the node's device since it started. */
+  rx: number;
+  tx: number;
+}
+
 export interface Database {
   server: ServerTable;
   clients: ClientTable;
@@ -113,4 +128,5 @@ export interface Database {
   tokens: TokenTable;
   traffic: TrafficTable;
   monthly: MonthlyTable;
+  nodes: NodeTable;
 }

@@ -57,5 +57,5 @@ export async function openSqliteStore(path: string): Promise<Repository> {
     await db.destroy();
     throw error;
   }
-  return new KyselyRepository(db, uniqueViolation);
+  return new KyselyRepository(db, { uniqueViolation, serializeWriters: async () => undefined, announce: async () => undefined });
 }
