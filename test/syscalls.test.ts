@@ -9,7 +9,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { EBADFD, EINVAL, EIO, EMSGSIZE, EventFd, PollSet, SOL_SOCKET, closeFd, libc } from '../src/net/libc.js';
 import { EndpointTable, copyEndpoint, endpointEquals, formatEndpoint, parseEndpoint } from '../src/net/endpoint.js';
-import { DatagramSender, UdpBatch, localPort, openUdpSockets, setMark } from '../src/net/udp.js';
+import { UdpBatch, localPort, openUdpSockets, setMark } from '../src/net/udp.js';
 import { DatagramBatch, DATAGRAM_BATCH, MAX_DATAGRAM } from '../src/net/datagram-batch.js';
 import { GRO_AREA_BYTES } from '../src/net/gro.js';
 import { TunQueue, getMtu, interfaceIndex, isValidName, openQueues, setMtu, tunAttached } from '../src/tun/tun.js';
@@ -205,7 +205,7 @@ test('UDP GRO: coalesced runs are cut back into datagrams, intact and in order, 
   sendGsoBatch({ gro: true, max: 1 });
 });
 
-test('UDP: DatagramSender, a busy port fails with EADDRINUSE, SO_MARK needs privilege only', () => {
+test('UDP: a single control datagram, a busy port fails with EADDRINUSE, SO_MARK needs privilege only', () => {
   const server = openUdpSockets(0, 1);
   const client = openUdpSockets(0, 1);
   try {
@@ -214,7 +214,11 @@ test('UDP: DatagramSender, a busy port fails with EADDRINUSE, SO_MARK needs priv
     parseEndpoint(`[::ffff:127.0.0.1]:${server.port}`, to, 0);
     const data = new Uint8Array(new ArrayBuffer(8));
     data.set([7, 8, 9], 2);
-    assert.equal(new DatagramSender(() => client.fds[0]!).send(data, 2, 3, to, 0), 3);
+    const results: [number, number, boolean][] = [];
+    const one = new DatagramBatch(() => client.fds[0]!, (tag, sent, refused) => results.push([tag, sent, refused]));
+    one.queue(data, 2, 3, to, 0, 0);
+    one.flush();
+    assert.deepEqual(results, [[0, 3, false]]);
     const got = receiveAll([new UdpBatch(server.fds[0]!)], 1);
     assert.deepEqual(got.map((g) => [g.len, g.tag, g.from]), [[3, 7, `127.0.0.1:${client.port}`]]);
     assert.equal(setMark(client.fds[0]!, 0x51820), isRoot ? 0 : -1);
@@ -510,14 +514,17 @@ test('UDP: the sticky source: replies leave from it, the local address of a rece
     assert.equal(got.get(1), `127.0.0.7:${client.port} to 127.0.0.1`);
     assert.equal(got.get(2), `127.0.0.1:${client.port} to 127.0.0.1`);
 
-    // The control plane's single sends follow the same rule.
+    // The control plane's sends follow the same rule: sent from the routed address, the refusal reported.
     const one = new EndpointTable(1);
     parseEndpoint(`127.0.0.1:${server.port}`, one, 0);
     one.src.set(mapped([192, 0, 2, 78]), 0);
     const data = new Uint8Array(new ArrayBuffer(8));
     data[0] = 3;
-    assert.equal(new DatagramSender(() => client.fds[0]!).send(data, 0, 8, one, 0), 8);
-    assert.equal(one.hasSource(0), false);
+    const results: [number, number, boolean][] = [];
+    const control = new DatagramBatch(() => client.fds[0]!, (tag, sent, refused) => results.push([tag, sent, refused]));
+    control.queue(data, 0, 8, one, 0, 7);
+    control.flush();
+    assert.deepEqual(results, [[7, 8, true]]);
   } finally {
     [...server.fds, ...client.fds].forEach(closeFd);
   }

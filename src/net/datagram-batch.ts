@@ -15,7 +15,8 @@
  * Layout, one ArrayBuffer that never moves, CAPACITY entries of each:
  *   mmsghdr | iovec | sockaddr_in6 | IPV6_PKTINFO cmsg | payload (MAX_DATAGRAM bytes)
  */
-import { EAGAIN, EINVAL, EADDRNOTAVAIL, ENETUNREACH, MSG_DONTWAIT, SOCKADDR_IN6_LEN, AF_INET6, addressOf, errno, libc, writeAddress, MMSGHDR_SIZE, IOVEC_SIZE, NAME_SLOT } from './libc.js';
+import { EAGAIN, MSG_DONTWAIT, SOCKADDR_IN6_LEN, addressOf, errno, libc, writeAddress, MMSGHDR_SIZE, IOVEC_SIZE, NAME_SLOT } from './libc.js';
+import { M_CONTROL, M_CONTROLLEN, M_IOV, M_IOVLEN, M_NAME, M_NAMELEN, sourceRefused, writeName } from './udp.js';
 import type { EndpointTable } from './endpoint.js';
 import { PKTINFO_SPACE, writePktinfo } from './cmsg.js';
 
@@ -24,24 +25,11 @@ export const DATAGRAM_BATCH = 64;
 /** Largest message the control plane sends (a handshake initiation is 148 bytes). */
 export const MAX_DATAGRAM = 160;
 
-/** Words of a msghdr (x86-64): name, namelen, iov, iovlen, control, controllen. */
-const M_NAME = 0;
-const M_NAMELEN = 2;
-const M_IOV = 4;
-const M_IOVLEN = 6;
-const M_CONTROL = 8;
-const M_CONTROLLEN = 10;
-
 const IOV_AT = DATAGRAM_BATCH * MMSGHDR_SIZE;
 const NAME_AT = IOV_AT + DATAGRAM_BATCH * IOVEC_SIZE;
 const CTL_AT = NAME_AT + DATAGRAM_BATCH * NAME_SLOT;
 const DATA_AT = CTL_AT + DATAGRAM_BATCH * PKTINFO_SPACE;
 const BYTES = DATA_AT + DATAGRAM_BATCH * MAX_DATAGRAM;
-
-/** The kernel refused the sticky source (address gone, no route from it): send from the routed address. */
-function sourceRefused(e: number): boolean {
-  return e === EINVAL || e === EADDRNOTAVAIL || e === ENETUNREACH;
-}
 
 /**
  * Told what became of a queued message: `sent` is its length or -errno; `sourceRefused`: its
@@ -92,15 +80,7 @@ export class DatagramBatch {
     this.bytes.set(buf.subarray(off, off + len), DATA_AT + i * MAX_DATAGRAM);
     u32[((IOV_AT + i * IOVEC_SIZE) >> 2) + 2] = len;
     u32[m + M_NAMELEN] = SOCKADDR_IN6_LEN;
-    const s = (NAME_AT + i * NAME_SLOT) >> 2;
-    const p = to.port[row]!;
-    u32[s] = AF_INET6 | ((p >>> 8) << 16) | ((p & 0xff) << 24);
-    u32[s + 1] = 0;
-    u32[s + 2] = to.addr32[4 * row]!;
-    u32[s + 3] = to.addr32[4 * row + 1]!;
-    u32[s + 4] = to.addr32[4 * row + 2]!;
-    u32[s + 5] = to.addr32[4 * row + 3]!;
-    u32[s + 6] = 0;
+    writeName(u32, (NAME_AT + i * NAME_SLOT) >> 2, to, row);
     const sourced = to.hasSource(row);
     if (sourced) {
       writePktinfo(u32, CTL_AT + i * PKTINFO_SPACE, to, row);

@@ -32,12 +32,12 @@ const IOV = IOVEC_SIZE;
 const NAME = NAME_SLOT;
 const CTL = CONTROL_SPACE;
 /** Words of a msghdr (x86-64): name, namelen, iov, iovlen, control, controllen, flags; mmsghdr's msg_len. */
-const M_NAME = 0;
-const M_NAMELEN = 2;
-const M_IOV = 4;
-const M_IOVLEN = 6;
-const M_CONTROL = 8;
-const M_CONTROLLEN = 10;
+export const M_NAME = 0;
+export const M_NAMELEN = 2;
+export const M_IOV = 4;
+export const M_IOVLEN = 6;
+export const M_CONTROL = 8;
+export const M_CONTROLLEN = 10;
 const M_FLAGS = 12;
 const M_LEN = 14;
 
@@ -46,7 +46,7 @@ const M_LEN = 14;
  * (ip_route_output: EINVAL; ip6_datagram_send_ctl: EINVAL; no route: ENETUNREACH): forget the
  * source and send again from the routed address, as the kernel does.
  */
-function sourceRefused(e: number): boolean {
+export function sourceRefused(e: number): boolean {
   return e === EINVAL || e === EADDRNOTAVAIL || e === ENETUNREACH;
 }
 
@@ -145,7 +145,7 @@ export function openUdpSockets(port: number, count: number, options: UdpOptions 
  * Writes a sockaddr_in6 for row `row` of `to` at word `s` of `u32` (family, port big-endian,
  * flowinfo, address, scope id).
  */
-function writeName(u32: Uint32Array, s: number, to: EndpointTable, row: number): void {
+export function writeName(u32: Uint32Array, s: number, to: EndpointTable, row: number): void {
   const p = to.port[row]!;
   u32[s] = AF_INET6 | ((p >>> 8) << 16) | ((p & 0xff) << 24);
   u32[s + 1] = 0;
@@ -154,54 +154,6 @@ function writeName(u32: Uint32Array, s: number, to: EndpointTable, row: number):
   u32[s + 4] = to.addr32[4 * row + 2]!;
   u32[s + 5] = to.addr32[4 * row + 3]!;
   u32[s + 6] = 0;
-}
-
-/**
- * Sends single datagrams from the control plane (handshake messages, cookie replies,
- * keepalives) with sendmsg, from the row's sticky source when it has one. One per thread; its
- * msghdr, name and control buffer are allocated once.
- */
-export class DatagramSender {
-  private readonly bytes = new Uint8Array(new ArrayBuffer(MMSG + IOV + NAME + CTL));
-  private readonly u32 = new Uint32Array(this.bytes.buffer);
-  private readonly base = addressOf(this.bytes);
-  private readonly slab = new SlabAddress();
-
-  constructor(private readonly fd: () => number) {
-    writeAddress(this.u32, M_NAME, this.base + MMSG + IOV);
-    this.u32[M_NAMELEN] = SOCKADDR_IN6_LEN;
-    writeAddress(this.u32, M_IOV, this.base + MMSG);
-    this.u32[M_IOVLEN] = 1;
-  }
-
-  /**
-   * Sends `buf[off, off + len)` (a buffer that never moves: over an explicit ArrayBuffer) to row
-   * `row` of `to`. A source the kernel refuses is cleared in the row (the caller checks
-   * `to.hasSource(row)` to learn it) and the datagram goes from the routed address. Returns the
-   * bytes sent or -errno (-EAGAIN when the socket buffer is full).
-   */
-  send(buf: Uint8Array, off: number, len: number, to: EndpointTable, row: number): number {
-    const u32 = this.u32;
-    writeAddress(u32, MMSG >> 2, this.slab.of(buf) + off);
-    u32[(MMSG >> 2) + 2] = len;
-    writeName(u32, (MMSG + IOV) >> 2, to, row);
-    for (;;) {
-      const sourced = to.hasSource(row);
-      if (sourced) {
-        writePktinfo(u32, MMSG + IOV + NAME, to, row);
-        writeAddress(u32, M_CONTROL, this.base + MMSG + IOV + NAME);
-        u32[M_CONTROLLEN] = PKTINFO_SPACE;
-      } else {
-        writeAddress(u32, M_CONTROL, 0);
-        u32[M_CONTROLLEN] = 0;
-      }
-      const r = libc.sendmsg(this.fd(), this.bytes, MSG_DONTWAIT) as number;
-      if (r >= 0) return r;
-      const e = errno();
-      if (!sourced || !sourceRefused(e)) return -e;
-      to.clearSource(row);
-    }
-  }
 }
 
 /**
