@@ -167,6 +167,14 @@ function ready(message: string): void {
   }
 }
 
+/** Start-up failed (what was opened is closed): tells the waiting parent and the terminal, exits 1. */
+function startFailed(reason: string): never {
+  const msg = `wireguard-ts: ${reason}\n`;
+  ready(`error: ${msg}`);
+  process.stderr.write(msg);
+  process.exit(1);
+}
+
 async function runForeground(args: Args): Promise<void> {
   const log = createLogger(args.ifname);
   installFaultHandlers(log);
@@ -175,10 +183,7 @@ async function runForeground(args: Args): Promise<void> {
     device = Device.open({ ifname: args.ifname, workers: args.workers, peerCapacity: args.maxPeers, offload: args.offload,
       handshakeThreads: args.handshakeThreads, handshakeOffloadDepth: args.offloadDepth, logger: log, testFaults: TEST_WORKER_FAULT });
   } catch (err) {
-    const msg = `wireguard-ts: cannot create interface ${args.ifname}: ${(err as Error).message}${process.getuid?.() !== 0 ? ' (are you root?)' : ''}\n`;
-    ready(`error: ${msg}`);
-    process.stderr.write(msg);
-    process.exit(1);
+    startFailed(`cannot create interface ${args.ifname}: ${(err as Error).message}${process.getuid?.() !== 0 ? ' (are you root?)' : ''}`);
   }
   let uapi: Awaited<ReturnType<typeof startUapiServer>>;
   try {
@@ -191,10 +196,7 @@ async function runForeground(args: Args): Promise<void> {
     });
   } catch (err) {
     await device.close();
-    const msg = `wireguard-ts: ${(err as Error).message}\n`;
-    ready(`error: ${msg}`);
-    process.stderr.write(msg);
-    process.exit(1);
+    startFailed((err as Error).message);
   }
   let metrics: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   if (args.metrics) {
@@ -203,10 +205,7 @@ async function runForeground(args: Args): Promise<void> {
     } catch (err) {
       await uapi.close();
       await device.close();
-      const msg = `wireguard-ts: ${(err as Error).message}\n`;
-      ready(`error: ${msg}`);
-      process.stderr.write(msg);
-      process.exit(1);
+      startFailed((err as Error).message);
     }
   }
   let server: ServerDaemon | undefined;
@@ -223,10 +222,7 @@ async function runForeground(args: Args): Promise<void> {
       await metrics?.close();
       await uapi.close();
       await device.close();
-      const msg = `wireguard-ts: ${(err as Error).message}\n`;
-      ready(`error: ${msg}`);
-      process.stderr.write(msg);
-      process.exit(1);
+      startFailed((err as Error).message);
     }
   }
   let stopping = false;
