@@ -135,11 +135,6 @@ export class Segmenter {
     return this.hdrLen + this.mss;
   }
 
-  /** Gives up the rest of the packet in progress (its segments no longer fit where they would go). */
-  abandon(): void {
-    this.next = this.count;
-  }
-
   /** Starts on the packet at src[pkt, pkt + len); false when it is not a TCP packet we can cut. */
   begin(src: Uint8Array, pkt: number, len: number, gsoType: number, mss: number): boolean {
     const v6 = gsoType === GSO_TCPV6;

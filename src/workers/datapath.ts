@@ -401,16 +401,10 @@ export class DataPath {
     }
     while (n < max) {
       if (this.segmenter.pending) {
-        if (this.segmenter.segmentBytes > maxLen && maxLen === this.maxPacket) {
-          // Begun for large buffers: the next batch has them.
+        if (this.segmenter.segmentBytes > maxLen) {
+          // Segments too large for slots (a large buffer holds any): the next batch has large buffers.
           this.sawLarge();
           break;
-        }
-        if (this.segmenter.segmentBytes > maxLen) {
-          // Begun in a batch with large buffers, and the MTU has shrunk since.
-          this.segmenter.abandon();
-          this.count(C_DROP_TOO_BIG);
-          continue;
         }
         n += this.segmenter.emit(this.bytes, this.tunOffsets, this.tunLens, n, max - n);
         continue;
