@@ -12,29 +12,54 @@
 import { randomInt } from 'node:crypto';
 import { zero } from '../crypto/memory.js';
 import type { SessionKeys } from '../handshake/noise.js';
-import { SlotPool } from './slots.js';
+import { ClaimableSlots, SlotPool } from './slots.js';
 import type { Reclaimer } from './reclaim.js';
-import { Tables, KP_SLOT_BITS, KeypairRole, now } from '../queues/tables.js';
+import { SESSION_BITS, type IndexPermutation } from './routable.js';
+import { Tables, KeypairRole, now } from '../queues/tables.js';
+
+const SESSIONS = 1 << SESSION_BITS;
 
 export class Keypairs {
   // Slot 0 is never used, so no live local index is 0 (the value of a retired slot).
-  private readonly free: SlotPool;
+  private readonly free: SlotPool | ClaimableSlots;
+  /** Cluster mode: the slots, taken by number once an index is drawn. */
+  private readonly routed: { permutation: IndexPermutation; slots: ClaimableSlots } | undefined;
+  /** Bits of an index above its slot bits. */
+  private readonly upperBits: number;
 
-  constructor(private readonly t: Tables, private readonly reclaim: Reclaimer) {
-    this.free = new SlotPool(1, t.desc.keypairCapacity);
+  /** `permutation`: the cluster's (cluster mode); without it indices are random. */
+  constructor(private readonly t: Tables, private readonly reclaim: Reclaimer, permutation?: IndexPermutation) {
+    this.routed = permutation && { permutation, slots: new ClaimableSlots(1, t.desc.keypairCapacity) };
+    this.free = this.routed?.slots ?? new SlotPool(1, t.desc.keypairCapacity);
+    this.upperBits = 32 - Math.log2(t.keypairs.mask + 1);
   }
 
   /**
-   * Reserves a slot for a handshake about to start and returns the local index naming it
-   * (the slot in the low bits, random bits above), or -1 when the table is full.
+   * Reserves a slot for a handshake about to start and returns the local index naming it, or -1
+   * when the table is full. The slot is in the index's low bits; above it are random bits, or,
+   * with a keyed permutation, the index is the peer's routable one (`routingId`) whose low bits
+   * name a free slot. When no session value gives one (a nearly full table), the index is a
+   * random one: that session is simply not routable.
    */
-  reserve(peer: number): number {
-    let slot = this.free.take();
-    if (slot < 0 && this.reclaim.reclaimNow()) slot = this.free.take();
-    if (slot < 0) return -1;
-    const index = ((randomInt(1 << (32 - KP_SLOT_BITS)) << KP_SLOT_BITS) | slot) >>> 0;
-    this.t.keypairs.reserve(slot, peer, index);
+  reserve(peer: number, routingId = -1): number {
+    let index = this.routed?.permutation.keyed ? this.routableIndex(this.routed, routingId) : -1;
+    if (index < 0) {
+      let slot = this.free.take();
+      if (slot < 0 && this.reclaim.reclaimNow()) slot = this.free.take();
+      if (slot < 0) return -1;
+      index = ((this.upperBits === 0 ? 0 : randomInt(2 ** this.upperBits) * (this.t.keypairs.mask + 1)) + slot) >>> 0;
+    }
+    this.t.keypairs.reserve(index & this.t.keypairs.mask, peer, index);
     return index;
+  }
+
+  private routableIndex(routed: NonNullable<Keypairs['routed']>, id: number): number {
+    const start = randomInt(SESSIONS);
+    for (let i = 0; i < SESSIONS; i++) {
+      const index = routed.permutation.index(id, (start + i) & (SESSIONS - 1));
+      if (routed.slots.claim(index & this.t.keypairs.mask)) return index;
+    }
+    return -1;
   }
 
   /** The slot behind a local index we handed out, or -1 if the index is not (or no longer) ours. */

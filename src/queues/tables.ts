@@ -14,15 +14,20 @@
 //   plays in the kernel; and a peer slot carries a generation so that anything that outlives a
 //   batch (a staged packet, a record to the main thread) names a peer as (slot, generation).
 //
-// Receiver indices encode the keypair slot in their low bits (KP_SLOT_BITS) and random bits
-// above it, so a worker finds the keypair of an incoming packet with a mask and one compare.
+// Receiver indices encode the keypair slot in their low bits (as many as the table's capacity
+// needs, at most KP_SLOT_BITS) and other bits above it, so a worker finds the keypair of an
+// incoming packet with a mask and one compare (src/device/keypairs.ts chooses the other bits).
 import { EndpointTable, copyEndpoint, endpointEquals } from '../net/endpoint.js';
 import { ReplayWindow, REPLAY_STATE_WORDS } from '../replay/replay.js';
 import { REJECT_AFTER_TIME } from '../handshake/constants.js';
 import { EpochDomain } from './epoch.js';
 
 export const KP_SLOT_BITS = 22;
-export const KP_SLOT_MASK = (1 << KP_SLOT_BITS) - 1;
+
+/** The low bits of a receiver index that name the keypair slot, for a table of `capacity` slots. */
+export function slotMask(capacity: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(2, capacity))) - 1;
+}
 
 // Keypair table, Int32 words per slot.
 const KP_FLAGS = 0;
@@ -112,6 +117,11 @@ export const D_KEYS_GEN = 3;
 /** Tests only (WGTS_TEST_WORKER_FAULT): worker `value - 1` throws at its next batch. */
 export const D_TEST_FAULT = 4;
 /**
+ * 1 when receiver indices are cluster-routable (src/device/routable.ts): workers then report
+ * transport messages with an index that is not ours, which may come from another node's client.
+ */
+export const D_ROUTABLE = 5;
+/**
  * Word D_STAGED + k is 1 while worker k holds staged packets (src/workers/staging.ts). A peer
  * that gains a keypair wakes only such workers: a handshake answered for a client (nearly
  * always nothing staged here) then costs no eventfd write and no worker wake-up. Worker k
@@ -158,6 +168,8 @@ export interface KeypairKeys {
 /** The keypair table: one row per keypair slot, its keys, birth time and replay window. */
 export class KeypairTable {
   readonly capacity: number;
+  /** Receiver index bits that name the slot (slotMask). */
+  readonly mask: number;
   private readonly w: Int32Array;
   private readonly birth: Float64Array;
   private readonly keys: Uint8Array;
@@ -168,6 +180,7 @@ export class KeypairTable {
 
   constructor(desc: TablesDesc) {
     this.capacity = desc.keypairCapacity;
+    this.mask = slotMask(desc.keypairCapacity);
     this.w = new Int32Array(desc.keypairs);
     this.birth = new Float64Array(desc.keypairBirth);
     this.keys = new Uint8Array(desc.keys);
@@ -175,7 +188,7 @@ export class KeypairTable {
 
   /** The slot a receiver index names, or -1 when it is not (or no longer) one of ours. */
   lookup(index: number): number {
-    const kp = index & KP_SLOT_MASK;
+    const kp = index & this.mask;
     return kp < this.capacity && kp !== 0 && this.w[kp * KP_STRIDE + KP_LOCAL_INDEX] === (index | 0) ? kp : -1;
   }
 
@@ -418,7 +431,7 @@ export class Tables {
   readonly epochs: EpochDomain;
 
   static create(peerCapacity: number, keypairCapacity: number, workers: number): Tables {
-    if (keypairCapacity > KP_SLOT_MASK + 1) throw new RangeError(`at most ${KP_SLOT_MASK + 1} keypairs`);
+    if (keypairCapacity > 2 ** KP_SLOT_BITS) throw new RangeError(`at most ${2 ** KP_SLOT_BITS} keypairs`);
     const sab = (bytes: number): SharedArrayBuffer => new SharedArrayBuffer(bytes);
     return new Tables({
       peerCapacity,
