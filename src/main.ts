@@ -181,7 +181,9 @@ async function runForeground(args: Args): Promise<void> {
   let device: Device;
   try {
     device = Device.open({ ifname: args.ifname, workers: args.workers, peerCapacity: args.maxPeers, offload: args.offload,
-      handshakeThreads: args.handshakeThreads, handshakeOffloadDepth: args.offloadDepth, logger: log, testFaults: TEST_WORKER_FAULT });
+      handshakeThreads: args.handshakeThreads, handshakeOffloadDepth: args.offloadDepth, logger: log, testFaults: TEST_WORKER_FAULT,
+      // A cluster node (a server on a shared store) answers its sibling nodes' clients at once.
+      routableIndices: args.server !== undefined && process.env.WG_TS_STORE !== undefined });
   } catch (err) {
     startFailed(`cannot create interface ${args.ifname}: ${(err as Error).message}${process.getuid?.() !== 0 ? ' (are you root?)' : ''}`);
   }

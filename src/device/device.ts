@@ -24,10 +24,11 @@ import { Timers } from './timers.js';
 import { Keypairs } from './keypairs.js';
 import { Peer, PEER_SECRET_BYTES } from './peer.js';
 import { KeyIndex } from './keyindex.js';
+import { IndexPermutation, PeersById } from './routable.js';
 import { SetSteps, type SetTarget } from './apply.js';
 import { SlotPool } from './slots.js';
 import { Reclaimer } from './reclaim.js';
-import { Tables, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU, D_TEST_FAULT } from '../queues/tables.js';
+import { Tables, S_STRIDE, S_RX_BYTES, S_TX_BYTES, D_MTU, D_TEST_FAULT, D_ROUTABLE } from '../queues/tables.js';
 import { WorkerPool } from '../workers/pool.js';
 import { openUdpSockets, setMark } from '../net/udp.js';
 import { EndpointTable, writeEndpointRow } from '../net/endpoint.js';
@@ -54,7 +55,7 @@ const EINVAL = 22;
  * and 87.4 MB at 1,048,576 (2 workers, 2026-12-03).
  */
 export const DEFAULT_MAX_PEERS = 1 << 20;
-/** Receiver indices carry the keypair slot in KP_SLOT_BITS, three keypairs per peer. */
+/** Receiver indices carry the keypair slot in at most KP_SLOT_BITS, three keypairs per peer. */
 export const MAX_PEERS_LIMIT = 1 << 20;
 /** Period of the coarse tick that drives every peer's timers. */
 export const TICK_MS = 100;
@@ -77,6 +78,11 @@ export interface DeviceOptions {
   handshakeOffloadDepth?: number;
   /** Tests only: workers can be made to throw (WGTS_TEST_WORKER_FAULT, see injectWorkerFault). */
   testFaults?: boolean;
+  /**
+   * Cluster mode: local indices name their client to every node with the same private key, and
+   * a node answers another node's index with a handshake (./routable.ts).
+   */
+  routableIndices?: boolean;
 }
 
 /**
@@ -105,6 +111,8 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
   /** Peers by public key: the key index gives the slot, `bySlot` the peer. */
   private readonly byKey: KeyIndex;
   private readonly bySlot: (Peer | undefined)[] = [];
+  /** Cluster mode: the index permutation (keyed by the private key) and the peers by routing id. */
+  private readonly routable: { permutation: IndexPermutation; byId: PeersById } | undefined;
   /** Slots below which every peer lives (the walk of `peerStates` stops there). */
   private slotsUsed = 0;
   readonly log: Logger;
@@ -156,7 +164,8 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     // Room for one prefix a peer in each family (a trie of N prefixes has up to 2N - 1 nodes).
     this.allowed = new AllowedIPs(2 * peerCapacity);
     this.peerSecrets = new Uint8Array(peerCapacity * PEER_SECRET_BYTES);
-    this.keypairs = new Keypairs(this.tables, this.reclaim);
+    if (o.routableIndices) this.routable = { permutation: new IndexPermutation(), byId: new PeersById(peerCapacity) };
+    this.keypairs = new Keypairs(this.tables, this.reclaim, this.routable?.permutation);
     // The pool first: the handshake code reads its slab. Records wait for the first event-loop turn.
     this.pool = new WorkerPool({
       tables: this.tables,
@@ -195,6 +204,12 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
   peerByKey(publicKey: Uint8Array): Peer | undefined {
     const slot = this.byKey.get(publicKey);
     return slot < 0 ? undefined : this.bySlot[slot];
+  }
+
+  routedPeers(index: number): Peer[] {
+    const r = this.routable;
+    if (!r?.permutation.keyed) return [];
+    return r.byId.slots(r.permutation.idOf(index)).map((slot) => this.bySlot[slot]!);
   }
 
   get peerCount(): number {
@@ -511,6 +526,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     const peer = new Peer(slot, t.peers.bumpGen(slot), publicKey, secrets);
     this.byKey.add(publicKey, slot);
     this.bySlot[slot] = peer;
+    this.routable?.byId.add(peer.routingId, slot);
     if (slot >= this.slotsUsed) this.slotsUsed = slot + 1;
     this.timers.init(slot);
     return peer;
@@ -527,6 +543,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     this.allowed.removeByPeer(peer.slot);
     this.byKey.delete(peer.slot);
     this.bySlot[peer.slot] = undefined;
+    this.routable?.byId.remove(peer.routingId, peer.slot);
     this.tables.peers.bumpGen(peer.slot);
     this.timers.stop(peer.slot);
     this.handshakes.peerRemoved(peer);
@@ -561,6 +578,10 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     if (key === null ? !has : has && ctEqual(key, this.noise.privateKey)) return;
     this.noise.setPrivateKey(key);
     this.handshakes.offload?.setPrivateKey(this.noise.hasPrivateKey ? this.noise.privateKey : null);
+    if (this.routable) {
+      this.routable.permutation.setKey(this.noise.hasPrivateKey ? this.noise.privateKey : null);
+      Atomics.store(this.tables.device, D_ROUTABLE, this.noise.hasPrivateKey ? 1 : 0);
+    }
     if (this.noise.hasPrivateKey) {
       this.checker.setPublicKey(this.noise.publicKey);
       // A peer with our own public key cannot exist (wireguard-go removes it).
@@ -653,6 +674,7 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     this.removed.length = 0;
     this.reclaim.drainAll();
     this.noise.setPrivateKey(null);
+    this.routable?.permutation.setKey(null);
     this.ephemerals.wipe();
     this.tables.keypairs.wipeAll(zero);
     zero(this.peerSecrets);

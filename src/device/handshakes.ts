@@ -26,6 +26,7 @@ import {
 } from '../queues/tables.js';
 import type { Keypairs } from './keypairs.js';
 import type { Peer } from './peer.js';
+import { RoutedInitiations } from './routable.js';
 
 /** What the handshake code needs of the device, and nothing more. */
 export interface HandshakeContext {
@@ -50,6 +51,8 @@ export interface HandshakeContext {
   };
   peerByKey(publicKey: Uint8Array): Peer | undefined;
   peerAt(slot: number): Peer | undefined;
+  /** The peers a cluster-routable index may belong to (none without routable indices). */
+  routedPeers(index: number): Peer[];
   /** The socket the main thread sends from. */
   udpFd(): number;
   deviceGone(): void;
@@ -113,7 +116,12 @@ export class Handshakes {
    * Counters for the metrics endpoint (src/metrics). `cookie` rejections are the messages answered
    * with a cookie reply instead (mac2 missing under load); `mac1` includes having no private key.
    */
-  readonly stats = { completed: 0, cookieRepliesSent: 0, offloaded: 0, rejected: { initiation: noRejections(), response: noRejections() } };
+  readonly stats = {
+    completed: 0, cookieRepliesSent: 0, offloaded: 0, rejected: { initiation: noRejections(), response: noRejections() },
+    /** Unknown indices reported by the workers (cluster mode), initiations they started, and those the limits refused. */
+    routed: { reports: 0, initiations: 0, limited: 0 },
+  };
+  private readonly routedLimits = new RoutedInitiations();
   readonly offload: HandshakeOffload | null;
   /**
    * Peers that hold or held a session until their keys were zeroed: only they can have data-plane
@@ -158,9 +166,10 @@ export class Handshakes {
     this.active.set(peer, seen);
   }
 
-  /** The latest of each data-plane timestamp of a peer over all workers. */
+  /** The latest of each data-plane timestamp of a peer over all workers, into `out`. */
   private latest(peer: Peer, out: Seen): void {
     const t = this.d.tables;
+    out.dataSent = out.dataReceived = out.authSent = out.authReceived = 0;
     for (let w = 0; w < this.d.mainRow; w++) {
       const s = t.statsBase(w, peer.slot);
       out.dataSent = Math.max(out.dataSent, t.stats[s + S_LAST_DATA_SENT]!);
@@ -181,6 +190,8 @@ export class Handshakes {
         this.receiveHandshake(slab.bytes.subarray(start, start + slab.length(slot)), slot);
       } else if (kind === RecordKind.DeviceGone) {
         this.d.deviceGone();
+      } else if (kind === RecordKind.UnknownIndex) {
+        this.unknownIndex(this.records.arg(slot) >>> 0, slot);
       } else {
         // About a peer: only if the slot still holds the peer the worker saw.
         const peer = this.d.peerAt(slab.peer(slot));
@@ -207,6 +218,35 @@ export class Handshakes {
     this.d.tables.peers.clearHandshakeWanted(peer.slot);
     if (this.sendingKeypair(peer, now()) >= 0) this.keysChanged();
     else this.sendInitiation(peer, false);
+  }
+
+  /**
+   * A transport message came on an index that is not ours, with cluster-routable indices: most
+   * likely a client of a node that went away, whose route now leads here, still sending on that
+   * node's session. Its index names the client, so we start a handshake to where the message
+   * came from instead of waiting for the client's retry timer (15 s). A client that has
+   * authenticated a packet here within REKEY_TIMEOUT is using a session with us and is left
+   * alone (the message is a straggler). The message is unauthenticated: the initiation goes
+   * only to its source, without retries and without touching the peer's endpoint (the response
+   * sets that), within RoutedInitiations' limits.
+   */
+  private unknownIndex(index: number, slot: number): void {
+    const d = this.d;
+    this.stats.routed.reports++;
+    if (!d.noise.hasPrivateKey) return;
+    const ms = now();
+    for (const peer of d.routedPeers(index)) {
+      this.latest(peer, this.scratch);
+      if (ms - this.scratch.authReceived < REKEY_TIMEOUT_MS) continue;
+      if (!this.routedLimits.allow(peer.lastInitiationSentMs, ms)) {
+        this.stats.routed.limited++;
+        continue;
+      }
+      if (this.initiate(peer, d.pool.slotEndpoints, slot, ms)) {
+        this.stats.routed.initiations++;
+        d.log.debug({ peer: peer.slot }, 'sent handshake initiation for an unknown index');
+      }
+    }
   }
 
   /** A peer has a keypair to send on now: workers send what they staged (woken at the flush). */
@@ -352,7 +392,7 @@ export class Handshakes {
     const d = this.d;
     if (peer.pendingIndex >= 0) d.keypairs.release(peer.pendingIndex);
     peer.pendingIndex = -1;
-    const index = d.keypairs.reserve(peer.slot);
+    const index = d.keypairs.reserve(peer.slot, peer.routingId);
     if (index < 0) return;
     const resp = this.msg.subarray(0, RESP_LEN);
     if (!d.noise.createResponse(hs, index, resp, prepared) || !d.noise.beginSession(hs, this.session)) {
@@ -432,19 +472,26 @@ export class Handshakes {
     const ms = now();
     if (!isRetry) d.timers.handshakeRequested(peer.slot);
     if (!d.noise.hasPrivateKey || ms - peer.lastInitiationSentMs < REKEY_TIMEOUT_MS) return;
-    if (!d.tables.peers.readEndpoint(peer.slot, this.to, 0)) return;
+    if (!d.tables.peers.readEndpoint(peer.slot, this.to, 0) || !this.initiate(peer, this.to, 0, ms)) return;
+    d.timers.handshakeInitiated(peer.slot, ms);
+    d.log.debug({ peer: peer.slot, retry: isRetry }, 'sent handshake initiation');
+  }
+
+  /** Queues a new initiation to the peer at endpoint row `row` of `to`; false when none could be made. */
+  private initiate(peer: Peer, to: EndpointTable, row: number, ms: number): boolean {
+    const d = this.d;
     peer.lastInitiationSentMs = ms;
     if (peer.pendingIndex >= 0) d.keypairs.release(peer.pendingIndex);
-    peer.pendingIndex = d.keypairs.reserve(peer.slot);
-    if (peer.pendingIndex < 0) return;
+    peer.pendingIndex = d.keypairs.reserve(peer.slot, peer.routingId);
+    if (peer.pendingIndex < 0) return false;
     const init = this.msg.subarray(0, INIT_LEN);
-    if (!d.noise.createInitiation(peer.handshake, peer.pendingIndex, Date.now(), init)) return;
+    if (!d.noise.createInitiation(peer.handshake, peer.pendingIndex, Date.now(), init)) return false;
     peer.cookies.addMacs(init, INIT_LEN, ms);
     d.timers.anyAuthenticatedPacketTraversal(peer.slot, ms);
     d.timers.anyAuthenticatedPacketSent(peer.slot);
-    this.send(peer, INIT_LEN);
-    d.timers.handshakeInitiated(peer.slot, ms);
-    d.log.debug({ peer: peer.slot, retry: isRetry }, 'sent handshake initiation');
+    this.sender.queue(this.msg, 0, INIT_LEN, to, row, peer.slot);
+    this.queueFlush();
+    return true;
   }
 
   /** Sends a keepalive (an empty transport message) on the peer's keypair, or starts a handshake without one. */
@@ -496,7 +543,6 @@ export class Handshakes {
   private observe(peer: Peer, seen: Seen, ms: number): void {
     const d = this.d;
     const now: Seen = this.scratch;
-    now.dataSent = now.dataReceived = now.authSent = now.authReceived = 0;
     this.latest(peer, now);
     const { dataSent, dataReceived, authSent, authReceived } = now;
     const sent = authSent > seen.authSent;

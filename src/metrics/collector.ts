@@ -122,6 +122,11 @@ function writeDevice(w: ExpositionWriter, s: MetricsSource, iface: string): void
   }
   one('wireguard_cookie_replies_sent_total', 'counter', 'Cookie replies sent to handshake messages received under load', hs.cookieRepliesSent);
   one('wireguard_handshakes_offloaded_total', 'counter', 'Initiations whose DH work went to the handshake offload pool (queue deep)', hs.offloaded);
+  one('wireguard_unknown_index_reports_total', 'counter', "Transport messages on another node's index reported by the workers (cluster mode)", hs.routed.reports);
+  const routed = 'wireguard_routed_initiations_total';
+  w.family(routed, 'counter', "Handshakes started for another node's index (cluster mode): sent, or refused by the per-client and global limits");
+  w.sample(routed, `${iface},${labelPairs({ result: 'sent' })}`, hs.routed.initiations);
+  w.sample(routed, `${iface},${labelPairs({ result: 'limited' })}`, hs.routed.limited);
   one('wireguard_under_load', 'gauge', 'Whether handshakes must carry a cookie (mac2) because the handshake queue is deep', s.underLoad() ? 1 : 0);
   one('wireguard_control_records_pending', 'gauge', "Handshake messages waiting in the workers' rings to the main thread", s.pendingRecords());
   one('wireguard_worker_restarts_total', 'counter', 'Data-plane workers restarted after they failed', s.workerRestarts());

@@ -2,7 +2,7 @@
 // what it carries; the worker allocates it, fills it and pushes its index on one of its two rings
 // to the main thread, which processes and frees it. Handshake messages travel on their own ring,
 // so nothing else competes with them for capacity or counts toward "under load"; events (a
-// keypair confirmed, a handshake wanted, the device gone) take the other. A record names a peer
+// keypair confirmed, a handshake wanted, an unknown receiver index, the device gone) take the other. A record names a peer
 // as (slot, generation): the main thread ignores one whose peer has since been removed, even if
 // the slot now holds another peer. Source endpoints of handshake messages sit in a shared
 // EndpointTable with one row per slab slot.
@@ -22,6 +22,11 @@ export const RecordKind = {
   HandshakeWanted: 3,
   /** The TUN queue reported the device gone. */
   DeviceGone: 4,
+  /**
+   * A transport message whose receiver index ARG (as an int32) is not ours, with cluster-routable
+   * indices only (src/device/routable.ts); its source endpoint is in the slot's row.
+   */
+  UnknownIndex: 5,
 } as const;
 export type RecordKind = (typeof RecordKind)[keyof typeof RecordKind];
 

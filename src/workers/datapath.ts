@@ -7,7 +7,8 @@
 //             sticky source)
 //             no keypair: stage in this worker and ask the main thread for a handshake once
 //             no endpoint: drop at once (the kernel's EDESTADDRREQ)
-//   inbound:  recvmmsg batch -> type 4: keypair by receiver index -> open in place -> replay
+//   inbound:  recvmmsg batch -> type 4: keypair by receiver index (none, with cluster-routable
+//             indices: report it, a bounded number a second) -> open in place -> replay
 //             window -> the peer's endpoint follows the packet (roaming, sticky source) ->
 //             confirmation event -> inner source must route back to the same peer -> one TUN
 //             write batch
@@ -36,7 +37,7 @@ import {
   VNET_F_DATA_VALID, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_SUPER_PACKET, type VnetHeader,
 } from '../tun/offload.js';
 import {
-  Tables, now, D_MTU, D_KEYS_GEN, D_STAGED, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT,
+  Tables, now, D_MTU, D_KEYS_GEN, D_STAGED, D_ROUTABLE, S_RX_BYTES, S_TX_BYTES, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT,
   S_LAST_AUTH_RECEIVED, C_RX_PACKETS, C_TX_PACKETS, C_DROP_NO_ROUTE, C_DROP_NO_KEYPAIR, C_DROP_DECRYPT, C_DROP_REPLAY,
   C_DROP_SOURCE, C_DROP_MALFORMED, C_DROP_RING_FULL, C_DROP_NO_ENDPOINT, C_DROP_TOO_BIG, C_DROP_STAGED, C_DROP_SEND,
   C_ROAMED, C_STRIDE,
@@ -49,6 +50,11 @@ const GRO_REGION_BYTES = MAX_SUPER_PACKET + 32;
 const SUPER_AT = 2;
 /** Bytes after a packet for padding to 16 and the tag. */
 const TAILROOM = 32;
+/**
+ * Unknown receiver indices a worker reports per second at most: a flood of made-up ones must not
+ * fill the slab or the event ring; the main thread's own budget (routable.ts) is smaller still.
+ */
+export const UNKNOWN_INDEX_REPORTS_PER_S = 64;
 /** Large buffers each worker owns for jumbo packets: packets per batch when the MTU is jumbo. */
 export const LARGE_BUFFERS = 8;
 /** A large buffer: header room, the largest IP packet, padding and tag, rounded to 2 KiB slots. */
@@ -142,6 +148,8 @@ export class DataPath {
   private flushNow = 0;
   private flushOut = 0;
   private largeBatchesLeft = 0;
+  private reportWindowMs = -Infinity;
+  private reportsLeft = 0;
   /** A plain packet too large for this batch's slots waits in superBuf for a batch with large buffers. */
   private heldPlain = 0;
 
@@ -501,9 +509,11 @@ export class DataPath {
     const t = this.t;
     const kps = t.keypairs;
     const bytes = this.bytes;
-    const kp = kps.lookup(readU32(bytes, off + 4));
+    const index = readU32(bytes, off + 4);
+    const kp = kps.lookup(index);
     if (kp < 0 || !kps.usable(kp, ts)) {
       this.count(C_DROP_NO_KEYPAIR);
+      if (kp < 0 && t.device[D_ROUTABLE] === 1) this.reportUnknownIndex(index, k, ts);
       return 0;
     }
     const plainLen = this.crypto.open(bytes, off, len, kps.recvKey(kp));
@@ -642,20 +652,37 @@ export class DataPath {
     this.handshakeRecords[this.nHandshakeRecords++] = slot;
   }
 
-  /** Queues an event about `peer` (named with its current generation) for the main thread. */
-  private event(kind: RecordKind, peer: number, arg: number): void {
+  /**
+   * Tells the main thread about a transport message (row `k`) on an index that is not ours, which
+   * with cluster-routable indices may name another node's client; at most
+   * UNKNOWN_INDEX_REPORTS_PER_S a second.
+   */
+  private reportUnknownIndex(index: number, k: number, ts: number): void {
+    if (ts - this.reportWindowMs >= 1000) {
+      this.reportWindowMs = ts;
+      this.reportsLeft = UNKNOWN_INDEX_REPORTS_PER_S;
+    }
+    if (this.reportsLeft === 0) return;
+    this.reportsLeft--;
+    const slot = this.event(RecordKind.UnknownIndex, -1, index | 0);
+    if (slot >= 0) copyEndpoint(this.udpFrom, k, this.slotEndpoints, slot);
+  }
+
+  /** Queues an event about `peer` (named with its current generation) for the main thread; returns its slot, or -1 when dropped. */
+  private event(kind: RecordKind, peer: number, arg: number): number {
     if (this.nEventRecords === this.eventRecords.length) {
       this.count(C_DROP_RING_FULL);
-      return;
+      return -1;
     }
     const slot = this.slab.alloc();
     if (slot < 0) {
       this.count(C_DROP_RING_FULL);
-      return;
+      return -1;
     }
     this.slab.setLength(slot, 0);
     this.records.write(slot, kind, peer, peer >= 0 ? this.t.peers.gen(peer) : 0, arg);
     this.eventRecords[this.nEventRecords++] = slot;
+    return slot;
   }
 
   private flushRecords(): void {
