@@ -13,6 +13,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino from 'pino';
+import { hash as argon2Hash } from '@node-rs/argon2';
+import { chromium } from 'playwright-core';
 import { DOWN_AFTER_MS, clusterStatus } from '../src/cluster/nodes.js';
 import { createClient } from '../src/server/clients.js';
 import { startServerDaemon, type ServerDaemon } from '../src/server/daemon.js';
@@ -24,6 +26,7 @@ import type { Repository, ServerRecord } from '../src/store/repository.js';
 import { startUapiServer } from '../src/uapi/server.js';
 import { FakeDevice } from './uapi-fake.js';
 import { skipWithoutPostgres, startPostgres, type TestPostgres } from './pg-fixture.js';
+import { CHROMIUM, CHROMIUM_FLAGS, noChromium } from './browser.js';
 
 const skip = skipWithoutPostgres;
 const BIN = fileURLToPath(new URL('../../bin/wireguard-ts', import.meta.url));
@@ -123,6 +126,25 @@ test('nodes heartbeat; cluster status lists them and a silent node shows down', 
   assert.equal(res.status, 200);
   const body = (await res.json()) as { nodes: { name: string; up: boolean; lag: number }[] };
   assert.deepEqual(body.nodes.map((n) => [n.name, n.up, n.lag]), [['a', true, 0], ['b', true, 0], ['c', true, 0]]);
+});
+
+test('the web page lists the cluster nodes', { skip: skip || noChromium, timeout: 60_000 }, async (t) => {
+  const { store, nodes } = await cluster(t);
+  await store.createAdmin('admin', await argon2Hash('correct horse battery'));
+  const profile = mkdtempSync(join(tmpdir(), 'wgts-chromium-'));
+  const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
+  t.after(async () => {
+    await browser.close();
+    rmSync(profile, { recursive: true, force: true });
+  });
+  const page = browser.pages()[0] ?? (await browser.newPage());
+  await page.goto(`http://127.0.0.1:${nodes[0]!.daemon.webPort}/`);
+  await page.fill('#login input[name=username]', 'admin');
+  await page.fill('#login input[name=password]', 'correct horse battery');
+  await page.click('#login button[type=submit]');
+  await page.locator('#nodes').waitFor();
+  const rows = await page.locator('#node-rows tr').allInnerTexts();
+  assert.deepEqual(rows.map((r) => r.split('\t').slice(0, 3)), [['a', 'up', '1'], ['b', 'up', '1'], ['c', 'up', '1']]);
 });
 
 test('a node whose feed connection drops catches up from its last sequence', { skip, timeout: 60_000 }, async (t) => {

@@ -7,7 +7,9 @@
 const PAGE = 50;
 const GiB = 1024 ** 3;
 const $ = (id) => document.getElementById(id);
-const state = { offset: 0, total: 0, q: '', sort: 'name', items: [], events: null, open: null, range: 'day', chart: null };
+const state = { offset: 0, total: 0, q: '', sort: 'name', items: [], events: null, open: null, range: 'day', chart: null, nodesTimer: null };
+/** Nodes heartbeat every 5 s (src/cluster/nodes.ts): refreshing faster would show nothing new. */
+const NODES_REFRESH_MS = 5000;
 
 async function api(method, path, body) {
   const res = await fetch(`/api/v1${path}`, {
@@ -52,7 +54,11 @@ const fromLocal = (v) => (v ? new Date(v).toISOString() : null);
 function show(section) {
   for (const id of ['setup', 'login', 'clients']) $(id).hidden = id !== section;
   $('logout').hidden = section !== 'clients';
-  if (section !== 'clients') $('summary').replaceChildren();
+  if (section !== 'clients') {
+    $('summary').replaceChildren();
+    $('nodes').hidden = true;
+    clearInterval(state.nodesTimer);
+  }
 }
 
 // ---- setup and login ----
@@ -103,6 +109,10 @@ function enter() {
   show('clients');
   loadSummary();
   load();
+  loadNodes();
+  clearInterval(state.nodesTimer);
+  // A refresh that fails (the database down, the session ended) keeps the last table; the next one retries.
+  state.nodesTimer = setInterval(() => loadNodes().catch(() => undefined), NODES_REFRESH_MS);
 }
 
 // ---- server summary ----
@@ -115,6 +125,25 @@ async function loadSummary() {
     ['Clients', `${c.total} (${c.active} active, ${c.disabled} disabled, ${c.expired} expired, ${c['over-quota']} over quota)`],
     ['Online', String(s.device.online)], ['Received', bytes(s.device.rx)], ['Sent', bytes(s.device.tx)],
   ].map(([k, v]) => { const span = document.createElement('span'); const b = document.createElement('b'); b.textContent = v; span.append(`${k} `, b); return span; }));
+}
+
+// ---- cluster nodes (a PostgreSQL store only: on SQLite no node heartbeats and the panel stays hidden) ----
+
+async function loadNodes() {
+  const { nodes } = await api('GET', '/cluster');
+  $('nodes').hidden = nodes.length === 0;
+  $('node-rows').replaceChildren(...nodes.map((n) => {
+    const tr = document.createElement('tr');
+    tr.dataset.node = n.name;
+    const pill = document.createElement('span');
+    pill.className = `pill ${n.up ? 'up' : 'down'}`;
+    pill.textContent = n.up ? 'up' : 'down';
+    const st = document.createElement('td');
+    st.append(pill);
+    tr.append(cell(n.name), st, cell(String(n.peers), 'num'), cell(String(n.online), 'num'), cell(bytes(n.rx), 'num'), cell(bytes(n.tx), 'num'),
+      cell(String(n.lag), 'num'), cell(ago(new Date(n.heartbeatAt).toISOString())));
+    return tr;
+  }));
 }
 
 // ---- the clients table ----

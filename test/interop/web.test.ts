@@ -16,15 +16,14 @@ import { chromium, type Page } from 'playwright-core';
 import { PNG } from 'pngjs';
 import { Cleanup, ensureTools, isRoot, sh, tryRun, uniqueName, waitFor } from './harness.js';
 import { BIN, createLink, ping } from './topology.js';
+import { CHROMIUM, CHROMIUM_FLAGS, noChromium } from '../browser.js';
 
 // jsqr is CommonJS with `exports.default`: Node's ESM import sees the whole exports object.
 type Decode = (data: Uint8ClampedArray, width: number, height: number) => { data: string } | null;
 const jsQR = ((jsQRModule as unknown as { default?: Decode }).default ?? jsQRModule) as unknown as Decode;
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const SHOTS = fileURLToPath(new URL('../../../test-results/', import.meta.url));
 const WG_QUICK_ENV = { ...process.env, WG_QUICK_USERSPACE_IMPLEMENTATION: 'wireguard-go', WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD: '1' };
-const skip = !isRoot ? 'needs root for network namespaces and TUN devices' : spawnSync('sh', ['-c', `test -x ${CHROMIUM}`]).status !== 0 ? `needs ${CHROMIUM} (scripts/test.sh installs it)` : false;
+const skip = !isRoot ? 'needs root for network namespaces and TUN devices' : noChromium;
 
 async function shot(page: Page, name: string): Promise<void> {
   mkdirSync(SHOTS, { recursive: true });
@@ -73,7 +72,7 @@ test('web admin in chromium: setup, login, add client + QR, traffic chart = wg s
 
     const profile = mkdtempSync(join(tmpdir(), 'wgts-chromium-'));
     cleanup.add(() => rmSync(profile, { recursive: true, force: true }));
-    const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 1280, height: 820 }, deviceScaleFactor: 2 });
+    const browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS, viewport: { width: 1280, height: 820 }, deviceScaleFactor: 2 });
     cleanup.add(() => browser.close());
     const page = browser.pages()[0] ?? (await browser.newPage());
     const cspErrors: string[] = [];
