@@ -105,7 +105,8 @@ function fakePeer(i: number, ips: { addr: Uint8Array; cidr: number }[]): PeerSta
 
 const stats = (): HandshakeStats => {
   const zeros = { mac1: 0, cookie: 0, ratelimit: 0, queue: 0, dh: 0, decrypt: 0, 'unknown-peer': 0, replay: 0, flood: 0, state: 0 };
-  return { completed: 7, cookieRepliesSent: 3, offloaded: 5, rejected: { initiation: { ...zeros, mac1: 2, cookie: 3 }, response: { ...zeros, decrypt: 1 } } };
+  return { completed: 7, cookieRepliesSent: 3, offloaded: 5, rejected: { initiation: { ...zeros, mac1: 2, cookie: 3 }, response: { ...zeros, decrypt: 1 } },
+    routed: { reports: 4, initiations: 2, limited: 1 } };
 };
 
 /** `peers` may be a function, for walks too large to hold (generated on the fly). */
@@ -220,6 +221,9 @@ test('a scrape: exporter-compatible per-peer families, device families, valid th
   assert.equal(one('wireguard_handshakes_offloaded_total'), '5');
   assert.equal(one('wireguard_under_load'), '1');
   assert.equal(one('wireguard_control_records_pending'), '12');
+  assert.equal(one('wireguard_unknown_index_reports_total'), '4');
+  const routed = fams.get('wireguard_routed_initiations_total')!.samples;
+  assert.deepEqual(routed.map((s) => [s.labels.result, s.value]), [['sent', '2'], ['limited', '1']]);
 
   const rejected = fams.get('wireguard_handshakes_rejected_total')!.samples;
   assert.equal(rejected.length, 2 * 10);
