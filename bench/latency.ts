@@ -3,7 +3,10 @@
 // one handshake's round trip against each server implementation.
 //
 //   node dist/bench/latency.js [--count N] [--interval S] [--quick] [--pair A-B] [--workers N|default]
-//                              [--handshakes N] [--no-pings]
+//                              [--handshakes N] [--no-pings] [--rounds N] [--reference DIR]
+//
+// --rounds N: each pairing's pings N times, interleaved; the medians of the runs' medians and
+// p99s, and the fewest replies. --reference DIR: another build's ours<->ours rows beside today's.
 //
 // Handshake round trip: `wireguard-ts loadgen` (one thread, one source address, precomputed
 // initiations) makes N handshakes with N clients of a fresh server, 20 per second, so each one
@@ -11,7 +14,7 @@
 // client's own crypto included (the same client for both servers). --handshakes 0 skips it.
 import { Cleanup, tryRun, waitFor } from '../test/interop/harness.js';
 import { addLoadgenClients, createLoadgenStage, iperfReport, pingTimes, runLoadgen, type Host, type Impl } from '../test/interop/topology.js';
-import { flag, listArg, loadNow, measurePairings, numberArg, pairName, printTable, requireRoot, stringArg, workersName } from './pairings.js';
+import { flag, listArg, loadNow, measurePairings, median, numberArg, pairName, printTable, requireRoot, stringArg, workersName } from './pairings.js';
 
 const count = numberArg('--count', flag('--quick') ? 50 : 200);
 const interval = numberArg('--interval', 0.01);
@@ -86,6 +89,7 @@ async function main(): Promise<void> {
   const { pairings, results } = await measurePairings(
     async (a, b, cleanup) => [stats(pingTimes(a, b.tunnel4, count, interval)), await underLoad(a, b, cleanup)],
     ([idle, loaded]) => `idle ${ms(idle!.median)} ms, loaded ${ms(loaded!.median)} ms`,
+    (runs) => ({ median: median(runs.map((r) => r.median)), p99: median(runs.map((r) => r.p99)), replies: Math.min(...runs.map((r) => r.replies)) }),
   );
   const rows = pairings.map((p, i) => {
     const [idle, loaded] = results[i]!;

@@ -2,12 +2,17 @@
 // (wireguard-go with itself first, the baseline every row is divided by, measured in the same
 // run because the machine is shared and its speed drifts), command-line flags, a fresh pair
 // of namespaces per pairing, and the markdown table.
+import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
+import { resolve } from 'node:path';
 import { Cleanup, ensureTools, isRoot } from '../test/interop/harness.js';
 import { createPair, ping, type Host, type Impl } from '../test/interop/topology.js';
 
-/** Side a sends (it runs the iperf3 client and the pings); `workers` is for wireguard-ts only. */
-export interface Pairing { a: Impl; b: Impl; workers?: number }
+/**
+ * Side a sends (it runs the iperf3 client and the pings); `workers` is for wireguard-ts only;
+ * `reference` runs another build of wireguard-ts (a checkout's bin/wireguard-ts) on both sides.
+ */
+export interface Pairing { a: Impl; b: Impl; workers?: number; reference?: string }
 
 export const PAIRINGS: readonly Pairing[] = [
   { a: 'wggo', b: 'wggo' },
@@ -22,7 +27,7 @@ export const PAIRINGS: readonly Pairing[] = [
 export const isBaseline = (p: Pairing): boolean => p.a === 'wggo' && p.b === 'wggo';
 
 export function pairName(p: Pairing): string {
-  return `${p.a} -> ${p.b}`;
+  return p.reference !== undefined ? `reference -> reference` : `${p.a} -> ${p.b}`;
 }
 
 export function workersName(p: Pairing): string {
@@ -62,7 +67,23 @@ export function stringArg(name: string): string | undefined {
 export function selectedPairings(): Pairing[] {
   const pair = argValue('--pair');
   const workers = argValue('--workers');
-  return PAIRINGS.filter((p) => (pair === undefined || `${p.a}-${p.b}` === pair) && (workers === undefined || workersName(p) === workers));
+  const picked = PAIRINGS.filter((p) => (pair === undefined || `${p.a}-${p.b}` === pair) && (workers === undefined || workersName(p) === workers));
+  const reference = referenceBin();
+  if (reference === undefined) return picked;
+  return [...picked, ...picked.filter((p) => p.a === 'ours' && p.b === 'ours').map((p) => ({ ...p, reference }))];
+}
+
+/**
+ * `--reference DIR`: a built checkout of another revision (e.g. `git worktree add /tmp/ref
+ * <rev> && cd /tmp/ref && npm install && npx tsc -p tsconfig.json`), whose ours<->ours rows run
+ * beside today's in the same run, to show what a change did on a machine whose figures drift.
+ */
+function referenceBin(): string | undefined {
+  const dir = argValue('--reference');
+  if (dir === undefined) return undefined;
+  const bin = resolve(dir, 'bin/wireguard-ts');
+  if (!existsSync(bin) || !existsSync(resolve(dir, 'dist/src'))) throw new Error(`--reference ${dir}: no built checkout there (bin/wireguard-ts and dist/src)`);
+  return bin;
 }
 
 /** The benches create namespaces and TUN devices: root, and the real tools. */
@@ -76,7 +97,7 @@ export async function withPair<T>(p: Pairing, measure: (a: Host, b: Host, cleanu
   const cleanup = new Cleanup();
   try {
     const oursArgs = p.workers === undefined ? [] : ['--workers', String(p.workers)];
-    const { a, b } = await createPair(cleanup, { a: p.a, b: p.b, oursArgs });
+    const { a, b } = await createPair(cleanup, { a: p.a, b: p.b, oursArgs, oursBin: p.reference });
     if (!ping(a, b.tunnel4)) throw new Error(`${pairName(p)}: the tunnel did not come up`);
     return await measure(a, b, cleanup);
   } finally {
@@ -91,16 +112,29 @@ export async function withPair<T>(p: Pairing, measure: (a: Host, b: Host, cleanu
 export async function measurePairings<T>(
   measure: (a: Host, b: Host, cleanup: Cleanup) => Promise<T[]>,
   describe: (cells: T[]) => string,
+  combine: (runs: T[]) => T = (runs) => runs[0]!,
 ): Promise<{ pairings: Pairing[]; results: T[][]; baseline: (j: number) => T | undefined }> {
   const pairings = selectedPairings();
-  const results: T[][] = [];
-  for (const p of pairings) {
-    const cells = await withPair(p, measure);
-    results.push(cells);
-    process.stderr.write(`${pairName(p)} workers ${workersName(p)}: ${describe(cells)}\n`);
+  // --rounds N: every pairing N times, round after round, so that drift in the machine's load
+  // reaches each alike; `combine` makes one cell of a cell's N runs.
+  const rounds = numberArg('--rounds', 1);
+  const runs: T[][][] = pairings.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, p] of pairings.entries()) {
+      const cells = await withPair(p, measure);
+      runs[i]!.push(cells);
+      process.stderr.write(`${pairName(p)} workers ${workersName(p)}${rounds > 1 ? ` round ${r + 1}` : ''}: ${describe(cells)}\n`);
+    }
   }
+  const results = runs.map((byRound) => byRound[0]!.map((_, j) => combine(byRound.map((cells) => cells[j]!))));
   const base = pairings.findIndex(isBaseline);
   return { pairings, results, baseline: (j) => (base < 0 ? undefined : results[base]![j]) };
+}
+
+/** The median of numbers (the lower middle one of an even count). */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  return sorted[(sorted.length - 1) >> 1]!;
 }
 
 export function mbit(bps: number): string {

@@ -103,6 +103,7 @@ class MemoryUdp implements UdpIO {
   sent = 0;
   keepNext = false;
   kept: Uint8Array | undefined;
+  readonly pending = false;
 
   recvBatch(): number {
     return 0;

@@ -4,16 +4,19 @@
 //
 //   node dist/bench/throughput.js [--seconds N] [--quick] [--streams 1,4] [--mtus 1420,9000]
 //                                 [--pair A-B] [--workers N|default] [--pids FILE]
+//                                 [--rounds N] [--reference DIR]
 //
 // --mtus: the tunnel MTUs to measure at, each on the same pair (the veth gets 80 bytes more, the
 // outer headers' room).
+// --rounds N: each pairing N times, interleaved, and the median of each cell. --reference DIR:
+// ours<->ours rows of another built checkout too (bench/pairings.ts), e.g. the code before a change.
 // --quick: 3 s per measurement, a smoke run of every pairing. --pids FILE writes the daemons'
 // process ids as {"PID": "sender" | "receiver"} (CPU profiles are named by pid: scripts/profile.sh).
 import { writeFileSync } from 'node:fs';
 import { iperf, type Host } from '../test/interop/topology.js';
 import { sh } from '../test/interop/harness.js';
 import {
-  flag, listArg, loadNow, mbit, measurePairings, numberArg, pairName, printTable, ratio, requireRoot, stringArg, workersName,
+  flag, listArg, loadNow, mbit, measurePairings, median, numberArg, pairName, printTable, ratio, requireRoot, stringArg, workersName,
 } from './pairings.js';
 
 const seconds = numberArg('--seconds', flag('--quick') ? 3 : 10);
@@ -41,13 +44,14 @@ async function main(): Promise<void> {
       for (const n of streams) r.push(await iperf(cleanup, a, b, seconds, n));
     }
     return r;
-  }, (bps) => `${bps.map(mbit).join(' / ')} Mbit/s`);
+  }, (bps) => `${bps.map(mbit).join(' / ')} Mbit/s`, median);
   const header = ['sender -> receiver', 'workers', ...mtus.flatMap((mtu) => streams.flatMap((n) => [`MTU ${mtu}, ${n} stream${n > 1 ? 's' : ''} Mbit/s`, 'vs wggo']))];
   const rows = pairings.map((p, i) => [
     pairName(p), workersName(p),
     ...results[i]!.flatMap((bps, j) => [mbit(bps), ratio(bps, baseline(j))]),
   ]);
-  printTable(`iperf3 TCP, ${seconds} s per cell, veth between two namespaces, tunnel MTU ${mtus.join(' and ')}`, load, header, rows);
+  const rounds = numberArg('--rounds', 1);
+  printTable(`iperf3 TCP, ${seconds} s per cell${rounds > 1 ? ` (median of ${rounds} interleaved rounds)` : ''}, veth between two namespaces, tunnel MTU ${mtus.join(' and ')}`, load, header, rows);
 }
 
 await main();

@@ -21,6 +21,8 @@ const SOURCE = '192.0.2.7:40001';
 /** A socket that always has a full batch of 48-byte transport messages on INDEX from SOURCE. */
 class ForgedData implements UdpIO {
   received = 0;
+  /** There is always more. */
+  readonly pending = true;
 
   recvBatch(slab: Uint8Array, offsets: Uint32Array, _maxLen: number, lens: Int32Array, from: EndpointTable, max: number): number {
     for (let k = 0; k < max; k++) {

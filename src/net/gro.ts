@@ -38,6 +38,8 @@ export class GroReceiver {
   private count = 0;
   private next = 0;
   private at = 0;
+  /** The last receive got fewer messages than it asked for: the socket was empty then. */
+  private short = false;
 
   /** `areaAt`: where in the slab the GRO_AREA_BYTES reserved for this receiver begin. */
   constructor(private readonly fd: number, private readonly areaAt: number) {
@@ -52,6 +54,11 @@ export class GroReceiver {
       writeAddress(this.u32, m + 8, base + this.cmsgAt + k * CMSG);
       this.u32[((MESSAGES * MMSG + k * IOV) >> 2) + 2] = REGION;
     }
+  }
+
+  /** Whether datagrams may be waiting without a new poll: segments left over, or the last receive was full. */
+  get pending(): boolean {
+    return this.next < this.count || !this.short;
   }
 
   /**
@@ -73,6 +80,9 @@ export class GroReceiver {
     let k = 0;
     while (k < max) {
       if (this.next === this.count) {
+        // Asking again after a short receive would only find the socket empty (one wasted
+        // syscall per wake-up at low rates); the caller polls first.
+        if (k > 0 && this.short) break;
         const r = this.receive(slab);
         if (r <= 0) return k > 0 ? k : r;
       }
@@ -114,6 +124,7 @@ export class GroReceiver {
       u32[m + 10] = CMSG; // msg_controllen, shrunk by the kernel to what it wrote
     }
     const n = recvMessages(this.fd, this.bytes, MESSAGES);
+    this.short = n < MESSAGES;
     if (n <= 0) return n;
     for (let k = 0; k < n; k++) {
       const m = (k * MMSG) >> 2;

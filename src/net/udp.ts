@@ -190,6 +190,8 @@ export class UdpBatch {
    */
   readonly sourceRefused: Uint8Array;
   sourcesRefused = 0;
+  /** The last plain receive filled the batch (see `pending`). */
+  private full = true;
 
   /**
    * `offload`: send runs of datagrams with UDP_SEGMENT when the kernel has it; with `groAreaAt`,
@@ -224,6 +226,15 @@ export class UdpBatch {
     this.gro = offload && groAreaAt >= 0 && GroReceiver.enable(fd) ? new GroReceiver(fd, groAreaAt) : null;
   }
 
+  /**
+   * After recvBatch: whether datagrams may still be waiting, so receiving again before sleeping
+   * in poll is worth a syscall (the last receive filled the batch, or coalesced segments are
+   * left to cut). False once a receive came back short: the socket was empty then.
+   */
+  get pending(): boolean {
+    return this.gro !== null ? this.gro.pending : this.full;
+  }
+
   /** Whether sends still use UDP GSO (off after the kernel refused it with EIO). */
   get gso(): boolean {
     return this.gsoOn;
@@ -253,6 +264,7 @@ export class UdpBatch {
       u32[m + M_CONTROLLEN] = CTL;
     }
     const n = recvMessages(this.fd, this.bytes, max);
+    this.full = n >= max;
     for (let k = 0; k < n; k++) {
       const m = (k * MMSG) >> 2;
       lens[k] = (u32[m + M_FLAGS]! & MSG_TRUNC) !== 0 ? -EMSGSIZE : u32[m + M_LEN]!;

@@ -72,6 +72,8 @@ export interface TunIO {
 export interface UdpIO {
   recvBatch(slab: Uint8Array, offsets: Uint32Array, maxLen: number, lens: Int32Array, from: EndpointTable, max: number, large?: LargeBuffers): number;
   sendBatch(slab: Uint8Array, offsets: Uint32Array, lens: Int32Array, to: EndpointTable, count: number): number;
+  /** After recvBatch: whether datagrams may still be waiting without a new poll (see UdpBatch.pending). */
+  readonly pending: boolean;
   /** After sendBatch: which datagrams' sticky sources the kernel refused (and `to` cleared). */
   readonly sourceRefused?: Uint8Array;
   readonly sourcesRefused?: number;
@@ -152,6 +154,8 @@ export class DataPath {
   private reportsLeft = 0;
   /** A plain packet too large for this batch's slots waits in superBuf for a batch with large buffers. */
   private heldPlain = 0;
+  /** The last TUN read found the queue empty (EAGAIN) or failed. */
+  private tunDrained = false;
 
   constructor(
     private readonly id: number,
@@ -228,11 +232,23 @@ export class DataPath {
   }
 
   /**
-   * Sends staged packets whose peer has a keypair now, drops the stale ones, then reads one TUN
-   * batch and sends what can be sent. Returns the packet count or -errno.
+   * Whether outbound would find more without a new poll: the last read stopped at a full batch,
+   * or a held packet or TSO segments wait.
    */
-  outbound(tun: TunIO, udp: UdpIO): number {
+  get tunPending(): boolean {
+    return !this.tunDrained || this.heldPlain > 0 || this.segmenter.pending;
+  }
+
+  /**
+   * Sends staged packets whose peer has a keypair now, drops the stale ones, then, when
+   * `readTun`, reads one TUN batch and sends what can be sent. Returns the packet count or -errno.
+   */
+  outbound(tun: TunIO, udp: UdpIO, readTun = true): number {
     if (this.staging.count > 0) this.flushStaged(udp);
+    if (!readTun) {
+      this.flushRecords();
+      return 0;
+    }
     const jumbo = this.jumbo();
     if (jumbo) this.tunOffsets.set(this.largeTunOffsets);
     const max = jumbo ? this.largeOffsets.length : this.batch;
@@ -372,6 +388,7 @@ export class DataPath {
    */
   private readPlain(tun: TunIO, max: number, maxLen: number): number {
     const n = tun.readBatch(this.bytes, this.tunOffsets, maxLen, this.tunLens, max);
+    this.tunDrained = n < max;
     let kept = 0;
     for (let k = 0; k < n; k++) {
       if (this.tunLens[k]! >= maxLen && maxLen === this.maxPacket) {
@@ -401,6 +418,7 @@ export class DataPath {
     const big = this.superBuf;
     const pkt = SUPER_AT + VNET_HDR_LEN;
     let n = 0;
+    this.tunDrained = false;
     if (this.heldPlain > 0) {
       if (this.heldPlain > maxLen) return 0;
       this.bytes.set(big.subarray(pkt, pkt + this.heldPlain), this.tunOffsets[0]!);
@@ -418,8 +436,11 @@ export class DataPath {
         continue;
       }
       const r = tun.readBatch(big, this.superOffsets, VNET_HDR_LEN + MAX_SUPER_PACKET, this.superLens, 1);
-      if (r < 0) return n > 0 ? n : r;
-      if (r === 0) break;
+      if (r <= 0) {
+        this.tunDrained = true;
+        if (r < 0) return n > 0 ? n : r;
+        break;
+      }
       const len = this.superLens[0]! - VNET_HDR_LEN;
       if (len <= 0) continue;
       const h = this.vnet;

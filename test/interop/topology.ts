@@ -40,13 +40,15 @@ export interface PairOptions {
   oursArgs?: string[];
   /** Extra environment for wireguard-ts (e.g. a test hook). */
   oursEnv?: NodeJS.ProcessEnv;
+  /** Another build's bin/wireguard-ts to run as wireguard-ts (a bench's reference build). */
+  oursBin?: string;
 }
 
 /** Starts a daemon of `impl` in the foreground inside `ns` and waits for its UAPI socket. */
-export async function startDaemon(cleanup: Cleanup, impl: Impl, ns: string, ifname: string, extra: string[] = [], env?: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; exited: () => boolean }> {
+export async function startDaemon(cleanup: Cleanup, impl: Impl, ns: string, ifname: string, extra: string[] = [], env?: NodeJS.ProcessEnv, bin = BIN): Promise<{ proc: ChildProcess; exited: () => boolean }> {
   // WGTS_DAEMON_NODE_ARGS passes node flags (e.g. --cpu-prof) to our daemons, for profiling.
   const nodeArgs = process.env.WGTS_DAEMON_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const cmd = impl === 'ours' ? [process.execPath, ...nodeArgs, BIN, '-f', ...extra, ifname] : ['wireguard-go', '-f', ifname];
+  const cmd = impl === 'ours' ? [process.execPath, ...nodeArgs, bin, '-f', ...extra, ifname] : ['wireguard-go', '-f', ifname];
   return spawnDaemon(cleanup, impl, ['ip', 'netns', 'exec', ns, ...cmd], ifname, {
     stdio: 'inherit',
     logLevel: process.env.TEST_LOG_LEVEL,
@@ -84,9 +86,9 @@ export function createLink(cleanup: Cleanup, outer: 4 | 6 = 4): Link {
  * Starts host number `n` (1 or 2) of a pair in `ns` with fresh keys; its port and tunnel
  * addresses follow from `n` (51820 + n, 10.200.0.n, fd00:200::n). Not yet configured.
  */
-export async function startHost(cleanup: Cleanup, impl: Impl, ns: string, outer: string, n: number, oursArgs: string[] = [], oursEnv?: NodeJS.ProcessEnv): Promise<Host> {
+export async function startHost(cleanup: Cleanup, impl: Impl, ns: string, outer: string, n: number, oursArgs: string[] = [], oursEnv?: NodeJS.ProcessEnv, oursBin?: string): Promise<Host> {
   const ifname = uniqueName(impl === 'ours' ? 'wgts' : 'wggo');
-  const d = await startDaemon(cleanup, impl, ns, ifname, impl === 'ours' ? oursArgs : [], impl === 'ours' ? oursEnv : undefined);
+  const d = await startDaemon(cleanup, impl, ns, ifname, impl === 'ours' ? oursArgs : [], impl === 'ours' ? oursEnv : undefined, oursBin);
   const keys = wgKeyPair();
   const exec = (cmd: string, args: string[]): string => netnsExec(ns, cmd, args);
   return {
@@ -112,8 +114,8 @@ export function connect(me: Host, peer: Remote, psk?: string): void {
 /** Two hosts with a tunnel between them, configured and up; traffic not yet exchanged. */
 export async function createPair(cleanup: Cleanup, o: PairOptions): Promise<{ a: Host; b: Host }> {
   const link = createLink(cleanup, o.outer);
-  const a = await startHost(cleanup, o.a, link.nsA, link.outerA, 1, o.oursArgs, o.oursEnv);
-  const b = await startHost(cleanup, o.b, link.nsB, link.outerB, 2, o.oursArgs, o.oursEnv);
+  const a = await startHost(cleanup, o.a, link.nsA, link.outerA, 1, o.oursArgs, o.oursEnv, o.oursBin);
+  const b = await startHost(cleanup, o.b, link.nsB, link.outerB, 2, o.oursArgs, o.oursEnv, o.oursBin);
   const psk = o.psk ? keyFile(sh('wg', ['genpsk']).trim()) : undefined;
   connect(a, b, psk);
   connect(b, a, psk);
