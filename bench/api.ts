@@ -23,6 +23,8 @@ const kinds: [string, (i: number) => string][] = [
   ['last page, by address desc', () => `/api/v1/clients?limit=50&sort=address&order=desc&offset=${last}`],
   ['random page, by created', (i) => `/api/v1/clients?limit=50&sort=created&offset=${(i * 104729 * 50) % CLIENTS}`],
   ['search name part', (i) => `/api/v1/clients?limit=50&q=${String(i * 37 % 1000).padStart(3, '0')}`],
+  // Every name holds 'ient': the search index finds them all, the worst case for it.
+  ['search every name', () => '/api/v1/clients?limit=50&q=ient'],
   ['search address', (i) => `/api/v1/clients?limit=50&q=10.0.${(i * 13) % 256}.${(i * 7) % 250 + 2}`],
   ['one client', (i) => `/api/v1/clients/${(i * 7919) % CLIENTS + 1}`],
 ];
