@@ -4,7 +4,8 @@
 // login, wrong password refused, add a client and decode its QR code back into the config,
 // traffic in the chart matching `wg show transfer`, disable/enable live, expiry, and clients and
 // history surviving down/up and kill -9. Without root, over the fake device of the API tests:
-// two-factor login enrolled from its QR code, then required. Screenshots go to test-results/ (one is in the README).
+// two-factor login enrolled from its QR code, then required, and the config box wrapping its
+// long lines. Screenshots go to test-results/ (one is in the README).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -205,7 +206,7 @@ function wrongCode(otp: OTPAuth.TOTP): string {
   return ['000000', '111111', '222222', '333333'].find((c) => !valid.has(c))!;
 }
 
-test('web admin in chromium: two-factor login enrolled from its QR code, then required to log in and to turn it off', { skip: noBrowser, timeout: 120_000 }, async () => {
+test('web admin in chromium: two-factor login enrolled from its QR code, then required to log in and to turn it off; the config box wraps', { skip: noBrowser, timeout: 120_000 }, async () => {
   const cleanup = new Cleanup();
   try {
     const f = await startFixture({ clients: 2 });
@@ -247,6 +248,13 @@ test('web admin in chromium: two-factor login enrolled from its QR code, then re
     assert.ok(!(await page.locator('#clients').isVisible()), 'still logged out');
     await logIn(page, PASSWORD, otp.generate());
     await page.locator('#clients').waitFor();
+
+    // The config box: its long key lines wrap instead of running out of the box.
+    await page.locator('#rows tr').first().click();
+    await waitFor('config shown', async () => (await page.locator('#c-config').innerText()).startsWith('[Interface]'));
+    assert.ok(await page.locator('#c-config').evaluate((el) => el.scrollWidth <= el.clientWidth), 'no line of the config runs past its box');
+    await shot(page, 'client-config');
+    await page.click('#c-close');
 
     // Turning it off takes a right code too; then the password alone enters again.
     await page.click('#totp-open');
