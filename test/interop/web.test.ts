@@ -228,14 +228,18 @@ test('web admin in chromium: two-factor login enrolled from its QR code, then re
     assert.equal(otp.secret.base32, await page.locator('#totp-secret').innerText(), 'the QR code holds the secret shown');
     assert.equal(otp.label, 'admin');
     await shot(page, 'totp-enroll');
-    await page.fill('#totp-code', wrongCode(otp));
-    await page.click('#totp-confirm');
-    await waitFor('wrong code refused', async () => /wrong code/.test(await error('#totp-dialog')));
-    assert.equal((await f.store.getAdmin('admin'))!.totpSecret, undefined, 'a wrong code turns nothing on');
-    await page.fill('#totp-code', otp.generate());
-    await page.click('#totp-confirm');
-    await waitFor('two-factor on', async () => /^On/.test(await page.locator('#totp-status').innerText()));
-    await page.click('#totp-close');
+    /** `button` of the dialog with a wrong code (refused, two-factor stays `on`), then with the right one (it turns). */
+    const wrongThenRight = async (button: string, on: boolean): Promise<void> => {
+      await page.fill('#totp-code', wrongCode(otp));
+      await page.click(button);
+      await waitFor('wrong code refused', async () => /wrong code/.test(await error('#totp-dialog')));
+      assert.equal((await f.store.getAdmin('admin'))!.totpSecret !== undefined, on, 'a wrong code changes nothing');
+      await page.fill('#totp-code', otp.generate());
+      await page.click(button);
+      await waitFor(`two-factor ${on ? 'off' : 'on'}`, async () => (on ? /^Off/ : /^On/).test(await page.locator('#totp-status').innerText()));
+      await page.click('#totp-close');
+    };
+    await wrongThenRight('#totp-confirm', false);
 
     // Log out: the password alone and a wrong code are refused, the right code enters.
     await page.click('#logout');
@@ -259,14 +263,7 @@ test('web admin in chromium: two-factor login enrolled from its QR code, then re
     // Turning it off takes a right code too; then the password alone enters again.
     await page.click('#totp-open');
     await waitFor('two-factor on', async () => /^On/.test(await page.locator('#totp-status').innerText()));
-    await page.fill('#totp-code', wrongCode(otp));
-    await page.click('#totp-disable');
-    await waitFor('wrong code refused', async () => /wrong code/.test(await error('#totp-dialog')));
-    assert.notEqual((await f.store.getAdmin('admin'))!.totpSecret, undefined, 'a wrong code turns nothing off');
-    await page.fill('#totp-code', otp.generate());
-    await page.click('#totp-disable');
-    await waitFor('two-factor off', async () => /^Off/.test(await page.locator('#totp-status').innerText()));
-    await page.click('#totp-close');
+    await wrongThenRight('#totp-disable', true);
     await page.click('#logout');
     await logIn(page, PASSWORD);
     await page.locator('#clients').waitFor();
