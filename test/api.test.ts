@@ -239,7 +239,9 @@ test('API: two-factor login: enroll with a confirmed code, required at login, of
   const as = { cookie, 'x-requested-with': 'wireguard-ts' };
   assert.equal((await f.api('POST', '/api/v1/totp')).json.error.code, 'admin_only', 'a bearer token has no second factor to set');
 
-  const enroll = (await f.api('POST', '/api/v1/totp', undefined, as)).json;
+  const enrolled = await f.api('POST', '/api/v1/totp', undefined, as);
+  assert.equal(enrolled.headers.get('cache-control'), 'no-store', 'the secret is kept by no cache');
+  const enroll = enrolled.json;
   const otp = OTPAuth.URI.parse(enroll.uri) as OTPAuth.TOTP;
   assert.equal(otp.secret.base32, enroll.secret);
   assert.match(enroll.qr, /^<svg /);

@@ -45,6 +45,9 @@ function totpFor(username: string, secret: string): OTPAuth.TOTP {
   return new OTPAuth.TOTP({ issuer: 'wireguard-ts', label: username, secret: OTPAuth.Secret.fromBase32(secret) });
 }
 
+/** Whether `code` is the secret's code now, or of the period either side (clocks drift, people type slowly). */
+const codeMatches = (username: string, secret: string, code: string): boolean => totpFor(username, secret).validate({ token: code, window: 1 }) !== null;
+
 const totpCode = { type: 'string', pattern: '^[0-9]{6}$' } as const;
 
 const credentialsSchema = {
@@ -131,7 +134,7 @@ export function registerAuth(app: FastifyInstance, ctx: HttpContext, opts: HttpO
     if (admin === undefined || !ok) throw unauthorized('wrong user name or password');
     if (admin.totpSecret !== undefined) {
       if (totp === undefined) throw new HttpError(401, 'totp_required', 'enter the 6-digit code of your authenticator app', 'totp');
-      if (totpFor(admin.username, admin.totpSecret).validate({ token: totp, window: 1 }) === null) throw new HttpError(401, 'unauthorized', 'wrong code', 'totp');
+      if (!codeMatches(admin.username, admin.totpSecret, totp)) throw new HttpError(401, 'unauthorized', 'wrong code', 'totp');
     }
     await startSession(reply, admin.id);
     return { username: admin.username, totp: admin.totpSecret !== undefined };
@@ -170,11 +173,11 @@ export function registerAuth(app: FastifyInstance, ctx: HttpContext, opts: HttpO
   }
 
   // Enrolling while it is on would let a session replace the authenticator without a code.
-  app.post('/api/v1/totp', totpRoute('A new TOTP secret to confirm (not active yet), its otpauth URI and that URI as a QR code (SVG)'), async (req) => {
+  app.post('/api/v1/totp', totpRoute('A new TOTP secret to confirm (not active yet), its otpauth URI and that URI as a QR code (SVG)'), async (req, reply) => {
     const { username } = await totpAdmin(req, false);
     const secret = new OTPAuth.Secret({ size: 20 }).base32;
     const uri = totpFor(username, secret).toString();
-    return { secret, uri, qr: await qrSvg(uri) };
+    return reply.header('cache-control', 'no-store').send({ secret, uri, qr: await qrSvg(uri) });
   });
 
   app.post('/api/v1/totp/confirm', totpRoute('Turn TOTP on with a code from the new secret', {
@@ -182,7 +185,7 @@ export function registerAuth(app: FastifyInstance, ctx: HttpContext, opts: HttpO
   }), async (req) => {
     const admin = await totpAdmin(req, false);
     const { secret, code } = req.body as { secret: string; code: string };
-    if (totpFor(admin.username, secret).validate({ token: code, window: 1 }) === null) throw badInput('code', 'wrong code for this secret');
+    if (!codeMatches(admin.username, secret, code)) throw badInput('code', 'wrong code for this secret');
     await store.setAdminTotp(admin.id, secret);
     return { totp: true };
   });
@@ -190,7 +193,7 @@ export function registerAuth(app: FastifyInstance, ctx: HttpContext, opts: HttpO
   app.delete('/api/v1/totp', totpRoute('Turn TOTP off with a current code', { type: 'object', additionalProperties: false, required: ['code'], properties: { code: totpCode } }), async (req) => {
     const admin = await totpAdmin(req, true);
     const { code } = req.body as { code: string };
-    if (totpFor(admin.username, admin.totpSecret!).validate({ token: code, window: 1 }) === null) throw badInput('code', 'wrong code');
+    if (!codeMatches(admin.username, admin.totpSecret!, code)) throw badInput('code', 'wrong code');
     await store.setAdminTotp(admin.id, undefined);
     return { totp: false };
   });
