@@ -6,6 +6,8 @@ process.env.WG_TS_TRAFFIC_INTERVAL = '0.2';
 import { test } from 'node:test';
 import { existsSync, readFileSync } from 'node:fs';
 import assert from 'node:assert/strict';
+import { hash } from '@node-rs/argon2';
+import * as OTPAuth from 'otpauth';
 import { SETUP_META, hashSecret } from '../src/server/meta.js';
 import { keyHex } from '../src/server/keys.js';
 import { startFixture, type Fixture } from './server-fixture.js';
@@ -226,4 +228,38 @@ test('API: setup link, login (argon2id), wrong password refused, CSRF header, lo
   let last = 0;
   for (let i = 0; i < 12; i++) last = (await f.api('POST', '/api/v1/session', { username: 'admin', password: `guess${i}` }, {})).status;
   assert.equal(last, 429, 'login attempts are rate limited');
+});
+
+test('API: two-factor login: enroll with a confirmed code, required at login, off only with a code; not for tokens', async (t) => {
+  const f = await startFixture({ clients: 1 });
+  t.after(() => f.close());
+  await f.store.createAdmin('admin', await hash('correct horse'));
+  const logIn = (body: Record<string, string> = {}) => f.api('POST', '/api/v1/session', { username: 'admin', password: 'correct horse', ...body }, {});
+  const cookie = (await logIn()).headers.get('set-cookie')!.split(';')[0]!;
+  const as = { cookie, 'x-requested-with': 'wireguard-ts' };
+  assert.equal((await f.api('POST', '/api/v1/totp')).json.error.code, 'admin_only', 'a bearer token has no second factor to set');
+
+  const enrolled = await f.api('POST', '/api/v1/totp', undefined, as);
+  assert.equal(enrolled.headers.get('cache-control'), 'no-store', 'the secret is kept by no cache');
+  const enroll = enrolled.json;
+  const otp = OTPAuth.URI.parse(enroll.uri) as OTPAuth.TOTP;
+  assert.equal(otp.secret.base32, enroll.secret);
+  assert.match(enroll.qr, /^<svg /);
+  const wrong = String((Number(otp.generate()) + 500_000) % 1_000_000).padStart(6, '0');
+  const refused = await f.api('POST', '/api/v1/totp/confirm', { secret: enroll.secret, code: wrong }, as);
+  assert.equal(refused.json.error.field, 'code');
+  assert.equal((await f.store.getAdmin('admin'))!.totpSecret, undefined, 'a wrong code turns nothing on');
+  assert.equal((await f.api('POST', '/api/v1/totp/confirm', { secret: enroll.secret, code: otp.generate() }, as)).status, 200);
+  assert.equal((await f.api('POST', '/api/v1/totp', undefined, as)).json.error.code, 'totp_on', 'no second enrollment while on');
+
+  assert.equal((await logIn()).json.error.code, 'totp_required');
+  assert.equal((await logIn({ totp: wrong })).status, 401);
+  assert.equal((await logIn({ totp: otp.generate() })).status, 200);
+
+  assert.equal((await f.api('DELETE', '/api/v1/totp', {}, as)).json.error.field, 'code');
+  assert.equal((await f.api('DELETE', '/api/v1/totp', { code: wrong }, as)).json.error.field, 'code');
+  assert.notEqual((await f.store.getAdmin('admin'))!.totpSecret, undefined, 'a wrong code turns nothing off');
+  assert.equal((await f.api('DELETE', '/api/v1/totp', { code: otp.generate() }, as)).status, 200);
+  assert.equal((await logIn()).status, 200, 'the password alone again');
+  assert.equal((await f.api('DELETE', '/api/v1/totp', { code: otp.generate() }, as)).json.error.code, 'totp_off');
 });

@@ -274,6 +274,7 @@ test('a run takes its defaults and every option', () => {
   assert.equal(parseLoadgenArgs(runArgs('--help')), 'help');
   assert.deepEqual(parseLoadgenArgs(['keys', '--clients', '10', '--out', 'f']), { command: 'keys', clients: 10, out: 'f', tunnel: subnet('10.78.0.1/16') });
   assert.deepEqual(parseLoadgenArgs(['config', '--keys', 'f', '--wg-set']), { command: 'config', keys: 'f', format: 'wg-set' });
+  assert.deepEqual(parseLoadgenArgs(['config', '--keys=f']), { command: 'config', keys: 'f', format: 'addconf' }, '--flag=value as well');
 });
 
 test('every bad option is refused with a message naming it', () => {
@@ -305,6 +306,9 @@ test('every bad option is refused with a message naming it', () => {
     [runArgs('--precompute', '--ephemerals', '65'), /--ephemerals takes an integer from 1 to 64/],
     [runArgs('--rate'), /--rate needs a value/],
     [runArgs('--wg-set'), /unknown option --wg-set/],
+    [runArgs('-k', 'x'), /unknown option -k/],
+    [runArgs('extra'), /unexpected argument extra/],
+    [runArgs('--json=yes'), /--json takes no value/],
     [['keys', '--out', 'f'], /loadgen keys needs --clients/],
     [['keys', '--clients', '300', '--out', 'f', '--tunnel', '10.1.1.1/24'], /has room for 253/],
     [['keys', '--clients', '3', '--out', 'f', '--tunnel', '10.1.1.0/24'], /--tunnel: .*network address/],

@@ -1,6 +1,7 @@
 // A server-mode daemon without root for the store, API and web tests: a state directory with a
 // server in its store, a fake device behind a real UAPI socket (test/uapi-fake.ts), and the
 // daemon's server side (src/server/daemon.ts) with its HTTP server on a free loopback port.
+// The store is the state directory's SQLite file, or a PostgreSQL database when a URL is given.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +12,7 @@ import { startServerDaemon, type ServerDaemon } from '../src/server/daemon.js';
 import { createClient } from '../src/server/clients.js';
 import { newKeyPair } from '../src/server/keys.js';
 import { hashSecret } from '../src/server/meta.js';
-import { openSqliteStore } from '../src/store/sqlite.js';
+import { openStoreAt } from '../src/store/open.js';
 import type { Repository, ServerRecord } from '../src/store/repository.js';
 import { startUapiServer } from '../src/uapi/server.js';
 import { FakeDevice } from './uapi-fake.js';
@@ -34,9 +35,11 @@ export interface Fixture {
   close(): Promise<void>;
 }
 
-export async function createServerStore(paths: StatePaths, clients: number, address = '10.8.0.1/16'): Promise<ServerRecord> {
+const storeOf = (paths: StatePaths, url: string | undefined): Promise<Repository> => openStoreAt({ file: paths.db, ...(url !== undefined ? { url } : {}) });
+
+export async function createServerStore(paths: StatePaths, clients: number, address = '10.8.0.1/16', url?: string): Promise<ServerRecord> {
   ensureStateDir(paths);
-  const store = await openSqliteStore(paths.db);
+  const store = await storeOf(paths, url);
   const server: ServerRecord = { privateKey: newKeyPair().privateKey, address, listenPort: 51820, mtu: 1420, endpoint: 'vpn.example.com', extra: [], createdAt: Date.now() };
   await store.saveServer(server);
   for (let i = 0; i < clients; i++) await createClient(store, server, { name: `client${i + 1}` });
@@ -48,8 +51,8 @@ export async function createServerStore(paths: StatePaths, clients: number, addr
  * `n` clients in one transaction, with random public keys and no private key (a bench needs
  * 100k quickly; clients made through createClient commit one by one).
  */
-export async function importClients(paths: StatePaths, n: number): Promise<void> {
-  const store = await openSqliteStore(paths.db);
+export async function importClients(paths: StatePaths, n: number, url?: string): Promise<void> {
+  const store = await storeOf(paths, url);
   const server: ServerRecord = { privateKey: newKeyPair().privateKey, address: '10.0.0.1/8', listenPort: 51820, mtu: 1420, endpoint: 'vpn.example.com', extra: [], createdAt: Date.now() };
   const base = 0x0a000002;
   await store.importState(server, Array.from({ length: n }, (_, i) => ({
@@ -58,24 +61,24 @@ export async function importClients(paths: StatePaths, n: number): Promise<void>
   await store.close();
 }
 
-export async function startFixture(opts: { clients?: number; web?: boolean; bulk?: boolean } = {}): Promise<Fixture> {
+export async function startFixture(opts: { clients?: number; web?: boolean; bulk?: boolean; store?: string } = {}): Promise<Fixture> {
   const dir = mkdtempSync(join(tmpdir(), 'wgts-api-'));
   const socketDir = join(dir, 'run');
   const ifname = `wgapi${process.pid % 1000}${counter++}`;
   const paths = statePaths(join(dir, 'state'), ifname);
   if (opts.bulk) {
     ensureStateDir(paths);
-    await importClients(paths, opts.clients ?? 0);
+    await importClients(paths, opts.clients ?? 0, opts.store);
   } else {
-    await createServerStore(paths, opts.clients ?? 3);
+    await createServerStore(paths, opts.clients ?? 3, undefined, opts.store);
   }
   const device = new FakeDevice();
   const uapi = await startUapiServer(ifname, device, { socketDir });
   const daemon = await startServerDaemon({
     ifname, stateDir: paths.dir, socketDir, webBehindTls: false, ...(opts.bulk ? { readPeers: () => ({ [Symbol.iterator]: () => device.peerStates() }) } : {}), log: pino({ level: process.env.FIXTURE_LOG ?? 'silent' }),
-    ...(opts.web === false ? {} : { web: { host: '127.0.0.1', port: 0 } }),
+    ...(opts.web === false ? {} : { web: { host: '127.0.0.1', port: 0 } }), ...(opts.store !== undefined ? { store: opts.store } : {}),
   });
-  const store = await openSqliteStore(paths.db);
+  const store = await storeOf(paths, opts.store);
   const token = `wgts_test_${counter}`;
   await store.createToken('test', hashSecret(token));
   const base = `http://127.0.0.1:${daemon.webPort}`;

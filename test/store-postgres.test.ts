@@ -1,7 +1,7 @@
 // The store on PostgreSQL (src/store/postgres.ts) against a throw-away server (pg-fixture.ts):
 // the SQLite migrations and queries as they are, three connections standing for three nodes
 // allocating 3 x 100 addresses at once without a duplicate, the feed's order and NOTIFY, a
-// pruned feed that says so, and node heartbeats.
+// pruned feed that says so, node heartbeats, and the clients search.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
@@ -10,6 +10,7 @@ import type { Repository, ServerRecord } from '../src/store/repository.js';
 import { createClient } from '../src/server/clients.js';
 import { newKeyPair } from '../src/server/keys.js';
 import { skipWithoutPostgres, startPostgres, type TestPostgres } from './pg-fixture.js';
+import { checkSearchAgainstReference } from './search-reference.js';
 
 const skip = skipWithoutPostgres;
 let server: TestPostgres | undefined;
@@ -68,6 +69,15 @@ test('the migrations and queries of SQLite work on PostgreSQL', { skip }, async 
     assert.deepEqual(feed.map((x) => x.kind), ['create', 'create', 'delete', 'create', 'update']);
     assert.deepEqual(feed.map((x) => x.seq), [...feed.map((x) => x.seq)].sort((x, y) => x - y));
     assert.equal(await store.lastChange(), feed.at(-1)!.seq);
+  } finally {
+    await store.close();
+  }
+});
+
+test('the clients search finds what the naive reference finds, through renames and deletions', { skip }, async () => {
+  const store = await (await fresh()).open();
+  try {
+    await checkSearchAgainstReference(store, 50);
   } finally {
     await store.close();
   }

@@ -54,6 +54,7 @@ const fromLocal = (v) => (v ? new Date(v).toISOString() : null);
 function show(section) {
   for (const id of ['setup', 'login', 'clients']) $(id).hidden = id !== section;
   $('logout').hidden = section !== 'clients';
+  $('totp-open').hidden = section !== 'clients';
   if (section !== 'clients') {
     $('summary').replaceChildren();
     $('nodes').hidden = true;
@@ -102,6 +103,9 @@ $('login').addEventListener('submit', async (e) => {
 $('logout').addEventListener('click', async () => {
   await api('DELETE', '/session').catch(() => undefined);
   if (state.events) state.events.close();
+  // The next login may be another administrator's, or this one's with two-factor turned off.
+  $('totp-field').hidden = true;
+  $('login').totp.value = '';
   show('login');
 });
 
@@ -114,6 +118,53 @@ function enter() {
   // A refresh that fails (the database down, the session ended) keeps the last table; the next one retries.
   state.nodesTimer = setInterval(() => loadNodes().catch(() => undefined), NODES_REFRESH_MS);
 }
+
+// ---- two-factor login: enrolled by confirming a code of a new secret, turned off with a code ----
+
+const totp = { on: false, secret: null };
+
+function renderTotp() {
+  const enrolling = totp.secret !== null;
+  $('totp-status').textContent = totp.on ? 'On: logging in asks for a code from your authenticator app. Turning it off takes a code too.' : 'Off: logging in asks only for the password.';
+  $('totp-enroll').hidden = !enrolling;
+  $('totp-code-field').hidden = !totp.on && !enrolling;
+  $('totp-start').hidden = totp.on || enrolling;
+  $('totp-confirm').hidden = !enrolling;
+  $('totp-disable').hidden = !totp.on;
+  $('totp-code').value = '';
+  $('totp-dialog').querySelector('.error').textContent = '';
+}
+
+async function totpStep(action) {
+  try {
+    await action();
+    renderTotp();
+  } catch (err) {
+    $('totp-dialog').querySelector('.error').textContent = err.message;
+  }
+}
+
+$('totp-open').addEventListener('click', () => totpStep(async () => {
+  totp.on = (await api('GET', '/session')).totp;
+  totp.secret = null;
+  $('totp-dialog').showModal();
+}));
+$('totp-start').addEventListener('click', () => totpStep(async () => {
+  const t = await api('POST', '/totp');
+  totp.secret = t.secret;
+  $('totp-qr').src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(t.qr)}`;
+  $('totp-secret').textContent = t.secret;
+}));
+$('totp-confirm').addEventListener('click', () => totpStep(async () => {
+  await api('POST', '/totp/confirm', { secret: totp.secret, code: $('totp-code').value.trim() });
+  totp.on = true;
+  totp.secret = null;
+}));
+$('totp-disable').addEventListener('click', () => totpStep(async () => {
+  await api('DELETE', '/totp', { code: $('totp-code').value.trim() });
+  totp.on = false;
+}));
+$('totp-close').addEventListener('click', () => $('totp-dialog').close());
 
 // ---- server summary ----
 

@@ -1,6 +1,7 @@
 // Who may call the API: an administrator with a session cookie (the web page) or a bearer token
 // (`wireguard-ts token create NAME`). Both are random secrets of which the store keeps only the
-// SHA-256; passwords are argon2id; TOTP is optional per administrator.
+// SHA-256; passwords are argon2id; TOTP is optional per administrator, turned on by confirming
+// a code of a new secret and off with a code of the current one.
 //
 // - Sessions: cookie `wgts_session`, HttpOnly, SameSite=Strict, Secure behind TLS, 12 hours,
 //   revoked by logout (the row goes). Requests that change something with a cookie must carry
@@ -15,6 +16,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHook
 import { randomBytes } from 'node:crypto';
 import * as OTPAuth from 'otpauth';
 import { SETUP_META, hashSecret } from '../server/meta.js';
+import { qrSvg } from '../server/qr.js';
+import type { Admin } from '../store/repository.js';
 import type { HttpContext, HttpOptions } from './context.js';
 import { HttpError, badInput } from './errors.js';
 
@@ -42,12 +45,17 @@ function totpFor(username: string, secret: string): OTPAuth.TOTP {
   return new OTPAuth.TOTP({ issuer: 'wireguard-ts', label: username, secret: OTPAuth.Secret.fromBase32(secret) });
 }
 
+/** Whether `code` is the secret's code now, or of the period either side (clocks drift, people type slowly). */
+const codeMatches = (username: string, secret: string, code: string): boolean => totpFor(username, secret).validate({ token: code, window: 1 }) !== null;
+
+const totpCode = { type: 'string', pattern: '^[0-9]{6}$' } as const;
+
 const credentialsSchema = {
   type: 'object', additionalProperties: false, required: ['username', 'password'],
   properties: {
     username: { type: 'string', minLength: 1, maxLength: 64 },
     password: { type: 'string', minLength: 1, maxLength: 1024 },
-    totp: { type: 'string', pattern: '^[0-9]{6}$' },
+    totp: totpCode,
   },
 } as const;
 
@@ -126,7 +134,7 @@ export function registerAuth(app: FastifyInstance, ctx: HttpContext, opts: HttpO
     if (admin === undefined || !ok) throw unauthorized('wrong user name or password');
     if (admin.totpSecret !== undefined) {
       if (totp === undefined) throw new HttpError(401, 'totp_required', 'enter the 6-digit code of your authenticator app', 'totp');
-      if (totpFor(admin.username, admin.totpSecret).validate({ token: totp, window: 1 }) === null) throw new HttpError(401, 'unauthorized', 'wrong code', 'totp');
+      if (!codeMatches(admin.username, admin.totpSecret, totp)) throw new HttpError(401, 'unauthorized', 'wrong code', 'totp');
     }
     await startSession(reply, admin.id);
     return { username: admin.username, totp: admin.totpSecret !== undefined };
@@ -151,24 +159,43 @@ export function registerAuth(app: FastifyInstance, ctx: HttpContext, opts: HttpO
     return req.principal;
   };
 
-  app.post('/api/v1/totp', { preHandler: authenticate, schema: { tags: ['session'], summary: 'A new TOTP secret to confirm (not active yet)' } }, async (req) => {
-    const { username } = adminOnly(req);
+  // Codes are guessed here as at login: a stolen session must not try a million of them.
+  const totpRoute = (summary: string, body?: Record<string, unknown>) => ({
+    preHandler: authenticate, config: { rateLimit: LOGIN_LIMIT }, schema: { tags: ['session'], summary, ...(body !== undefined ? { body } : {}) },
+  });
+  /** The administrator, refused when two-factor login is not in the state the route needs. */
+  async function totpAdmin(req: FastifyRequest, on: boolean): Promise<Admin> {
+    const { adminId } = adminOnly(req);
+    const admin = await store.getAdminById(adminId);
+    if (admin === undefined) throw unauthorized('the session has ended; log in again');
+    if ((admin.totpSecret !== undefined) !== on) throw new HttpError(409, on ? 'totp_off' : 'totp_on', on ? 'two-factor login is off' : 'two-factor login is on: turn it off (with a code) before enrolling again');
+    return admin;
+  }
+
+  // Enrolling while it is on would let a session replace the authenticator without a code.
+  app.post('/api/v1/totp', totpRoute('A new TOTP secret to confirm (not active yet), its otpauth URI and that URI as a QR code (SVG)'), async (req, reply) => {
+    const { username } = await totpAdmin(req, false);
     const secret = new OTPAuth.Secret({ size: 20 }).base32;
-    return { secret, uri: totpFor(username, secret).toString() };
+    const uri = totpFor(username, secret).toString();
+    return reply.header('cache-control', 'no-store').send({ secret, uri, qr: await qrSvg(uri) });
   });
 
-  app.post('/api/v1/totp/confirm', {
-    preHandler: authenticate,
-    schema: {
-      tags: ['session'], summary: 'Turn TOTP on with a code from the new secret',
-      body: { type: 'object', additionalProperties: false, required: ['secret', 'code'], properties: { secret: { type: 'string', pattern: '^[A-Z2-7]{16,64}$' }, code: { type: 'string', pattern: '^[0-9]{6}$' } } },
-    },
-  }, async (req) => {
-    const { adminId, username } = adminOnly(req);
+  app.post('/api/v1/totp/confirm', totpRoute('Turn TOTP on with a code from the new secret', {
+    type: 'object', additionalProperties: false, required: ['secret', 'code'], properties: { secret: { type: 'string', pattern: '^[A-Z2-7]{16,64}$' }, code: totpCode },
+  }), async (req) => {
+    const admin = await totpAdmin(req, false);
     const { secret, code } = req.body as { secret: string; code: string };
-    if (totpFor(username, secret).validate({ token: code, window: 1 }) === null) throw badInput('code', 'wrong code for this secret');
-    await store.setAdminTotp(adminId, secret);
+    if (!codeMatches(admin.username, secret, code)) throw badInput('code', 'wrong code for this secret');
+    await store.setAdminTotp(admin.id, secret);
     return { totp: true };
+  });
+
+  app.delete('/api/v1/totp', totpRoute('Turn TOTP off with a current code', { type: 'object', additionalProperties: false, required: ['code'], properties: { code: totpCode } }), async (req) => {
+    const admin = await totpAdmin(req, true);
+    const { code } = req.body as { code: string };
+    if (!codeMatches(admin.username, admin.totpSecret!, code)) throw badInput('code', 'wrong code');
+    await store.setAdminTotp(admin.id, undefined);
+    return { totp: false };
   });
 
   return authenticate;

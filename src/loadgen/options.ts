@@ -1,7 +1,9 @@
-// Command line of `wireguard-ts loadgen`. Every value is checked before anything starts, and a
-// run is always bounded: by --duration, and optionally sooner by --initiations / --packets.
+// Command line of `wireguard-ts loadgen`, through node:util parseArgs like the server's. Every
+// value is checked before anything starts, and a run is always bounded: by --duration, and
+// optionally sooner by --initiations / --packets.
 import { isIPv6 } from 'node:net';
 import { availableParallelism } from 'node:os';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { formatIPv4, formatSubnet, parseEndpoint, parseIPv4, parseServerAddress, shown, type Subnet4 } from '../server/addresses.js';
 import { isBase64Key } from '../server/keys.js';
 import { MIN_PACKET_LEN } from './packets.js';
@@ -153,28 +155,35 @@ function number(flag: string, v: string | undefined, min: number, max: number): 
   return n;
 }
 
-const FLAGS: Record<string, readonly string[]> = {
-  keys: ['--clients', '--out', '--tunnel'],
-  config: ['--keys', '--wg-set'],
-  run: ['--keys', '--server', '--server-key', '--clients', '--source', '--rate', '--initiations', '--duration', '--timeout',
-    '--data-rate', '--packets', '--size', '--proto', '--target', '--threads', '--precompute', '--ephemerals', '--json'],
+/** Each command's options, for parseArgs: a boolean takes no value. */
+const COMMAND_OPTIONS: Record<string, NonNullable<ParseArgsConfig['options']>> = {
+  keys: { clients: { type: 'string' }, out: { type: 'string' }, tunnel: { type: 'string' } },
+  config: { keys: { type: 'string' }, 'wg-set': { type: 'boolean' } },
+  run: Object.fromEntries([
+    ...['keys', 'server', 'server-key', 'clients', 'source', 'rate', 'initiations', 'duration', 'timeout', 'data-rate', 'packets', 'size',
+      'proto', 'target', 'threads', 'ephemerals'].map((name) => [name, { type: 'string' }] as const),
+    ...['precompute', 'json'].map((name) => [name, { type: 'boolean' }] as const),
+  ]),
 };
-const SWITCHES = new Set(['--wg-set', '--json', '--precompute']);
 
 /** Parses `argv` (after `loadgen`); throws UsageError. */
 export function parseLoadgenArgs(argv: readonly string[]): LoadgenOptions {
   const [command, ...rest] = argv;
   if (command === undefined || command === 'help' || command === '--help' || command === '-h' || rest.includes('--help') || rest.includes('-h')) return 'help';
-  const allowed = FLAGS[command];
-  if (allowed === undefined) throw new UsageError(`loadgen: unknown command ${shown(command)}\n${USAGE}`);
+  const options = COMMAND_OPTIONS[command];
+  if (options === undefined) throw new UsageError(`loadgen: unknown command ${shown(command)}\n${USAGE}`);
+  // Not strict: parseArgs reports through tokens, and the loop below words each mistake.
+  const { tokens } = parseArgs({ args: rest, options, strict: false, allowPositionals: true, tokens: true });
   const v = new Map<string, string>();
-  for (let i = 0; i < rest.length; i++) {
-    const flag = rest[i]!;
-    if (!allowed.includes(flag)) throw new UsageError(`loadgen ${command}: unknown option ${shown(flag)}\n${USAGE}`);
-    if (v.has(flag)) throw new UsageError(`${flag} is given twice`);
-    if (SWITCHES.has(flag)) v.set(flag, '');
-    else if (i + 1 >= rest.length) throw new UsageError(`${flag} needs a value`);
-    else v.set(flag, rest[++i]!);
+  for (const t of tokens) {
+    if (t.kind === 'positional') throw new UsageError(`loadgen ${command}: unexpected argument ${shown(t.value)}\n${USAGE}`);
+    if (t.kind !== 'option') continue;
+    const type = t.rawName.startsWith('--') ? options[t.name]?.type : undefined;
+    if (type === undefined) throw new UsageError(`loadgen ${command}: unknown option ${shown(t.rawName)}\n${USAGE}`);
+    if (v.has(t.rawName)) throw new UsageError(`${t.rawName} is given twice`);
+    if (type === 'boolean' && t.inlineValue) throw new UsageError(`${t.rawName} takes no value`);
+    if (type === 'string' && t.value === undefined) throw new UsageError(`${t.rawName} needs a value`);
+    v.set(t.rawName, t.value ?? '');
   }
   const need = (flag: string): string => {
     const x = v.get(flag);

@@ -10,7 +10,7 @@
 //
 // Queries are typed by schema.ts; the one hand-written SQL fragment is the address gap search,
 // which the builder cannot express more clearly.
-import { sql, type Kysely, type Selectable, type Transaction, type Updateable } from 'kysely';
+import { sql, type Expression, type ExpressionBuilder, type Kysely, type Selectable, type SqlBool, type Transaction, type Updateable } from 'kysely';
 import { formatIPv4 } from '../server/addresses.js';
 import type { ClientTable, Database } from './schema.js';
 import {
@@ -26,7 +26,22 @@ export interface Backend {
   serializeWriters(trx: Transaction<Database>): Promise<void>;
   /** Called after a change row is written: tells followers once the transaction commits. */
   announce(trx: Transaction<Database>, seq: number): Promise<void>;
+  /** The condition for clients whose name holds `part` in any case: through the backend's index where that is faster (migration 0003). */
+  nameContains(part: string): Promise<(eb: ClientsWhere) => Expression<SqlBool>>;
+  /** Clients whose public key starts with `prefix`, which holds only base64 characters, through an index. */
+  keyStartsWith(eb: ClientsWhere, prefix: string): Expression<SqlBool>;
 }
+
+export type ClientsWhere = ExpressionBuilder<Database, 'clients'>;
+
+/** The reference meaning of a name search, and what a backend runs when its index cannot answer. */
+export function nameLike(eb: ClientsWhere, part: string): Expression<SqlBool> {
+  const escaped = part.toLowerCase().replace(/[\\%_]/g, (ch) => `\\${ch}`);
+  return eb(eb.fn('lower', ['name']), 'like', sql<string>`${`%${escaped}%`} escape '\\'`);
+}
+
+/** A search that could be the start of a public key (anything else cannot match one). */
+const KEY_PREFIX = /^[A-Za-z0-9+/]+=?$/;
 
 /** The meta key holding the highest pruned change sequence. */
 const PRUNED_META = 'changes_pruned_through';
@@ -187,11 +202,9 @@ export class KyselyRepository implements Repository {
       // An address is looked up in its unique index, not scanned for as text in every name.
       base = base.where('address', '=', q.searchAddress);
     } else if (q.search !== undefined && q.search !== '') {
-      const escaped = q.search.toLowerCase().replace(/[\\%_]/g, (ch) => `\\${ch}`);
-      base = base.where((eb) => eb.or([
-        eb(eb.fn('lower', ['name']), 'like', sql<string>`${`%${escaped}%`} escape '\\'`),
-        eb('public_key', 'like', sql<string>`${`${q.search!.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`} escape '\\'`),
-      ]));
+      const part = q.search;
+      const nameContains = await this.backend.nameContains(part);
+      base = base.where((eb) => (KEY_PREFIX.test(part) ? eb.or([nameContains(eb), this.backend.keyStartsWith(eb, part)]) : nameContains(eb)));
     }
     const column = q.sort === 'address' ? 'address' : q.sort === 'created' ? 'created_at' : 'name';
     const order = q.descending ? 'desc' : 'asc';

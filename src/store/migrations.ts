@@ -111,6 +111,41 @@ const nodes: Migration = {
   },
 };
 
+/**
+ * Indexes for the clients search (a case-insensitive part of a name, or the start of a public
+ * key), which otherwise reads every row: the page and its count both do, ~100 ms at 100k.
+ *
+ * SQLite: an FTS5 trigram index of names, kept by triggers. It stores no copy of the names
+ * (content='clients') and answers a part of 3 or more characters; shorter parts are scanned
+ * (sqlite.ts). Public keys use their unique index, searched as a range.
+ *
+ * PostgreSQL: a pg_trgm GIN index of lower(name), which serves the LIKE query as it is, and a
+ * byte-order index of public keys for LIKE 'prefix%' under any collation. pg_trgm ships with
+ * PostgreSQL's contrib; a server built without it gets no name index (the search still answers,
+ * by reading every row), and that is not retried later: CREATE the index by hand after
+ * installing contrib.
+ */
+const clientSearch: Migration = {
+  async up(db: Kysely<unknown>): Promise<void> {
+    if (db.getExecutor().adapter instanceof PostgresAdapter) {
+      const trgm = await sql<{ n: number }>`select count(*)::int as n from pg_available_extensions where name = 'pg_trgm'`.execute(db);
+      if (trgm.rows[0]!.n > 0) {
+        await sql`create extension if not exists pg_trgm`.execute(db);
+        await db.schema.createIndex('clients_name_trgm').on('clients').using('gin').expression(sql`lower(name) gin_trgm_ops`).execute();
+      }
+      await db.schema.createIndex('clients_key_prefix').on('clients').expression(sql`public_key text_pattern_ops`).execute();
+      return;
+    }
+    await sql`create virtual table clients_search using fts5(name, content='clients', content_rowid='id', tokenize='trigram')`.execute(db);
+    const remove = sql`insert into clients_search(clients_search, rowid, name) values ('delete', old.id, old.name);`;
+    const add = sql`insert into clients_search(rowid, name) values (new.id, new.name);`;
+    await sql`create trigger clients_search_insert after insert on clients begin ${add} end`.execute(db);
+    await sql`create trigger clients_search_delete after delete on clients begin ${remove} end`.execute(db);
+    await sql`create trigger clients_search_rename after update of name on clients begin ${remove} ${add} end`.execute(db);
+    await sql`insert into clients_search(clients_search) values ('rebuild')`.execute(db);
+  },
+};
+
 export const migrations: MigrationProvider = {
-  getMigrations: async () => ({ '0001_initial': initial, '0002_nodes': nodes }),
+  getMigrations: async () => ({ '0001_initial': initial, '0002_nodes': nodes, '0003_client_search': clientSearch }),
 };

@@ -12,7 +12,7 @@
 // - The URL holds the database password: only describeStore()'s redacted form is ever printed.
 import pg from 'pg';
 import { Kysely, Migrator, PostgresDialect, sql } from 'kysely';
-import { KyselyRepository } from './kysely-repository.js';
+import { KyselyRepository, nameLike } from './kysely-repository.js';
 import { migrations } from './migrations.js';
 import type { Repository } from './repository.js';
 import type { Database as Schema } from './schema.js';
@@ -73,5 +73,9 @@ export async function openPostgresStore(url: string, o: PostgresStoreOptions = {
     uniqueViolation,
     serializeWriters: async (trx) => void (await sql`select pg_advisory_xact_lock(${WRITER_LOCK})`.execute(trx)),
     announce: async (trx, seq) => void (await sql`select pg_notify(${FEED_CHANNEL}, ${String(seq)})`.execute(trx)),
+    // pg_trgm's index (migration 0003) serves the LIKE itself; the planner weighs it against a scan.
+    nameContains: async (part) => (eb) => nameLike(eb, part),
+    // Base64 holds no LIKE wildcard; the text_pattern_ops index serves the prefix under any collation.
+    keyStartsWith: (eb, prefix) => eb('public_key', 'like', `${prefix}%`),
   });
 }

@@ -64,7 +64,7 @@ export const CLIENT_SORTS = ['name', 'address', 'created'] as const;
 export type ClientSort = (typeof CLIENT_SORTS)[number];
 
 export interface ClientQuery {
-  /** Part of a name or the start of a public key. */
+  /** Part of a name in any case, or the start of a public key as written (base64 is case-sensitive). */
   search?: string;
   /** The client with this address, instead of `search` (the caller parses a search that is an IPv4 address). */
   searchAddress?: number;
