@@ -61,13 +61,14 @@ export function stringArg(name: string): string | undefined {
 }
 
 /**
- * The pairings to run: all of them, or those picked by `--pair A-B` (e.g. ours-ours) and
- * `--workers N|default`.
+ * The pairings to run: all of them, or those picked by `--pair A-B[,C-D]` (e.g. ours-ours,wggo-wggo)
+ * and `--workers N|default` (which keeps the wireguard-go baseline).
  */
 export function selectedPairings(): Pairing[] {
   const pair = argValue('--pair');
   const workers = argValue('--workers');
-  const picked = PAIRINGS.filter((p) => (pair === undefined || `${p.a}-${p.b}` === pair) && (workers === undefined || workersName(p) === workers));
+  const pairs = pair?.split(',');
+  const picked = PAIRINGS.filter((p) => (pairs === undefined || pairs.includes(`${p.a}-${p.b}`)) && (workers === undefined || isBaseline(p) || workersName(p) === workers));
   const reference = referenceBin();
   if (reference === undefined) return picked;
   return [...picked, ...picked.filter((p) => p.a === 'ours' && p.b === 'ours').map((p) => ({ ...p, reference }))];
