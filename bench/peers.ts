@@ -15,7 +15,8 @@
 // wireguard-go keeps at most 65,536 peers: above that its row shows how many it kept, and its
 // setconf fails (the `wg` error is reported, not thrown). Our daemon gets --max-peers N.
 //
-//   node dist/bench/peers.js [--peers 100000,1000000] [--ips 1|2]
+//   node dist/bench/peers.js [--peers 100000,1000000] [--ips 1|2] [--impl wggo,ours]
+// `--impl ours` skips wireguard-go: for an A/B of two builds of ours run in the same minute.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -146,23 +147,26 @@ async function main(): Promise<void> {
   const rows: string[][] = [];
   const ips = numberArg('--ips', 1);
   if (ips !== 1 && ips !== 2) throw new Error('--ips takes 1 or 2');
+  const impls = listArg('--impl', ['wggo', 'ours']);
+  if (impls.some((i) => i !== 'wggo' && i !== 'ours')) throw new Error('--impl takes wggo, ours or both');
   for (const n of listArg('--peers', ['100000', '1000000']).map(Number)) {
     // The probe is the file's first peer; these are the others.
     const others = numberedPeers(n - 1);
     if (ips === 1) for (const p of others) p.allowedIps?.splice(1);
     const sections = others.map(peerSection).join('\n');
-    const go = await measure('wggo', sections, n);
-    const ours = await measure('ours', sections, n);
+    const go = impls.includes('wggo') ? await measure('wggo', sections, n) : undefined;
+    const ours = impls.includes('ours') ? await measure('ours', sections, n) : undefined;
     // Memory per peer it actually kept: wireguard-go's cap would otherwise flatter it.
     const kb = (r: Result): number => (r.rssAfterKb - r.rssBeforeKb) / Math.max(r.kept, 1);
     const ms = (v: number): string => (Number.isNaN(v) ? '-' : v.toFixed(1));
     for (const [impl, r] of [['wireguard-go', go], ['wireguard-ts', ours]] as const) {
+      if (r === undefined) continue;
       const p = r.probes;
       process.stderr.write(`${impl} ${n} peers: kept ${r.kept}, setconf ${r.setconfS.toFixed(2)} s, dump ${r.dumpS.toFixed(2)} s, `
         + `${kb(r).toFixed(2)} KB/peer, handshakes during setconf ${p.n} (p50 ${ms(p.p50)} ms, max ${ms(p.max)} ms, ${p.unanswered} unanswered)`
         + `${r.error ? ` (wg: ${r.error.slice(0, 200)})` : ''}\n`);
       rows.push([
-        impl, String(n), String(r.kept), r.setconfS.toFixed(2), ratio(r.setconfS, go.setconfS), r.setconfCpuS.toFixed(2), r.dumpS.toFixed(2), ratio(r.dumpS, go.dumpS),
+        impl, String(n), String(r.kept), r.setconfS.toFixed(2), ratio(r.setconfS, go?.setconfS), r.setconfCpuS.toFixed(2), r.dumpS.toFixed(2), ratio(r.dumpS, go?.dumpS),
         (r.rssBeforeKb / 1024).toFixed(0), (r.rssAfterKb / 1024).toFixed(0), kb(r).toFixed(2),
         ms(r.idleMs), String(p.n), ms(p.p50), ms(p.p99), ms(p.max), String(p.unanswered),
       ]);
