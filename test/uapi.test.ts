@@ -306,6 +306,34 @@ test('set: a bad line anywhere means no change, even at the very end', () => {
   assert.equal(getText(device), 'errno=0\n\n');
 });
 
+test('set: the keys of a request are zeroed once it is applied, or the device threw', async () => {
+  class Keeping extends FakeDevice {
+    last: SetRequest | undefined;
+    later = false;
+    override apply(req: SetRequest): number | Promise<number> {
+      this.last = req;
+      const errno = super.apply(req);
+      return this.later ? new Promise((r) => setImmediate(() => r(errno))) : errno;
+    }
+  }
+  const lines = `private_key=${K(5)}\npublic_key=${K(6)}\npreshared_key=${K(7)}\n`;
+  const zeroed = (req: SetRequest): boolean => req.privateKey!.every((x) => x === 0) && peerOpsOf(req.peers)[0]!.presharedKey!.every((x) => x === 0);
+  const device = new Keeping();
+  assert.equal(set(lines, device).errno, 'errno=0\n\n');
+  assert.ok(zeroed(device.last!), 'applied at once');
+  device.later = true;
+  let out = '';
+  new UapiSession(device, (c) => (out += decoder.decode(c))).feed(bytes(`set=1\n${lines}\n`));
+  assert.ok(!zeroed(device.last!), 'still in use while it applies');
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(out, 'errno=0\n\n');
+  assert.ok(zeroed(device.last!), 'applied later');
+  device.later = false;
+  device.failWith = new Error('boom');
+  assert.equal(set(lines, device).errno, 'errno=-55\n\n');
+  assert.ok(zeroed(device.last!), 'thrown');
+});
+
 test('set: the device errno goes on the wire negated; a throwing device answers 55', () => {
   const device = new FakeDevice();
   device.busyPorts.add(51820);

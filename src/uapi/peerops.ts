@@ -113,7 +113,9 @@ export class PeerOps {
     let row = this.psk[i]!;
     if (row === NONE) {
       row = this.pskCount;
-      this.psks = room(this.psks, row + 1, KEY_BYTES);
+      const old = this.psks;
+      this.psks = room(old, row + 1, KEY_BYTES);
+      if (this.psks !== old) old.fill(0);
     }
     if (!parseKeyInto(b, s, e, this.psks, row * KEY_BYTES)) return false;
     if (row === this.pskCount) this.pskCount++;
@@ -156,6 +158,11 @@ export class PeerOps {
     this.ipFlags[j] = (r >= PREFIX_V6 ? IP_V6 : 0) | (remove ? IP_REMOVE : 0);
     this.ips = j + 1;
     return true;
+  }
+
+  /** Zeroes the preshared keys, once the request is applied or refused. */
+  wipe(): void {
+    this.psks.fill(0);
   }
 
   // ---- reading (the device), by section index i or allowed-IP index j ----

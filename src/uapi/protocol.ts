@@ -122,6 +122,12 @@ class SetBuilder {
     if (this.errno === 0) this.errno = this.parse(b, s, e);
   }
 
+  /** Zeroes the keys the request carries (the device has copied what it keeps). */
+  wipe(): void {
+    this.req.privateKey?.fill(0);
+    this.req.peers.wipe();
+  }
+
   private parse(b: Uint8Array, s: number, e: number): number {
     const eq = indexOfByte(b, 61, s, e);
     if (eq < 0) return UAPI_EPROTO;
@@ -522,6 +528,7 @@ export class UapiSession {
 
   /** The connection is gone: stop a reply in progress. */
   abort(): void {
+    this.set?.wipe();
     this.getting = null;
     this.queued = [];
     this.endQueued = false;
@@ -566,6 +573,7 @@ export class UapiSession {
   private refuse(errno: number): void {
     this.reply(this.set!.errno || errno);
     // What was parsed so far goes now, not when the connection is collected.
+    this.set!.wipe();
     this.set = undefined;
     this.state = CLOSED;
   }
@@ -675,6 +683,7 @@ export class UapiSession {
     this.set = undefined;
     this.state = OP;
     if (builder.errno !== 0) {
+      builder.wipe();
       this.reply(builder.errno);
       return;
     }
@@ -682,10 +691,12 @@ export class UapiSession {
     try {
       errno = this.device.apply(builder.req);
     } catch (err) {
+      builder.wipe();
       this.failed(err);
       return;
     }
     if (typeof errno === 'number') {
+      builder.wipe();
       this.reply(errno);
       return;
     }
@@ -695,6 +706,7 @@ export class UapiSession {
     }, (err: unknown) => {
       if (this.state !== CLOSED) this.failed(err);
     }).finally(() => {
+      builder.wipe();
       this.applying = false;
       this.resume();
     });
