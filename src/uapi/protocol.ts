@@ -34,7 +34,7 @@
 // zero ("/+8", "/08") is EINVAL (Go >= 1.22; Debian's build accepts it), and we accept
 // `allowed_ip=-CIDR` (wireguard-go >= 0.0.20250522; Debian's rejects it).
 import {
-  ByteSlab, CR, ChunkWriter, NL, equalsAscii, indexOfByte, parseCounter, parseEndpoint, parseKey, parsePrefix, parseUint,
+  ByteSlab, CR, ChunkWriter, NL, asciiBytes, equalsAscii, indexOfByte, parseCounter, parseEndpoint, parseKey, parsePrefix, parseUint,
 } from './text.js';
 import { PeerOps } from './peerops.js';
 import type { DeviceState, PeerState, SetRequest, UapiDevice } from './types.js';
@@ -237,39 +237,53 @@ export function parseSetRequest(body: string, opts: Pick<UapiSessionOptions, 're
 
 // ---- get ----
 
-function writeNumberLine(w: ChunkWriter, key: string, n: number | bigint): void {
+const PRIVATE_KEY = asciiBytes('private_key=');
+const LISTEN_PORT = asciiBytes('listen_port=');
+const FWMARK = asciiBytes('fwmark=');
+const PUBLIC_KEY = asciiBytes('public_key=');
+const PRESHARED_KEY = asciiBytes('preshared_key=');
+const PROTOCOL_VERSION_LINE = asciiBytes('protocol_version=1\n');
+const ENDPOINT = asciiBytes('endpoint=');
+const LAST_HANDSHAKE_SEC = asciiBytes('last_handshake_time_sec=');
+const LAST_HANDSHAKE_NSEC = asciiBytes('last_handshake_time_nsec=');
+const TX_BYTES = asciiBytes('tx_bytes=');
+const RX_BYTES = asciiBytes('rx_bytes=');
+const KEEPALIVE = asciiBytes('persistent_keepalive_interval=');
+const ALLOWED_IP = asciiBytes('allowed_ip=');
+
+function writeNumberLine(w: ChunkWriter, key: Uint8Array, n: number | bigint): void {
   w.line();
-  w.constant(key);
+  w.bytes(key);
   w.uint(n);
   w.byte(NL);
 }
 
-function writeKeyLine(w: ChunkWriter, key: string, bytes: Uint8Array): void {
+function writeKeyLine(w: ChunkWriter, key: Uint8Array, bytes: Uint8Array): void {
   w.line();
-  w.constant(key);
+  w.bytes(key);
   w.hex(bytes);
   w.byte(NL);
 }
 
 function writePeer(w: ChunkWriter, p: PeerState): void {
-  writeKeyLine(w, 'public_key=', p.publicKey);
-  writeKeyLine(w, 'preshared_key=', p.presharedKey);
+  writeKeyLine(w, PUBLIC_KEY, p.publicKey);
+  writeKeyLine(w, PRESHARED_KEY, p.presharedKey);
   w.line();
-  w.constant('protocol_version=1\n');
+  w.bytes(PROTOCOL_VERSION_LINE);
   if (p.endpoint !== undefined) {
     w.line();
-    w.constant('endpoint=');
+    w.bytes(ENDPOINT);
     w.endpoint(p.endpoint);
     w.byte(NL);
   }
-  writeNumberLine(w, 'last_handshake_time_sec=', p.lastHandshakeSec);
-  writeNumberLine(w, 'last_handshake_time_nsec=', p.lastHandshakeNsec);
-  writeNumberLine(w, 'tx_bytes=', p.txBytes);
-  writeNumberLine(w, 'rx_bytes=', p.rxBytes);
-  writeNumberLine(w, 'persistent_keepalive_interval=', p.persistentKeepaliveInterval);
+  writeNumberLine(w, LAST_HANDSHAKE_SEC, p.lastHandshakeSec);
+  writeNumberLine(w, LAST_HANDSHAKE_NSEC, p.lastHandshakeNsec);
+  writeNumberLine(w, TX_BYTES, p.txBytes);
+  writeNumberLine(w, RX_BYTES, p.rxBytes);
+  writeNumberLine(w, KEEPALIVE, p.persistentKeepaliveInterval);
   for (const ip of p.allowedIps) {
     w.line();
-    w.constant('allowed_ip=');
+    w.bytes(ALLOWED_IP);
     w.prefix(ip.addr, ip.cidr);
     w.byte(NL);
   }
@@ -288,9 +302,9 @@ export class GetReply {
   constructor(device: UapiDevice, emit: (chunk: Uint8Array) => void) {
     const w = (this.w = new ChunkWriter(emit));
     const d = device.deviceState();
-    if (d.privateKey !== undefined && d.privateKey.some((x) => x !== 0)) writeKeyLine(w, 'private_key=', d.privateKey);
-    if (d.listenPort !== 0) writeNumberLine(w, 'listen_port=', d.listenPort);
-    if (d.fwmark !== 0) writeNumberLine(w, 'fwmark=', d.fwmark);
+    if (d.privateKey !== undefined && d.privateKey.some((x) => x !== 0)) writeKeyLine(w, PRIVATE_KEY, d.privateKey);
+    if (d.listenPort !== 0) writeNumberLine(w, LISTEN_PORT, d.listenPort);
+    if (d.fwmark !== 0) writeNumberLine(w, FWMARK, d.fwmark);
     this.peers = device.peerStates();
   }
 
