@@ -46,7 +46,11 @@ export type Random = (buf: Uint8Array) => void;
 export class CookieChecker {
   private readonly mac1State = new Uint8Array(KEY_STATE_BYTES);
   private readonly cookieKey = new Uint8Array(HASH_LEN);
-  private readonly secret = new Uint8Array(HASH_LEN);
+  /**
+   * The random secret cookies are made from, kept only as its MAC state (macKeyState): under
+   * load every handshake message's mac2 check makes a cookie, and this saves a compression of it.
+   */
+  private readonly secretState = new Uint8Array(KEY_STATE_BYTES);
   private secretSetMs = -Infinity;
   private readonly computed = new Uint8Array(MAC_LEN);
   private readonly cookie = new Uint8Array(COOKIE_LEN);
@@ -68,7 +72,7 @@ export class CookieChecker {
   /** mac2, valid only with a cookie made from the current secret for this source. */
   checkMac2(msg: Uint8Array, len: number, source: Uint8Array, nowMs: number): boolean {
     if (nowMs - this.secretSetMs > COOKIE_REFRESH_TIME_MS) return false;
-    mac(this.cookie, this.secret, source);
+    macFrom(this.cookie, this.secretState, source);
     const off = mac2Offset(len);
     mac(this.computed, this.cookie, msg.subarray(0, off));
     return ctEqual(this.computed, msg.subarray(off, off + MAC_LEN));
@@ -80,10 +84,13 @@ export class CookieChecker {
    */
   createReply(out: Uint8Array, msg: Uint8Array, len: number, receiverIndex: number, source: Uint8Array, nowMs: number): void {
     if (nowMs - this.secretSetMs > COOKIE_REFRESH_TIME_MS) {
-      this.random(this.secret);
+      const secret = new Uint8Array(HASH_LEN);
+      this.random(secret);
+      macKeyState(this.secretState, secret);
+      zero(secret);
       this.secretSetMs = nowMs;
     }
-    mac(this.cookie, this.secret, source);
+    macFrom(this.cookie, this.secretState, source);
     writeHeader(out, MSG_COOKIE_REPLY);
     writeU32(out, COOKIE_RECEIVER, receiverIndex);
     const nonce = out.subarray(COOKIE_NONCE, COOKIE_NONCE + COOKIE_NONCE_LEN);
