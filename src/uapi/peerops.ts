@@ -1,21 +1,20 @@
-// The `public_key=` sections of a parsed `set` request, packed into a few typed arrays that
-// grow by doubling: keys, prefixes and endpoint addresses in byte arenas, a section's flags,
+// The `public_key=` sections of a parsed `set` request, packed into columns of typed arrays
+// that grow by chunks: keys, prefixes and endpoint addresses in byte arenas, a section's flags,
 // optional values and first allowed IP in per-section columns, indices where an object graph
 // would hold references. A million-peer request held as objects (a section object, its
 // allowed-IPs array, a prefix object and a Uint8Array view each) was ~400 bytes of heap per
 // peer kept alive through the whole apply: the old generation's collector then had millions
 // more objects to mark while the device created its own, and its pauses delayed handshakes
-// answered meanwhile. Here the GC sees a dozen objects whatever the size of the request.
+// answered meanwhile. Here the GC sees one typed array per 1,024 rows of a column.
 //
 // The parser (protocol.ts) appends a section, then writes the lines that follow into it; it
 // hands values over as the bytes they were read from, parsed straight into the arenas. The
-// device reads sections by index; the readers that return arrays return views of the arenas,
-// valid until the next append: copy what you keep.
+// device reads sections by index; the readers that return arrays return views of the arenas:
+// copy what you keep (the session wipes the preshared keys once the request is applied).
 import type { Endpoint } from './types.js';
 import { ADDR_BYTES, PREFIX_V6, parseKeyInto, parsePrefixInto } from './text.js';
 
 const KEY_BYTES = 32;
-const MIN_ROWS = 16;
 
 /** Section flags. */
 const REMOVE = 1;
@@ -27,41 +26,81 @@ const IP_REMOVE = 2;
 /** Absent optional value of a section (preshared key, endpoint, keepalive). */
 const NONE = -1;
 
-type Column = Uint8Array | Uint16Array | Int32Array | Float64Array;
+type Typed = Uint8Array | Uint16Array | Int32Array | Float64Array;
 
-/** `a` with room for `rows` rows of `width` elements: itself, or a copy twice as long. */
-function room<T extends Column>(a: T, rows: number, width = 1): T {
-  if (rows * width <= a.length) return a;
-  const grown = new (a.constructor as new (n: number) => T)(Math.max(rows, 2 * (a.length / width)) * width);
-  grown.set(a);
-  return grown;
+/** Rows per chunk of a Column: a few tens of KB at most, one chunk for most requests. */
+const CHUNK_SHIFT = 10;
+const CHUNK_ROWS = 1 << CHUNK_SHIFT;
+
+/**
+ * `width` elements per row, in chunks of CHUNK_ROWS rows added as rows are reached: growing
+ * never copies (doubling one array copied tens of MB at once at a million peers, a stall of
+ * the main thread while handshakes waited).
+ */
+class Column<T extends Typed> {
+  private readonly chunks: T[] = [];
+
+  constructor(private readonly make: (n: number) => T, private readonly width = 1) {}
+
+  /** The chunk that holds row r; its elements start at offset(r). */
+  chunk(r: number): T {
+    const c = r >>> CHUNK_SHIFT;
+    while (this.chunks.length <= c) this.chunks.push(this.make(CHUNK_ROWS * this.width));
+    return this.chunks[c]!;
+  }
+
+  offset(r: number): number {
+    return (r & (CHUNK_ROWS - 1)) * this.width;
+  }
+
+  get(r: number): number {
+    return this.chunk(r)[this.offset(r)]!;
+  }
+
+  set(r: number, v: number): void {
+    this.chunk(r)[this.offset(r)] = v;
+  }
+
+  /** Row r's `width` elements. */
+  row(r: number, length = this.width): T {
+    const o = this.offset(r);
+    return this.chunk(r).subarray(o, o + length) as T;
+  }
+
+  /** Zeroes every chunk. */
+  wipe(): void {
+    for (const c of this.chunks) c.fill(0);
+  }
 }
+
+const bytes = (n: number): Uint8Array => new Uint8Array(n);
+const int32 = (n: number): Int32Array => new Int32Array(n);
 
 export class PeerOps {
   /** Sections so far. */
   length = 0;
-  private keys = new Uint8Array(MIN_ROWS * KEY_BYTES);
-  private flags = new Uint8Array(MIN_ROWS);
+  private readonly keys = new Column(bytes, KEY_BYTES);
+  private readonly flags = new Column(bytes);
   /** Per section: a row of `psks` / `epAddr`..., the keepalive interval, or NONE. */
-  private psk = new Int32Array(MIN_ROWS);
-  private ep = new Int32Array(MIN_ROWS);
-  private keepaliveSecs = new Int32Array(MIN_ROWS);
+  private readonly psk = new Column(int32);
+  private readonly ep = new Column(int32);
+  private readonly keepaliveSecs = new Column(int32);
   /** The section's first allowed IP; its last is before the next section's first (or `ips`). */
-  private ipStart = new Int32Array(MIN_ROWS);
+  private readonly ipStart = new Column(int32);
 
-  private psks = new Uint8Array(0);
+  private readonly psks = new Column(bytes, KEY_BYTES);
   private pskCount = 0;
 
-  private epAddr = new Uint8Array(0);
-  private epFamily = new Uint8Array(0);
-  private epPort = new Uint16Array(0);
+  private readonly epAddr = new Column(bytes, ADDR_BYTES);
+  private readonly epFamily = new Column(bytes);
+  private readonly epPort = new Column((n) => new Uint16Array(n));
   /** The scope id + 1 of a "%zone" (0: none). Float64: a scope id may be 2^32 - 1. */
-  private epScope = new Float64Array(0);
+  private readonly epScope = new Column((n) => new Float64Array(n));
   private epCount = 0;
 
-  private ipAddrs = new Uint8Array(0);
-  private ipCidr = new Uint8Array(0);
-  private ipFlags = new Uint8Array(0);
+  private readonly ipAddrs = new Column(bytes, ADDR_BYTES);
+  private readonly ipCidr = new Column(bytes);
+  private readonly ipFlags = new Column(bytes);
   /** Allowed IPs so far. */
   private ips = 0;
 
@@ -70,30 +109,22 @@ export class PeerOps {
   /** Starts a section for the key in b[s .. e) (64 hex digits). */
   add(b: Uint8Array, s: number, e: number): boolean {
     const i = this.length;
-    this.keys = room(this.keys, i + 1, KEY_BYTES);
-    if (!parseKeyInto(b, s, e, this.keys, i * KEY_BYTES)) return false;
-    if (i >= this.flags.length) {
-      this.flags = room(this.flags, i + 1);
-      this.psk = room(this.psk, i + 1);
-      this.ep = room(this.ep, i + 1);
-      this.keepaliveSecs = room(this.keepaliveSecs, i + 1);
-      this.ipStart = room(this.ipStart, i + 1);
-    }
-    this.flags[i] = 0;
-    this.psk[i] = NONE;
-    this.ep[i] = NONE;
-    this.keepaliveSecs[i] = NONE;
-    this.ipStart[i] = this.ips;
+    if (!parseKeyInto(b, s, e, this.keys.chunk(i), this.keys.offset(i))) return false;
+    this.flags.set(i, 0);
+    this.psk.set(i, NONE);
+    this.ep.set(i, NONE);
+    this.keepaliveSecs.set(i, NONE);
+    this.ipStart.set(i, this.ips);
     this.length = i + 1;
     return true;
   }
 
   setRemove(): void {
-    this.flags[this.length - 1]! |= REMOVE;
+    this.setFlag(REMOVE);
   }
 
   setUpdateOnly(): void {
-    this.flags[this.length - 1]! |= UPDATE_ONLY;
+    this.setFlag(UPDATE_ONLY);
   }
 
   /**
@@ -102,109 +133,98 @@ export class PeerOps {
    * from another peer on insertion, is then gone from both; `wg` always sends the replace first.)
    */
   setReplaceAllowedIps(): void {
+    this.setFlag(REPLACE_ALLOWED_IPS);
+    this.ips = this.ipStart.get(this.length - 1);
+  }
+
+  private setFlag(flag: number): void {
     const i = this.length - 1;
-    this.flags[i]! |= REPLACE_ALLOWED_IPS;
-    this.ips = this.ipStart[i]!;
+    this.flags.set(i, this.flags.get(i) | flag);
   }
 
   /** The preshared key in b[s .. e); a second one in a section replaces the first. */
   setPresharedKey(b: Uint8Array, s: number, e: number): boolean {
     const i = this.length - 1;
-    let row = this.psk[i]!;
-    if (row === NONE) {
-      row = this.pskCount;
-      const old = this.psks;
-      this.psks = room(old, row + 1, KEY_BYTES);
-      if (this.psks !== old) old.fill(0);
-    }
-    if (!parseKeyInto(b, s, e, this.psks, row * KEY_BYTES)) return false;
+    const row = this.psk.get(i) === NONE ? this.pskCount : this.psk.get(i);
+    if (!parseKeyInto(b, s, e, this.psks.chunk(row), this.psks.offset(row))) return false;
     if (row === this.pskCount) this.pskCount++;
-    this.psk[i] = row;
+    this.psk.set(i, row);
     return true;
   }
 
   setEndpoint(endpoint: Endpoint): void {
     const i = this.length - 1;
-    let row = this.ep[i]!;
+    let row = this.ep.get(i);
     if (row === NONE) {
       row = this.epCount++;
-      this.epAddr = room(this.epAddr, row + 1, ADDR_BYTES);
-      this.epFamily = room(this.epFamily, row + 1);
-      this.epPort = room(this.epPort, row + 1);
-      this.epScope = room(this.epScope, row + 1);
-      this.ep[i] = row;
+      this.ep.set(i, row);
     }
-    this.epAddr.set(endpoint.addr, row * ADDR_BYTES);
-    this.epFamily[row] = endpoint.family;
-    this.epPort[row] = endpoint.port;
-    this.epScope[row] = endpoint.scopeId === undefined ? 0 : endpoint.scopeId + 1;
+    this.epAddr.chunk(row).set(endpoint.addr, this.epAddr.offset(row));
+    this.epFamily.set(row, endpoint.family);
+    this.epPort.set(row, endpoint.port);
+    this.epScope.set(row, endpoint.scopeId === undefined ? 0 : endpoint.scopeId + 1);
   }
 
   setKeepalive(seconds: number): void {
-    this.keepaliveSecs[this.length - 1] = seconds;
+    this.keepaliveSecs.set(this.length - 1, seconds);
   }
 
   /** Adds (or with `remove`, removes) the prefix in b[s .. e) to the section's allowed IPs. */
   addAllowedIp(b: Uint8Array, s: number, e: number, remove: boolean): boolean {
     const j = this.ips;
-    if (j >= this.ipCidr.length) {
-      this.ipAddrs = room(this.ipAddrs, j + 1, ADDR_BYTES);
-      this.ipCidr = room(this.ipCidr, j + 1);
-      this.ipFlags = room(this.ipFlags, j + 1);
-    }
-    const r = parsePrefixInto(b, s, e, this.ipAddrs, j * ADDR_BYTES);
+    const r = parsePrefixInto(b, s, e, this.ipAddrs.chunk(j), this.ipAddrs.offset(j));
     if (r < 0) return false;
-    this.ipCidr[j] = r & (PREFIX_V6 - 1);
-    this.ipFlags[j] = (r >= PREFIX_V6 ? IP_V6 : 0) | (remove ? IP_REMOVE : 0);
+    this.ipCidr.set(j, r & (PREFIX_V6 - 1));
+    this.ipFlags.set(j, (r >= PREFIX_V6 ? IP_V6 : 0) | (remove ? IP_REMOVE : 0));
     this.ips = j + 1;
     return true;
   }
 
   /** Zeroes the preshared keys, once the request is applied or refused. */
   wipe(): void {
-    this.psks.fill(0);
+    this.psks.wipe();
   }
 
   // ---- reading (the device), by section index i or allowed-IP index j ----
 
   publicKey(i: number): Uint8Array {
-    return this.keys.subarray(i * KEY_BYTES, (i + 1) * KEY_BYTES);
+    return this.keys.row(i);
   }
 
   /** remove=true: remove the peer (nothing if unknown) and ignore the rest of the section. */
   removes(i: number): boolean {
-    return (this.flags[i]! & REMOVE) !== 0;
+    return (this.flags.get(i) & REMOVE) !== 0;
   }
 
   /** update_only=true: change the peer only if it exists. */
   updateOnly(i: number): boolean {
-    return (this.flags[i]! & UPDATE_ONLY) !== 0;
+    return (this.flags.get(i) & UPDATE_ONLY) !== 0;
   }
 
   /** replace_allowed_ips=true: applied before the section's allowed IPs. */
   replacesAllowedIps(i: number): boolean {
-    return (this.flags[i]! & REPLACE_ALLOWED_IPS) !== 0;
+    return (this.flags.get(i) & REPLACE_ALLOWED_IPS) !== 0;
   }
 
   /** All zeros clears the preshared key. */
   presharedKey(i: number): Uint8Array | undefined {
-    const row = this.psk[i]!;
-    return row === NONE ? undefined : this.psks.subarray(row * KEY_BYTES, (row + 1) * KEY_BYTES);
+    const row = this.psk.get(i);
+    return row === NONE ? undefined : this.psks.row(row);
   }
 
   endpoint(i: number): Endpoint | undefined {
-    const row = this.ep[i]!;
+    const row = this.ep.get(i);
     if (row === NONE) return undefined;
-    const family = this.epFamily[row] as 4 | 6;
-    const at = row * ADDR_BYTES;
-    const ep: Endpoint = { family, addr: this.epAddr.subarray(at, at + (family === 4 ? 4 : 16)), port: this.epPort[row]! };
-    if (this.epScope[row] !== 0) ep.scopeId = this.epScope[row]! - 1;
+    const family = this.epFamily.get(row) as 4 | 6;
+    const ep: Endpoint = { family, addr: this.epAddr.row(row, family === 4 ? 4 : 16), port: this.epPort.get(row) };
+    const scope = this.epScope.get(row);
+    if (scope !== 0) ep.scopeId = scope - 1;
     return ep;
   }
 
   /** persistent_keepalive_interval, in seconds (0 turns it off). */
   keepalive(i: number): number | undefined {
-    const v = this.keepaliveSecs[i]!;
+    const v = this.keepaliveSecs.get(i);
     return v === NONE ? undefined : v;
   }
 
@@ -213,20 +233,20 @@ export class PeerOps {
    * in request order, applied after replace_allowed_ips.
    */
   allowedIpStart(i: number): number {
-    return this.ipStart[i]!;
+    return this.ipStart.get(i);
   }
 
   allowedIpEnd(i: number): number {
-    return i + 1 < this.length ? this.ipStart[i + 1]! : this.ips;
+    return i + 1 < this.length ? this.ipStart.get(i + 1) : this.ips;
   }
 
   /** 4 or 16 bytes, host bits cleared. */
   allowedIpAddr(j: number): Uint8Array {
-    return this.ipAddrs.subarray(j * ADDR_BYTES, j * ADDR_BYTES + ((this.ipFlags[j]! & IP_V6) !== 0 ? 16 : 4));
+    return this.ipAddrs.row(j, (this.ipFlags.get(j) & IP_V6) !== 0 ? 16 : 4);
   }
 
   allowedIpCidr(j: number): number {
-    return this.ipCidr[j]!;
+    return this.ipCidr.get(j);
   }
 
   /**
@@ -234,6 +254,6 @@ export class PeerOps {
    * from any other that holds it (wireguard-go, kernel).
    */
   allowedIpRemoves(j: number): boolean {
-    return (this.ipFlags[j]! & IP_REMOVE) !== 0;
+    return (this.ipFlags.get(j) & IP_REMOVE) !== 0;
   }
 }

@@ -52,9 +52,9 @@ export const MAX_LINE_BYTES = 65535;
  * The cap on one `set` request scales with the peers the device can hold. `wg setconf` sends
  * 126 bytes for a peer with one allowed IP, 156 with an IPv4 and an IPv6 one, 235 with a
  * preshared key too, 323 with an IPv6 endpoint and a keepalive as well (measured). Parsed, a
- * request takes at most ~2.3 bytes per byte of it (packed sections, peerops.ts; the shortest
- * allowed_ip line, 16 bytes, takes 18 in arrays grown by doubling) until it is applied, so the
- * cap is what bounds the memory a mistaken or hostile request can take: ~75 MB at the default, and a request
+ * request takes at most ~1.2 bytes per byte of it (packed sections, peerops.ts: the shortest
+ * allowed_ip line, 16 bytes, takes 18) until it is applied, so the cap is what bounds the
+ * memory a mistaken or hostile request can take: ~40 MB at the default, and a request
  * over the cap is refused as it arrives, before it is all read.
  */
 export const SET_BYTES_PER_PEER = 256;
