@@ -24,6 +24,8 @@ export interface SetTarget<P> {
   /** Removes a peer that `replace_peers` replaces; `isCurrent` said it is still there. */
   removePeer(peer: P): void;
   isCurrent(peer: P): boolean;
+  /** Called once the peers `replace_peers` replaces are all removed, before the first of `sections`. */
+  afterReplace(sections: number): void;
   /**
    * Applies a section except its allowed IPs (removal, creation, preshared key, endpoint,
    * keepalive, replace_allowed_ips); returns the peer its allowed IPs go to, or undefined
@@ -66,6 +68,7 @@ export class SetSteps<P> {
     while (this.removed < this.replaced.length) {
       const peer = this.replaced[this.removed++]!;
       if (t.isCurrent(peer)) t.removePeer(peer);
+      if (this.removed === this.replaced.length) t.afterReplace(this.ops.length);
       if (spent()) return false;
     }
     while (this.section < this.ops.length) {

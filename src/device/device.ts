@@ -461,6 +461,15 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     return this.bySlot[peer.slot] === peer;
   }
 
+  afterReplace(sections: number): void {
+    // Sections that may need more slots than are free would take the replaced peers' slots,
+    // which are reused only once routes without those peers are published: publish now, while
+    // the trie is nearly empty, so their grace period runs during the request. Found with no
+    // slot mid-request, addPeer would publish a snapshot of every route so far at once (~100 ms
+    // at a million, in one step).
+    if (this.slots.free < sections) this.publishRemovals();
+  }
+
   applySection(ops: PeerOps, i: number): Peer | undefined {
     const publicKey = ops.publicKey(i);
     let peer = this.peerByKey(publicKey);
@@ -500,6 +509,8 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     // peersFit() has checked that the request's peers fit; slots of removed peers may still be
     // in their grace period. Publishing here is between two sections of a request (see apply.ts).
     let slot = this.slots.take();
+    // Slots retired by afterReplace are usually past their grace period by now.
+    if (slot < 0 && this.reclaim.poll() > 0) slot = this.slots.take();
     if (slot < 0) {
       this.publishRemovals();
       this.reclaim.reclaimNow();
