@@ -27,7 +27,7 @@ import type { NewClient, ServerRecord } from '../src/store/repository.js';
 import { startUapiServer } from '../src/uapi/server.js';
 import type { DeviceState, PeerState, SetRequest, UapiDevice } from '../src/uapi/types.js';
 import { startPostgres } from '../test/pg-fixture.js';
-import { newPeer } from '../test/uapi-fake.js';
+import { newPeer, peerOpsOf } from '../test/uapi-fake.js';
 
 class MapDevice implements UapiDevice {
   readonly peers = new Map<string, PeerState>();
@@ -43,7 +43,7 @@ class MapDevice implements UapiDevice {
 
   apply(req: SetRequest): number {
     if (req.replacePeers) this.peers.clear();
-    for (const op of req.peers) {
+    for (const op of peerOpsOf(req.peers)) {
       const key = Buffer.from(op.publicKey).toString('hex');
       if (op.remove) {
         this.peers.delete(key);

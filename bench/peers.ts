@@ -2,7 +2,8 @@
 // same run, each daemon fresh. Per implementation and peer count:
 //   - the wall time of `wg setconf` (the whole request: `wg` reading the file, the transfer,
 //     the daemon's parse and apply), the CPU time the daemon spent meanwhile (all threads: on a
-//     shared machine the steadier figure), and the wall time of `wg show IF dump`;
+//     shared machine the steadier figure), the wall time of `wg show IF dump`, and of reading
+//     the raw `get=1` reply off the socket (the daemon's share of the dump);
 //   - the resident memory the peers add (VmRSS once settled after the setconf minus before it,
 //     per peer kept);
 //   - the handshake latency of a peer configured before the setconf, measured while it runs:
@@ -15,13 +16,24 @@
 // wireguard-go keeps at most 65,536 peers: above that its row shows how many it kept, and its
 // setconf fails (the `wg` error is reported, not thrown). Our daemon gets --max-peers N.
 //
-//   node dist/bench/peers.js [--peers 100000,1000000] [--ips 1|2]
+//   node dist/bench/peers.js [--peers 100000,1000000] [--ips 1|2] [--impl wggo,ours]
+// `--impl ours` skips wireguard-go: for an A/B of two builds of ours run in the same minute.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { performance } from 'node:perf_hooks';
 import { Cleanup, keyFile, numberedPeers, peerSection, rssKb, sh, startWireguardGo, waitFor } from '../test/interop/harness.js';
 import { BarePeer, startBareDaemon } from '../test/interop/bare-peer.js';
 import { listArg, loadNow, numberArg, printTable, ratio, requireRoot } from './pairings.js';
+import { socketPath } from '../src/uapi/server.js';
+
+// The probes time handshakes in this process: a collection of its own garbage (the million-peer
+// file it has just built and written) while the setconf runs counted as the daemon's latency
+// (100-270 ms probes in the first 300 ms). It is collected before the setconf starts.
+setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
 
 /** Initiations from one peer closer than 1/20 s apart are dropped as a flood (kernel INITIATIONS_PER_SECOND). */
 const PROBE_SPACING_MS = 60;
@@ -34,7 +46,7 @@ const CLOCK_TICKS = 100;
 type Impl = 'ours' | 'wggo';
 
 interface Probes { n: number; p50: number; p99: number; max: number; unanswered: number }
-interface Result { setconfS: number; setconfCpuS: number; dumpS: number; rssBeforeKb: number; rssAfterKb: number; kept: number; error?: string; idleMs: number; probes: Probes }
+interface Result { setconfS: number; setconfCpuS: number; dumpS: number; getS: number; rssBeforeKb: number; rssAfterKb: number; kept: number; error?: string; idleMs: number; probes: Probes }
 
 /** VmRSS once start-up is over (our workers load their modules after the socket is up): two samples 200 ms apart within 1%. */
 async function settledRss(pid: number): Promise<number> {
@@ -63,6 +75,28 @@ function run(cmd: string, args: string[]): { done: Promise<{ status: number; out
   child.stdout.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr.on('data', (b: Buffer) => (out += b.toString()));
   return { done: new Promise((resolve) => child.on('close', (code) => resolve({ status: code ?? -1, out }))) };
+}
+
+/**
+ * Seconds to read a whole `get=1` reply off the UAPI socket without parsing it: the daemon's
+ * share of `wg show dump`, the rest being `wg` parsing and printing.
+ */
+function timeRawGet(ifname: string): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const sock = createConnection(socketPath(ifname));
+    let tail = '';
+    sock.on('data', (b: Buffer) => {
+      tail = (tail + b.toString('latin1')).slice(-9);
+      if (tail.endsWith('errno=0\n\n')) {
+        resolve((performance.now() - t0) / 1000);
+        sock.destroy();
+      }
+    });
+    sock.on('error', reject);
+    sock.on('close', () => reject(new Error(`the get reply of ${ifname} ended early`)));
+    sock.write('get=1\n\n');
+  });
 }
 
 function quantile(sorted: number[], q: number): number {
@@ -102,6 +136,7 @@ async function measure(impl: Impl, sections: string, peers: number): Promise<Res
     const head = `[Interface]\nPrivateKey = ${privateKey}\nListenPort = ${port}\n\n`
       + `${peerSection({ publicKey: probe.publicKeyB64, allowedIps: [PROBE_ADDR], endpoint: probe.endpoint })}\n`;
     const file = keyFile(head + sections);
+    collectGarbage();
     const t0 = performance.now();
     const cpu0 = cpuSeconds(pid);
     const setconf = run('wg', ['setconf', ifname, file]);
@@ -132,9 +167,10 @@ async function measure(impl: Impl, sections: string, peers: number): Promise<Res
     const dump = sh('wg', ['show', ifname, 'dump']);
     const dumpS = (performance.now() - t1) / 1000;
     const kept = dump.trimEnd().split('\n').length - 1;
+    const getS = await timeRawGet(ifname);
     const error = out.status === 0 ? undefined : out.out.trim();
     if (impl === 'ours' && (error !== undefined || kept !== peers)) throw new Error(`${impl} keeps ${kept} peers of ${peers}: ${error ?? ''}`);
-    return { setconfS, setconfCpuS, dumpS, rssBeforeKb, rssAfterKb, kept, error, idleMs, probes };
+    return { setconfS, setconfCpuS, dumpS, getS, rssBeforeKb, rssAfterKb, kept, error, idleMs, probes };
   } finally {
     await cleanup.run();
   }
@@ -146,23 +182,26 @@ async function main(): Promise<void> {
   const rows: string[][] = [];
   const ips = numberArg('--ips', 1);
   if (ips !== 1 && ips !== 2) throw new Error('--ips takes 1 or 2');
+  const impls = listArg('--impl', ['wggo', 'ours']);
+  if (impls.some((i) => i !== 'wggo' && i !== 'ours')) throw new Error('--impl takes wggo, ours or both');
   for (const n of listArg('--peers', ['100000', '1000000']).map(Number)) {
     // The probe is the file's first peer; these are the others.
     const others = numberedPeers(n - 1);
     if (ips === 1) for (const p of others) p.allowedIps?.splice(1);
     const sections = others.map(peerSection).join('\n');
-    const go = await measure('wggo', sections, n);
-    const ours = await measure('ours', sections, n);
+    const go = impls.includes('wggo') ? await measure('wggo', sections, n) : undefined;
+    const ours = impls.includes('ours') ? await measure('ours', sections, n) : undefined;
     // Memory per peer it actually kept: wireguard-go's cap would otherwise flatter it.
     const kb = (r: Result): number => (r.rssAfterKb - r.rssBeforeKb) / Math.max(r.kept, 1);
     const ms = (v: number): string => (Number.isNaN(v) ? '-' : v.toFixed(1));
     for (const [impl, r] of [['wireguard-go', go], ['wireguard-ts', ours]] as const) {
+      if (r === undefined) continue;
       const p = r.probes;
       process.stderr.write(`${impl} ${n} peers: kept ${r.kept}, setconf ${r.setconfS.toFixed(2)} s, dump ${r.dumpS.toFixed(2)} s, `
         + `${kb(r).toFixed(2)} KB/peer, handshakes during setconf ${p.n} (p50 ${ms(p.p50)} ms, max ${ms(p.max)} ms, ${p.unanswered} unanswered)`
         + `${r.error ? ` (wg: ${r.error.slice(0, 200)})` : ''}\n`);
       rows.push([
-        impl, String(n), String(r.kept), r.setconfS.toFixed(2), ratio(r.setconfS, go.setconfS), r.setconfCpuS.toFixed(2), r.dumpS.toFixed(2), ratio(r.dumpS, go.dumpS),
+        impl, String(n), String(r.kept), r.setconfS.toFixed(2), ratio(r.setconfS, go?.setconfS), r.setconfCpuS.toFixed(2), r.dumpS.toFixed(2), ratio(r.dumpS, go?.dumpS), r.getS.toFixed(2),
         (r.rssBeforeKb / 1024).toFixed(0), (r.rssAfterKb / 1024).toFixed(0), kb(r).toFixed(2),
         ms(r.idleMs), String(p.n), ms(p.p50), ms(p.p99), ms(p.max), String(p.unanswered),
       ]);
@@ -170,7 +209,7 @@ async function main(): Promise<void> {
   }
   printTable(`wg setconf of N peers (${ips} allowed IP${ips > 1 ? 's' : ''} each) on a fresh daemon, then wg show dump; `
     + `handshakes of a peer configured before, probed every ${PROBE_SPACING_MS} ms during the setconf`, load,
-  ['implementation', 'peers', 'kept', 'setconf s', 'vs wggo', 'daemon CPU s in setconf', 'show dump s', 'vs wggo', 'RSS before MB', 'RSS after MB', 'KB/peer',
+  ['implementation', 'peers', 'kept', 'setconf s', 'vs wggo', 'daemon CPU s in setconf', 'show dump s', 'vs wggo', 'raw get s', 'RSS before MB', 'RSS after MB', 'KB/peer',
     'handshake idle ms', 'handshakes during setconf', 'p50 ms', 'p99 ms', 'max ms', `unanswered (${PROBE_TIMEOUT_MS} ms)`], rows);
 }
 

@@ -5,7 +5,7 @@ import { blake2s as nobleBlake2s } from '@noble/hashes/blake2.js';
 import { hmac as nobleHmac } from '@noble/hashes/hmac.js';
 import { dh, publicKeyOf } from '../src/crypto/x25519.js';
 import { seal, open, xseal, xopen, CounterNonce, TAG_LEN } from '../src/crypto/aead.js';
-import { hash, mac, hmac } from '../src/crypto/blake2s.js';
+import { hash, mac, hmac, hmacFrom, hmacKeyState, macFrom, macKeyState, HMAC_STATE_BYTES, KEY_STATE_BYTES } from '../src/crypto/blake2s.js';
 import { kdf } from '../src/crypto/kdf.js';
 import { ctEqual, isZero, zero } from '../src/crypto/memory.js';
 import { hex, toHex, vectors } from './helpers.js';
@@ -136,6 +136,27 @@ test('HMAC-BLAKE2s matches an independent HMAC construction', () => {
   const out = new Uint8Array(32);
   hmac(out, key, data);
   assert.deepEqual(out, nobleHmac(nobleBlake2s, key, data));
+});
+
+test('MAC and HMAC from a saved key state equal keyed BLAKE2s and HMAC from the key, at every block boundary', () => {
+  const key = Uint8Array.from({ length: 32 }, (_, i) => 0xa0 ^ i);
+  const macState = new Uint8Array(KEY_STATE_BYTES);
+  const hmacStates = new Uint8Array(HMAC_STATE_BYTES);
+  macKeyState(macState, key);
+  hmacKeyState(hmacStates, key);
+  for (const len of [1, 31, 63, 64, 65, 116, 127, 128, 129, 200]) {
+    const data = Uint8Array.from({ length: len }, (_, i) => (i * 31 + len) & 0xff);
+    const m = new Uint8Array(16);
+    macFrom(m, macState, data);
+    assert.deepEqual(m, nobleBlake2s(data, { dkLen: 16, key }), `mac ${len}`);
+    const h = new Uint8Array(32);
+    // Split in two, as a KDF passes T(i-1) and i.
+    hmacFrom(h, hmacStates, data.subarray(0, len >> 1), data.subarray(len >> 1));
+    assert.deepEqual(h, nobleHmac(nobleBlake2s, key, data), `hmac ${len}`);
+  }
+  // Without data BLAKE2s would finish on the key block itself, which the saved state is past.
+  assert.throws(() => macFrom(new Uint8Array(16), macState, new Uint8Array(0)), RangeError);
+  assert.throws(() => hmacFrom(new Uint8Array(32), hmacStates, new Uint8Array(0)), RangeError);
 });
 
 test('KDF1/2/3 equal HKDF-BLAKE2s (salt = chaining key, empty info)', () => {

@@ -1,10 +1,53 @@
 // A UapiDevice in memory for the UAPI tests: it applies a SetRequest with wireguard-go's
 // semantics (peers in insertion order, a prefix moves to the peer that adds it) and records
 // what it was asked, so tests can check the parser through the device's eyes.
-import type { DeviceState, PeerState, SetRequest, UapiDevice } from '../src/uapi/types.js';
+import type { PeerOps } from '../src/uapi/peerops.js';
+import type { DeviceState, Endpoint, PeerState, SetRequest, UapiDevice } from '../src/uapi/types.js';
 
 const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+
+export interface AllowedIpOp {
+  addr: Uint8Array;
+  cidr: number;
+  remove: boolean;
+}
+
+/** One section of a `set` request as a plain object, its arrays copied. */
+export interface PeerOp {
+  publicKey: Uint8Array;
+  remove: boolean;
+  updateOnly: boolean;
+  presharedKey?: Uint8Array;
+  endpoint?: Endpoint;
+  persistentKeepaliveInterval?: number;
+  replaceAllowedIps: boolean;
+  allowedIps: AllowedIpOp[];
+}
+
+/** A request as apply() received it, its sections as plain objects. */
+export type AppliedRequest = Omit<SetRequest, 'peers'> & { peers: PeerOp[] };
+
+/** The sections of a request as plain objects, for tests to compare and fakes to apply. */
+export function peerOpsOf(ops: PeerOps): PeerOp[] {
+  const out: PeerOp[] = [];
+  for (let i = 0; i < ops.length; i++) {
+    const op: PeerOp = {
+      publicKey: ops.publicKey(i).slice(), remove: ops.removes(i), updateOnly: ops.updateOnly(i), replaceAllowedIps: ops.replacesAllowedIps(i), allowedIps: [],
+    };
+    const psk = ops.presharedKey(i);
+    if (psk !== undefined) op.presharedKey = psk.slice();
+    const ep = ops.endpoint(i);
+    if (ep !== undefined) op.endpoint = { ...ep, addr: ep.addr.slice() };
+    const keepalive = ops.keepalive(i);
+    if (keepalive !== undefined) op.persistentKeepaliveInterval = keepalive;
+    for (let j = ops.allowedIpStart(i); j < ops.allowedIpEnd(i); j++) {
+      op.allowedIps.push({ addr: ops.allowedIpAddr(j).slice(), cidr: ops.allowedIpCidr(j), remove: ops.allowedIpRemoves(j) });
+    }
+    out.push(op);
+  }
+  return out;
+}
 
 export function newPeer(publicKey: Uint8Array): PeerState {
   return {
@@ -16,8 +59,8 @@ export function newPeer(publicKey: Uint8Array): PeerState {
 export class FakeDevice implements UapiDevice {
   state: DeviceState = { listenPort: 0, fwmark: 0 };
   readonly peers = new Map<string, PeerState>();
-  /** Every request apply() was called with. */
-  readonly applied: SetRequest[] = [];
+  /** Every request apply() was called with, copied. */
+  readonly applied: AppliedRequest[] = [];
   /** listen_port values that fail with EADDRINUSE, as a bound port would. */
   readonly busyPorts = new Set<number>();
   /** Which peer holds each allowed prefix ("hex/cidr"); may name a removed peer, which is harmless. */
@@ -40,14 +83,18 @@ export class FakeDevice implements UapiDevice {
   }
 
   apply(req: SetRequest): number | Promise<number> {
-    this.applied.push(req);
+    // Copied: the session wipes the request's keys once it is applied.
+    const { peers, ...rest } = req;
+    const copy: AppliedRequest = { ...rest, peers: peerOpsOf(peers) };
+    if (req.privateKey) copy.privateKey = req.privateKey.slice();
+    this.applied.push(copy);
     if (this.failWith) throw this.failWith;
     if (req.listenPort !== undefined && this.busyPorts.has(req.listenPort)) return 98;
-    if (req.privateKey !== undefined) this.state.privateKey = req.privateKey ?? undefined;
+    if (copy.privateKey !== undefined) this.state.privateKey = copy.privateKey ?? undefined;
     if (req.listenPort !== undefined) this.state.listenPort = req.listenPort;
     if (req.fwmark !== undefined) this.state.fwmark = req.fwmark;
     if (req.replacePeers) this.peers.clear();
-    for (const op of req.peers) {
+    for (const op of copy.peers) {
       const key = hexOf(op.publicKey);
       let peer = this.peers.get(key);
       if (op.remove) {

@@ -14,7 +14,7 @@ import {
 } from '../src/uapi/protocol.js';
 import { startUapiServer } from '../src/uapi/server.js';
 import type { PeerState, SetRequest } from '../src/uapi/types.js';
-import { FakeDevice, newPeer } from './uapi-fake.js';
+import { FakeDevice, newPeer, peerOpsOf, type AppliedRequest, type PeerOp } from './uapi-fake.js';
 import { hex, seededRandom, toHex } from './helpers.js';
 
 const K = (n: number): string => n.toString(16).padStart(64, '0');
@@ -36,7 +36,7 @@ function talk(device: FakeDevice, chunks: (string | Uint8Array)[], opts: UapiSes
 }
 
 /** The errno reply of one `set` request with the given lines, and what apply() received. */
-function set(lines: string, device = new FakeDevice()): { errno: string; applied: SetRequest[] } {
+function set(lines: string, device = new FakeDevice()): { errno: string; applied: AppliedRequest[] } {
   const { out } = talk(device, [`set=1\n${lines}\n\n`]);
   return { errno: out, applied: device.applied };
 }
@@ -180,17 +180,71 @@ test('set: every key reaches the device as one request', () => {
 
 test('set: private_key of zeros removes the key; fwmark=0 and listen_port=0 are values', () => {
   const { request } = parseSetRequest(`private_key=${K(0)}\nfwmark=0\nlisten_port=0\n`);
-  assert.deepEqual(request, { privateKey: null, fwmark: 0, listenPort: 0, replacePeers: false, peers: [] });
+  assert.deepEqual({ ...request, peers: peerOpsOf(request.peers) }, { privateKey: null, fwmark: 0, listenPort: 0, replacePeers: false, peers: [] });
 });
 
 test('set: replace_allowed_ips drops the allowed_ip lines before it', () => {
   const { request } = parseSetRequest(`public_key=${K(1)}\nallowed_ip=10.0.0.0/8\nreplace_allowed_ips=true\nallowed_ip=10.1.0.0/16\n`);
-  assert.deepEqual(request.peers[0]?.allowedIps, [{ addr: Uint8Array.of(10, 1, 0, 0), cidr: 16, remove: false }]);
+  assert.deepEqual(peerOpsOf(request.peers)[0]?.allowedIps, [{ addr: Uint8Array.of(10, 1, 0, 0), cidr: 16, remove: false }]);
+});
+
+test('set: thousands of sections with every optional line read back as written, through the growth of the packed arrays', () => {
+  const rand = seededRandom(13);
+  const int = (n: number): number => Math.floor(rand() * n);
+  const randomBytes = (n: number): Uint8Array => Uint8Array.from({ length: n }, () => int(256));
+  const v6Text = (a: Uint8Array): string => Array.from({ length: 8 }, (_, i) => ((a[2 * i]! << 8) | a[2 * i + 1]!).toString(16)).join(':');
+  const expected: PeerOp[] = [];
+  const lines: string[] = [];
+  for (let i = 0; i < 3000; i++) {
+    const op: PeerOp = { publicKey: randomBytes(32), remove: false, updateOnly: false, replaceAllowedIps: false, allowedIps: [] };
+    lines.push(`public_key=${toHex(op.publicKey)}`);
+    // A second preshared key or endpoint in a section replaces the first.
+    for (let n = int(3); n > 0; n--) {
+      op.presharedKey = randomBytes(32);
+      lines.push(`preshared_key=${toHex(op.presharedKey)}`);
+    }
+    for (let n = int(3); n > 0; n--) {
+      const v6 = rand() < 0.5;
+      const addr = randomBytes(v6 ? 16 : 4);
+      op.endpoint = { family: v6 ? 6 : 4, addr, port: int(65536) };
+      const scoped = v6 && rand() < 0.3;
+      if (scoped) op.endpoint.scopeId = int(2 ** 32);
+      lines.push(`endpoint=${v6 ? `[${v6Text(addr)}${scoped ? `%${op.endpoint.scopeId}` : ''}]` : addr.join('.')}:${op.endpoint.port}`);
+    }
+    if (rand() < 0.3) {
+      op.persistentKeepaliveInterval = int(65536);
+      lines.push(`persistent_keepalive_interval=${op.persistentKeepaliveInterval}`);
+    }
+    for (let n = int(5); n > 0; n--) {
+      if (rand() < 0.2) {
+        op.replaceAllowedIps = true;
+        op.allowedIps = [];
+        lines.push('replace_allowed_ips=true');
+      }
+      const v6 = rand() < 0.5;
+      const addr = randomBytes(v6 ? 16 : 4);
+      const remove = rand() < 0.2;
+      op.allowedIps.push({ addr, cidr: addr.length * 8, remove });
+      lines.push(`allowed_ip=${remove ? '-' : ''}${v6 ? v6Text(addr) : addr.join('.')}/${addr.length * 8}`);
+    }
+    if (rand() < 0.1) {
+      op.updateOnly = true;
+      lines.push('update_only=true');
+    }
+    if (rand() < 0.1) {
+      op.remove = true;
+      lines.push('remove=true');
+    }
+    expected.push(op);
+  }
+  const { errno, request } = parseSetRequest(lines.join('\n') + '\n');
+  assert.equal(errno, 0);
+  assert.deepEqual(peerOpsOf(request.peers), expected);
 });
 
 test('set: endpoint zones resolve by name first, then as a number', () => {
   const opts = { resolveZone: (name: string) => (name === 'eth0' ? 2 : undefined) };
-  const ep = (v: string): unknown => parseSetRequest(`public_key=${K(1)}\nendpoint=${v}\n`, opts).request.peers[0]?.endpoint;
+  const ep = (v: string): unknown => peerOpsOf(parseSetRequest(`public_key=${K(1)}\nendpoint=${v}\n`, opts).request.peers)[0]?.endpoint;
   assert.equal((ep('[fe80::1%eth0]:1') as { scopeId: number }).scopeId, 2);
   assert.equal((ep('[fe80::1%4294967295]:1') as { scopeId: number }).scopeId, 4294967295);
   assert.equal(parseSetRequest(`public_key=${K(1)}\nendpoint=[fe80::1%nosuch]:1\n`, opts).errno, 22);
@@ -250,6 +304,34 @@ test('set: a bad line anywhere means no change, even at the very end', () => {
   assert.equal(set(lines.join('\n'), device).errno, 'errno=-22\n\n');
   assert.equal(device.applied.length, 0);
   assert.equal(getText(device), 'errno=0\n\n');
+});
+
+test('set: the keys of a request are zeroed once it is applied, or the device threw', async () => {
+  class Keeping extends FakeDevice {
+    last: SetRequest | undefined;
+    later = false;
+    override apply(req: SetRequest): number | Promise<number> {
+      this.last = req;
+      const errno = super.apply(req);
+      return this.later ? new Promise((r) => setImmediate(() => r(errno))) : errno;
+    }
+  }
+  const lines = `private_key=${K(5)}\npublic_key=${K(6)}\npreshared_key=${K(7)}\n`;
+  const zeroed = (req: SetRequest): boolean => req.privateKey!.every((x) => x === 0) && peerOpsOf(req.peers)[0]!.presharedKey!.every((x) => x === 0);
+  const device = new Keeping();
+  assert.equal(set(lines, device).errno, 'errno=0\n\n');
+  assert.ok(zeroed(device.last!), 'applied at once');
+  device.later = true;
+  let out = '';
+  new UapiSession(device, (c) => (out += decoder.decode(c))).feed(bytes(`set=1\n${lines}\n`));
+  assert.ok(!zeroed(device.last!), 'still in use while it applies');
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(out, 'errno=0\n\n');
+  assert.ok(zeroed(device.last!), 'applied later');
+  device.later = false;
+  device.failWith = new Error('boom');
+  assert.equal(set(lines, device).errno, 'errno=-55\n\n');
+  assert.ok(zeroed(device.last!), 'thrown');
 });
 
 test('set: the device errno goes on the wire negated; a throwing device answers 55', () => {

@@ -17,20 +17,23 @@
 //     free slots, and at the end): in any snapshot a peer has its old allowed IPs or all of
 //     its new ones. Keypairs of removed peers are withdrawn at once, as before.
 import { performance } from 'node:perf_hooks';
-import type { AllowedIpOp, PeerOp } from '../uapi/types.js';
+import type { PeerOps } from '../uapi/peerops.js';
 
 /** What a request is applied to: the device, through the operations the steps need. */
 export interface SetTarget<P> {
   /** Removes a peer that `replace_peers` replaces; `isCurrent` said it is still there. */
   removePeer(peer: P): void;
   isCurrent(peer: P): boolean;
+  /** Called once the peers `replace_peers` replaces are all removed, before the first of `sections`. */
+  afterReplace(sections: number): void;
   /**
    * Applies a section except its allowed IPs (removal, creation, preshared key, endpoint,
    * keepalive, replace_allowed_ips); returns the peer its allowed IPs go to, or undefined
    * when there is none (removed, unknown with update_only, our own key).
    */
-  applySection(op: PeerOp): P | undefined;
-  applyAllowedIp(peer: P, ip: AllowedIpOp): void;
+  applySection(ops: PeerOps, i: number): P | undefined;
+  /** Applies allowed IP `j` of `ops` to `peer`. */
+  applyAllowedIp(peer: P, ops: PeerOps, j: number): void;
 }
 
 /** How many units of work run between two reads of the clock. */
@@ -44,7 +47,7 @@ export class SetSteps<P> {
   private ip = 0;
 
   /** `replaced`: the peers `replace_peers` removes (all peers when the request began), else []. */
-  constructor(private readonly ops: readonly PeerOp[], private readonly replaced: readonly P[], private readonly target: SetTarget<P>) {}
+  constructor(private readonly ops: PeerOps, private readonly replaced: readonly P[], private readonly target: SetTarget<P>) {}
 
   /** Sections applied so far. */
   get sectionsDone(): number {
@@ -65,19 +68,20 @@ export class SetSteps<P> {
     while (this.removed < this.replaced.length) {
       const peer = this.replaced[this.removed++]!;
       if (t.isCurrent(peer)) t.removePeer(peer);
+      if (this.removed === this.replaced.length) t.afterReplace(this.ops.length);
       if (spent()) return false;
     }
     while (this.section < this.ops.length) {
-      const op = this.ops[this.section]!;
+      const ops = this.ops;
       if (this.peer === undefined) {
-        this.peer = t.applySection(op);
-        this.ip = 0;
+        this.peer = t.applySection(ops, this.section);
+        this.ip = ops.allowedIpStart(this.section);
       }
       if (this.peer !== undefined) {
-        const ips = op.allowedIps;
-        while (this.ip < ips.length) {
-          t.applyAllowedIp(this.peer, ips[this.ip++]!);
-          if (this.ip < ips.length && spent()) return false;
+        const end = ops.allowedIpEnd(this.section);
+        while (this.ip < end) {
+          t.applyAllowedIp(this.peer, ops, this.ip++);
+          if (this.ip < end && spent()) return false;
         }
       }
       this.peer = undefined;

@@ -35,7 +35,8 @@ import { EndpointTable, writeEndpointRow } from '../net/endpoint.js';
 import { SysError, closeFd } from '../net/libc.js';
 import { getMtu, interfaceIndex, openQueues, setMtu, tunAttached } from '../tun/tun.js';
 import { ctEqual, zero } from '../crypto/memory.js';
-import type { AllowedIpOp, DeviceState, PeerState, SetRequest, UapiDevice, PeerOp, Endpoint } from '../uapi/types.js';
+import type { DeviceState, PeerState, SetRequest, UapiDevice, Endpoint } from '../uapi/types.js';
+import type { PeerOps } from '../uapi/peerops.js';
 import { Handshakes, type HandshakeContext } from './handshakes.js';
 import { EphemeralPool } from '../handshake/ephemerals.js';
 import { errorFields, throttledErrors } from '../log.js';
@@ -450,17 +451,18 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     const exists = new Uint8Array(req.peers.length);
     let count = req.replacePeers ? 0 : this.byKey.size;
     for (let i = 0; i < req.peers.length; i++) {
-      const op = req.peers[i]!;
-      let id = named.get(op.publicKey);
+      const key = req.peers.publicKey(i);
+      const remove = req.peers.removes(i);
+      let id = named.get(key);
       if (id < 0) {
         id = i;
-        named.add(op.publicKey, id);
-        exists[id] = !req.replacePeers && this.byKey.get(op.publicKey) >= 0 ? 1 : 0;
+        named.add(key, id);
+        exists[id] = !req.replacePeers && this.byKey.get(key) >= 0 ? 1 : 0;
       }
-      if (op.remove && exists[id] === 1) {
+      if (remove && exists[id] === 1) {
         count--;
         exists[id] = 0;
-      } else if (!op.remove && !op.updateOnly && exists[id] === 0) {
+      } else if (!remove && !req.peers.updateOnly(i) && exists[id] === 0) {
         if (++count > capacity) return false;
         exists[id] = 1;
       }
@@ -474,36 +476,47 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     return this.bySlot[peer.slot] === peer;
   }
 
-  applySection(op: PeerOp): Peer | undefined {
-    let peer = this.peerByKey(op.publicKey);
-    if (op.remove) {
+  afterReplace(sections: number): void {
+    // Sections that may need more slots than are free would take the replaced peers' slots,
+    // which are reused only once routes without those peers are published: publish now, while
+    // the trie is nearly empty, so their grace period runs during the request. Found with no
+    // slot mid-request, addPeer would publish a snapshot of every route so far at once (~100 ms
+    // at a million, in one step).
+    if (this.slots.free < sections) this.publishRemovals();
+  }
+
+  applySection(ops: PeerOps, i: number): Peer | undefined {
+    const publicKey = ops.publicKey(i);
+    let peer = this.peerByKey(publicKey);
+    if (ops.removes(i)) {
       if (peer) this.removePeer(peer);
       return undefined;
     }
     if (!peer) {
-      if (op.updateOnly) return undefined;
+      if (ops.updateOnly(i)) return undefined;
       // wireguard-go ignores a peer whose key is our own public key.
-      if (this.noise.hasPrivateKey && sameKey(op.publicKey, this.noise.publicKey)) return undefined;
-      peer = this.addPeer(op.publicKey);
+      if (this.noise.hasPrivateKey && sameKey(publicKey, this.noise.publicKey)) return undefined;
+      peer = this.addPeer(publicKey);
     }
-    if (op.presharedKey) {
-      peer.handshake.presharedKey.set(op.presharedKey);
-    }
-    if (op.endpoint) this.setEndpoint(peer.slot, op.endpoint);
-    if (op.persistentKeepaliveInterval !== undefined) {
-      const turnedOn = this.timers.setPersistentKeepalive(peer.slot, op.persistentKeepaliveInterval);
+    const psk = ops.presharedKey(i);
+    if (psk) peer.handshake.presharedKey.set(psk);
+    const endpoint = ops.endpoint(i);
+    if (endpoint) this.setEndpoint(peer.slot, endpoint);
+    const keepalive = ops.keepalive(i);
+    if (keepalive !== undefined) {
+      const turnedOn = this.timers.setPersistentKeepalive(peer.slot, keepalive);
       if (turnedOn && this.noise.hasPrivateKey) this.handshakes.sendKeepalive(peer);
     }
-    if (op.replaceAllowedIps) {
+    if (ops.replacesAllowedIps(i)) {
       this.allowed.removeByPeer(peer.slot);
       this.routesDirty = true;
     }
     return peer;
   }
 
-  applyAllowedIp(peer: Peer, a: AllowedIpOp): void {
-    if (a.remove) this.allowed.remove(peer.slot, a.addr, a.cidr);
-    else this.allowed.insert(peer.slot, a.addr, a.cidr);
+  applyAllowedIp(peer: Peer, ops: PeerOps, j: number): void {
+    if (ops.allowedIpRemoves(j)) this.allowed.remove(peer.slot, ops.allowedIpAddr(j), ops.allowedIpCidr(j));
+    else this.allowed.insert(peer.slot, ops.allowedIpAddr(j), ops.allowedIpCidr(j));
     this.routesDirty = true;
   }
 
@@ -511,6 +524,8 @@ export class Device extends EventEmitter implements UapiDevice, HandshakeContext
     // peersFit() has checked that the request's peers fit; slots of removed peers may still be
     // in their grace period. Publishing here is between two sections of a request (see apply.ts).
     let slot = this.slots.take();
+    // Slots retired by afterReplace are usually past their grace period by now.
+    if (slot < 0 && this.reclaim.poll() > 0) slot = this.slots.take();
     if (slot < 0) {
       this.publishRemovals();
       this.reclaim.reclaimNow();

@@ -18,6 +18,11 @@ export class SlotPool {
     return this.next < this.capacity ? this.next++ : -1;
   }
 
+  /** How many take() can hand out now. */
+  get free(): number {
+    return this.freed.length + this.capacity - this.next;
+  }
+
   give(slot: number): void {
     this.freed.push(slot);
   }

@@ -6,7 +6,7 @@
 //
 // CookieChecker is the receiving side (one per device); CookieGenerator is the sending side
 // (one per peer). Both take the time as an argument and randomness from an injectable source.
-import { hash, mac, HASH_LEN, MAC_LEN } from '../crypto/blake2s.js';
+import { hash, mac, macFrom, macKeyState, HASH_LEN, KEY_STATE_BYTES, MAC_LEN } from '../crypto/blake2s.js';
 import { xseal, xopen } from '../crypto/aead.js';
 import { randomFill, ctEqual, zero } from '../crypto/memory.js';
 import {
@@ -30,8 +30,13 @@ function mac2Offset(len: number): number {
   return len - MAC_LEN;
 }
 
-function deriveKeys(mac1Key: Uint8Array, cookieKey: Uint8Array, publicKey: Uint8Array): void {
-  hash(mac1Key, LABEL_MAC1, publicKey);
+/**
+ * From a public key: the mac1 key, kept as the MAC state after its key block (macKeyState: every
+ * mac1 under it saves that compression), and the cookie key.
+ */
+function deriveKeys(mac1State: Uint8Array, cookieKey: Uint8Array, publicKey: Uint8Array): void {
+  hash(mac1State, LABEL_MAC1, publicKey);
+  macKeyState(mac1State, mac1State);
   hash(cookieKey, LABEL_COOKIE, publicKey);
 }
 
@@ -39,9 +44,13 @@ export type Random = (buf: Uint8Array) => void;
 
 /** The receiving side: checks mac1/mac2 of messages sent to us and issues cookie replies. */
 export class CookieChecker {
-  private readonly mac1Key = new Uint8Array(HASH_LEN);
+  private readonly mac1State = new Uint8Array(KEY_STATE_BYTES);
   private readonly cookieKey = new Uint8Array(HASH_LEN);
-  private readonly secret = new Uint8Array(HASH_LEN);
+  /**
+   * The random secret cookies are made from, kept only as its MAC state (macKeyState): under
+   * load every handshake message's mac2 check makes a cookie, and this saves a compression of it.
+   */
+  private readonly secretState = new Uint8Array(KEY_STATE_BYTES);
   private secretSetMs = -Infinity;
   private readonly computed = new Uint8Array(MAC_LEN);
   private readonly cookie = new Uint8Array(COOKIE_LEN);
@@ -50,20 +59,20 @@ export class CookieChecker {
 
   /** Call whenever the device's public key changes. */
   setPublicKey(publicKey: Uint8Array): void {
-    deriveKeys(this.mac1Key, this.cookieKey, publicKey);
+    deriveKeys(this.mac1State, this.cookieKey, publicKey);
   }
 
   /** mac1 of a handshake message of `len` bytes (initiation or response). */
   checkMac1(msg: Uint8Array, len: number): boolean {
     const off = mac1Offset(len);
-    mac(this.computed, this.mac1Key, msg.subarray(0, off));
+    macFrom(this.computed, this.mac1State, msg.subarray(0, off));
     return ctEqual(this.computed, msg.subarray(off, off + MAC_LEN));
   }
 
   /** mac2, valid only with a cookie made from the current secret for this source. */
   checkMac2(msg: Uint8Array, len: number, source: Uint8Array, nowMs: number): boolean {
     if (nowMs - this.secretSetMs > COOKIE_REFRESH_TIME_MS) return false;
-    mac(this.cookie, this.secret, source);
+    macFrom(this.cookie, this.secretState, source);
     const off = mac2Offset(len);
     mac(this.computed, this.cookie, msg.subarray(0, off));
     return ctEqual(this.computed, msg.subarray(off, off + MAC_LEN));
@@ -75,10 +84,13 @@ export class CookieChecker {
    */
   createReply(out: Uint8Array, msg: Uint8Array, len: number, receiverIndex: number, source: Uint8Array, nowMs: number): void {
     if (nowMs - this.secretSetMs > COOKIE_REFRESH_TIME_MS) {
-      this.random(this.secret);
+      const secret = new Uint8Array(HASH_LEN);
+      this.random(secret);
+      macKeyState(this.secretState, secret);
+      zero(secret);
       this.secretSetMs = nowMs;
     }
-    mac(this.cookie, this.secret, source);
+    macFrom(this.cookie, this.secretState, source);
     writeHeader(out, MSG_COOKIE_REPLY);
     writeU32(out, COOKIE_RECEIVER, receiverIndex);
     const nonce = out.subarray(COOKIE_NONCE, COOKIE_NONCE + COOKIE_NONCE_LEN);
@@ -89,9 +101,9 @@ export class CookieChecker {
 }
 
 // CookieGenerator's single buffer (one per peer, so one backing store instead of four).
-const G_MAC1_KEY = 0;
-const G_COOKIE_KEY = HASH_LEN;
-const G_COOKIE = 2 * HASH_LEN;
+const G_MAC1_STATE = 0;
+const G_COOKIE_KEY = KEY_STATE_BYTES;
+const G_COOKIE = G_COOKIE_KEY + HASH_LEN;
 const G_LAST_MAC1 = G_COOKIE + COOKIE_LEN;
 /** Bytes of state per generator; callers holding many may hand each one a region of a table. */
 export const COOKIE_GENERATOR_BYTES = G_LAST_MAC1 + MAC_LEN;
@@ -125,7 +137,7 @@ export class CookieGenerator {
   }
 
   private derive(b: Uint8Array, publicKey: Uint8Array): void {
-    deriveKeys(b.subarray(G_MAC1_KEY, G_MAC1_KEY + HASH_LEN), b.subarray(G_COOKIE_KEY, G_COOKIE_KEY + HASH_LEN), publicKey);
+    deriveKeys(b.subarray(G_MAC1_STATE, G_MAC1_STATE + KEY_STATE_BYTES), b.subarray(G_COOKIE_KEY, G_COOKIE_KEY + HASH_LEN), publicKey);
   }
 
   /** The generator's state, keys derived. */
@@ -143,7 +155,7 @@ export class CookieGenerator {
     const b = this.b;
     const off1 = mac1Offset(len);
     const mac1 = msg.subarray(off1, off1 + MAC_LEN);
-    mac(mac1, b.subarray(G_MAC1_KEY, G_MAC1_KEY + HASH_LEN), msg.subarray(0, off1));
+    macFrom(mac1, b.subarray(G_MAC1_STATE, G_MAC1_STATE + KEY_STATE_BYTES), msg.subarray(0, off1));
     b.set(mac1, G_LAST_MAC1);
     this.hasLastMac1 = true;
     const off2 = mac2Offset(len);

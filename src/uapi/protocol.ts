@@ -34,9 +34,10 @@
 // zero ("/+8", "/08") is EINVAL (Go >= 1.22; Debian's build accepts it), and we accept
 // `allowed_ip=-CIDR` (wireguard-go >= 0.0.20250522; Debian's rejects it).
 import {
-  ByteSlab, CR, ChunkWriter, NL, equalsAscii, indexOfByte, parseCounter, parseEndpoint, parseKey, parsePrefix, parseUint,
+  ByteSlab, CR, ChunkWriter, NL, asciiBytes, equalsAscii, indexOfByte, parseCounter, parseEndpoint, parseKey, parsePrefix, parseUint,
 } from './text.js';
-import type { AllowedIpOp, DeviceState, PeerOp, PeerState, SetRequest, UapiDevice } from './types.js';
+import { PeerOps } from './peerops.js';
+import type { DeviceState, PeerState, SetRequest, UapiDevice } from './types.js';
 
 export const UAPI_EIO = 5;
 export const UAPI_EINVAL = 22;
@@ -50,9 +51,10 @@ export const MAX_LINE_BYTES = 65535;
 /**
  * The cap on one `set` request scales with the peers the device can hold. `wg setconf` sends
  * 126 bytes for a peer with one allowed IP, 156 with an IPv4 and an IPv6 one, 235 with a
- * preshared key too, 323 with an IPv6 endpoint and a keepalive as well (measured). Parsing
- * holds 4-6 bytes of heap per byte of request until it is applied, so the cap is what bounds
- * the memory a mistaken or hostile request can take: ~200 MB at the default, and a request
+ * preshared key too, 323 with an IPv6 endpoint and a keepalive as well (measured). Parsed, a
+ * request takes at most ~1.2 bytes per byte of it (packed sections, peerops.ts: the shortest
+ * allowed_ip line, 16 bytes, takes 18) until it is applied, so the cap is what bounds the
+ * memory a mistaken or hostile request can take: ~40 MB at the default, and a request
  * over the cap is refused as it arrives, before it is all read.
  */
 export const SET_BYTES_PER_PEER = 256;
@@ -109,9 +111,9 @@ function keyOf(b: Uint8Array, s: number, e: number): Key {
 
 /** Collects one `set` request; the first bad line fixes the errno and the rest is ignored. */
 class SetBuilder {
-  readonly req: SetRequest = { replacePeers: false, peers: [] };
+  readonly req: SetRequest = { replacePeers: false, peers: new PeerOps() };
   errno = 0;
-  private peer: PeerOp | undefined;
+  /** Holds the private key and, until it is copied into the request, an endpoint. */
   private readonly slab = new ByteSlab();
 
   constructor(private readonly resolveZone?: (name: string) => number | undefined) {}
@@ -120,19 +122,19 @@ class SetBuilder {
     if (this.errno === 0) this.errno = this.parse(b, s, e);
   }
 
+  /** Zeroes the keys the request carries (the device has copied what it keeps). */
+  wipe(): void {
+    this.req.privateKey?.fill(0);
+    this.req.peers.wipe();
+  }
+
   private parse(b: Uint8Array, s: number, e: number): number {
     const eq = indexOfByte(b, 61, s, e);
     if (eq < 0) return UAPI_EPROTO;
     const key = keyOf(b, s, eq);
     const v = eq + 1;
-    if (key === 'public_key') {
-      const publicKey = parseKey(b, v, e, this.slab);
-      if (publicKey === null) return UAPI_EINVAL;
-      this.peer = { publicKey, remove: false, updateOnly: false, replaceAllowedIps: false, allowedIps: [] };
-      this.req.peers.push(this.peer);
-      return 0;
-    }
-    return this.peer === undefined ? this.device(key, b, v, e) : this.peerLine(this.peer, key, b, v, e);
+    if (key === 'public_key') return this.req.peers.add(b, v, e) ? 0 : UAPI_EINVAL;
+    return this.req.peers.length === 0 ? this.device(key, b, v, e) : this.peerLine(this.req.peers, key, b, v, e);
   }
 
   private device(key: Key, b: Uint8Array, s: number, e: number): number {
@@ -171,52 +173,38 @@ class SetBuilder {
     }
   }
 
-  private peerLine(op: PeerOp, key: Key, b: Uint8Array, s: number, e: number): number {
+  /** A line of the last section of `ops`. */
+  private peerLine(ops: PeerOps, key: Key, b: Uint8Array, s: number, e: number): number {
     switch (key) {
       case 'update_only':
         if (!equalsAscii(b, s, e, 'true')) return UAPI_EINVAL;
-        op.updateOnly = true;
+        ops.setUpdateOnly();
         return 0;
       case 'remove':
         if (!equalsAscii(b, s, e, 'true')) return UAPI_EINVAL;
-        op.remove = true;
+        ops.setRemove();
         return 0;
-      case 'preshared_key': {
-        const k = parseKey(b, s, e, this.slab);
-        if (k === null) return UAPI_EINVAL;
-        op.presharedKey = k;
-        return 0;
-      }
+      case 'preshared_key':
+        return ops.setPresharedKey(b, s, e) ? 0 : UAPI_EINVAL;
       case 'endpoint': {
         const ep = parseEndpoint(b, s, e, this.slab, this.resolveZone);
         if (ep === null) return UAPI_EINVAL;
-        op.endpoint = ep;
+        ops.setEndpoint(ep);
         return 0;
       }
       case 'persistent_keepalive_interval': {
         const secs = parseUint(b, s, e, 0xffff);
         if (secs < 0) return UAPI_EINVAL;
-        op.persistentKeepaliveInterval = secs;
+        ops.setKeepalive(secs);
         return 0;
       }
       case 'replace_allowed_ips':
         if (!equalsAscii(b, s, e, 'true')) return UAPI_EINVAL;
-        // Earlier allowed_ip lines of this peer would be wiped by the replace: drop them. (One
-        // side effect is lost: in wireguard-go such a prefix, taken from another peer on
-        // insertion, is then gone from both; `wg` always sends the replace first.)
-        op.replaceAllowedIps = true;
-        op.allowedIps.length = 0;
+        ops.setReplaceAllowedIps();
         return 0;
       case 'allowed_ip': {
         const remove = s < e && b[s] === 45;
-        const prefix = parsePrefix(b, remove ? s + 1 : s, e, this.slab);
-        if (prefix === null) return UAPI_EINVAL;
-        const ip: AllowedIpOp = { addr: prefix.addr, cidr: prefix.cidr, remove };
-        // The first one as a literal: a push onto an empty array reserves 17 elements (~150
-        // bytes), kept, like the whole request, until it is applied: most peers have one or two.
-        if (op.allowedIps.length === 0) op.allowedIps = [ip];
-        else op.allowedIps.push(ip);
-        return 0;
+        return ops.addAllowedIp(b, remove ? s + 1 : s, e, remove) ? 0 : UAPI_EINVAL;
       }
       case 'protocol_version':
         return equalsAscii(b, s, e, '1') ? 0 : UAPI_EINVAL;
@@ -249,39 +237,53 @@ export function parseSetRequest(body: string, opts: Pick<UapiSessionOptions, 're
 
 // ---- get ----
 
-function writeNumberLine(w: ChunkWriter, key: string, n: number | bigint): void {
+const PRIVATE_KEY = asciiBytes('private_key=');
+const LISTEN_PORT = asciiBytes('listen_port=');
+const FWMARK = asciiBytes('fwmark=');
+const PUBLIC_KEY = asciiBytes('public_key=');
+const PRESHARED_KEY = asciiBytes('preshared_key=');
+const PROTOCOL_VERSION_LINE = asciiBytes('protocol_version=1\n');
+const ENDPOINT = asciiBytes('endpoint=');
+const LAST_HANDSHAKE_SEC = asciiBytes('last_handshake_time_sec=');
+const LAST_HANDSHAKE_NSEC = asciiBytes('last_handshake_time_nsec=');
+const TX_BYTES = asciiBytes('tx_bytes=');
+const RX_BYTES = asciiBytes('rx_bytes=');
+const KEEPALIVE = asciiBytes('persistent_keepalive_interval=');
+const ALLOWED_IP = asciiBytes('allowed_ip=');
+
+function writeNumberLine(w: ChunkWriter, key: Uint8Array, n: number | bigint): void {
   w.line();
-  w.constant(key);
+  w.bytes(key);
   w.uint(n);
   w.byte(NL);
 }
 
-function writeKeyLine(w: ChunkWriter, key: string, bytes: Uint8Array): void {
+function writeKeyLine(w: ChunkWriter, key: Uint8Array, bytes: Uint8Array): void {
   w.line();
-  w.constant(key);
+  w.bytes(key);
   w.hex(bytes);
   w.byte(NL);
 }
 
 function writePeer(w: ChunkWriter, p: PeerState): void {
-  writeKeyLine(w, 'public_key=', p.publicKey);
-  writeKeyLine(w, 'preshared_key=', p.presharedKey);
+  writeKeyLine(w, PUBLIC_KEY, p.publicKey);
+  writeKeyLine(w, PRESHARED_KEY, p.presharedKey);
   w.line();
-  w.constant('protocol_version=1\n');
+  w.bytes(PROTOCOL_VERSION_LINE);
   if (p.endpoint !== undefined) {
     w.line();
-    w.constant('endpoint=');
+    w.bytes(ENDPOINT);
     w.endpoint(p.endpoint);
     w.byte(NL);
   }
-  writeNumberLine(w, 'last_handshake_time_sec=', p.lastHandshakeSec);
-  writeNumberLine(w, 'last_handshake_time_nsec=', p.lastHandshakeNsec);
-  writeNumberLine(w, 'tx_bytes=', p.txBytes);
-  writeNumberLine(w, 'rx_bytes=', p.rxBytes);
-  writeNumberLine(w, 'persistent_keepalive_interval=', p.persistentKeepaliveInterval);
+  writeNumberLine(w, LAST_HANDSHAKE_SEC, p.lastHandshakeSec);
+  writeNumberLine(w, LAST_HANDSHAKE_NSEC, p.lastHandshakeNsec);
+  writeNumberLine(w, TX_BYTES, p.txBytes);
+  writeNumberLine(w, RX_BYTES, p.rxBytes);
+  writeNumberLine(w, KEEPALIVE, p.persistentKeepaliveInterval);
   for (const ip of p.allowedIps) {
     w.line();
-    w.constant('allowed_ip=');
+    w.bytes(ALLOWED_IP);
     w.prefix(ip.addr, ip.cidr);
     w.byte(NL);
   }
@@ -300,9 +302,9 @@ export class GetReply {
   constructor(device: UapiDevice, emit: (chunk: Uint8Array) => void) {
     const w = (this.w = new ChunkWriter(emit));
     const d = device.deviceState();
-    if (d.privateKey !== undefined && d.privateKey.some((x) => x !== 0)) writeKeyLine(w, 'private_key=', d.privateKey);
-    if (d.listenPort !== 0) writeNumberLine(w, 'listen_port=', d.listenPort);
-    if (d.fwmark !== 0) writeNumberLine(w, 'fwmark=', d.fwmark);
+    if (d.privateKey !== undefined && d.privateKey.some((x) => x !== 0)) writeKeyLine(w, PRIVATE_KEY, d.privateKey);
+    if (d.listenPort !== 0) writeNumberLine(w, LISTEN_PORT, d.listenPort);
+    if (d.fwmark !== 0) writeNumberLine(w, FWMARK, d.fwmark);
     this.peers = device.peerStates();
   }
 
@@ -540,6 +542,7 @@ export class UapiSession {
 
   /** The connection is gone: stop a reply in progress. */
   abort(): void {
+    this.set?.wipe();
     this.getting = null;
     this.queued = [];
     this.endQueued = false;
@@ -584,6 +587,7 @@ export class UapiSession {
   private refuse(errno: number): void {
     this.reply(this.set!.errno || errno);
     // What was parsed so far goes now, not when the connection is collected.
+    this.set!.wipe();
     this.set = undefined;
     this.state = CLOSED;
   }
@@ -693,6 +697,7 @@ export class UapiSession {
     this.set = undefined;
     this.state = OP;
     if (builder.errno !== 0) {
+      builder.wipe();
       this.reply(builder.errno);
       return;
     }
@@ -700,10 +705,12 @@ export class UapiSession {
     try {
       errno = this.device.apply(builder.req);
     } catch (err) {
+      builder.wipe();
       this.failed(err);
       return;
     }
     if (typeof errno === 'number') {
+      builder.wipe();
       this.reply(errno);
       return;
     }
@@ -713,6 +720,7 @@ export class UapiSession {
     }, (err: unknown) => {
       if (this.state !== CLOSED) this.failed(err);
     }).finally(() => {
+      builder.wipe();
       this.applying = false;
       this.resume();
     });

@@ -61,15 +61,20 @@ export function equalsAscii(b: Uint8Array, s: number, e: number, text: string): 
 
 /** A 32-byte key from exactly 64 hex digits (Go's hex.DecodeString + length check). */
 export function parseKey(b: Uint8Array, s: number, e: number, slab: ByteSlab): Uint8Array | null {
-  if (e - s !== 64) return null;
   const key = slab.take(32);
+  return parseKeyInto(b, s, e, key, 0) ? key : null;
+}
+
+/** As parseKey, into out[off .. off+31]. */
+export function parseKeyInto(b: Uint8Array, s: number, e: number, out: Uint8Array, off: number): boolean {
+  if (e - s !== 64) return false;
   for (let i = 0; i < 32; i++) {
     const hi = hexValue(b[s + 2 * i]!);
     const lo = hexValue(b[s + 2 * i + 1]!);
-    if (hi < 0 || lo < 0) return null;
-    key[i] = (hi << 4) | lo;
+    if (hi < 0 || lo < 0) return false;
+    out[off + i] = (hi << 4) | lo;
   }
-  return key;
+  return true;
 }
 
 /** Decimal digits only, at most `max` (strconv.ParseUint(v, 10, bits)); -1 when invalid. */
@@ -85,12 +90,10 @@ export function parseUint(b: Uint8Array, s: number, e: number, max: number): num
   return v;
 }
 
-interface ParsedAddr {
-  family: 4 | 6;
-  addr: Uint8Array;
-  /** Where "%zone" starts (after the '%'; it runs to the end of the address), or -1. */
-  zone: number;
-}
+/** Bytes an address takes in the arrays the parsers below write into: IPv4 in the first 4. */
+export const ADDR_BYTES = 16;
+/** Added to the prefix length parsePrefixInto returns for an IPv6 prefix. */
+export const PREFIX_V6 = 0x100;
 
 /** Go's parseIPv4: four decimal fields, no leading zeros, each <= 255. */
 function parseV4(b: Uint8Array, s: number, e: number, out: Uint8Array, off: number): boolean {
@@ -117,97 +120,104 @@ function parseV4(b: Uint8Array, s: number, e: number, out: Uint8Array, off: numb
   return true;
 }
 
-/** Go's parseIPv6: hex fields of value < 2^16, one "::", an optional trailing IPv4, "%zone". */
-function parseV6(b: Uint8Array, s: number, e: number, slab: ByteSlab): ParsedAddr | null {
-  const pct = indexOfByte(b, 37, s, e);
-  if (pct + 1 === e) return null;
-  const end = pct < 0 ? e : pct;
-  const zone = pct < 0 ? -1 : pct + 1;
-  const ip = slab.take(16);
+/** Go's parseIPv6 without the zone: hex fields of value < 2^16, one "::", an optional trailing IPv4. */
+function parseV6(b: Uint8Array, s: number, end: number, ip: Uint8Array, off: number): boolean {
+  ip.fill(0, off, off + ADDR_BYTES);
   let ellipsis = -1;
   let p = s;
   let i = 0;
   if (end - p >= 2 && b[p] === COLON && b[p + 1] === COLON) {
     ellipsis = 0;
     p += 2;
-    if (p === end) return { family: 6, addr: ip, zone };
+    if (p === end) return true;
   }
   while (i < 16) {
-    let off = 0;
+    let n = 0;
     let acc = 0;
-    for (; p + off < end; off++) {
-      const h = hexValue(b[p + off]!);
+    for (; p + n < end; n++) {
+      const h = hexValue(b[p + n]!);
       if (h < 0) break;
       acc = acc * 16 + h;
-      if (acc > 0xffff) return null;
+      if (acc > 0xffff) return false;
     }
-    if (off === 0) return null;
-    if (p + off < end && b[p + off] === 46) {
-      if ((ellipsis < 0 && i !== 12) || i + 4 > 16 || !parseV4(b, p, end, ip, i)) return null;
+    if (n === 0) return false;
+    if (p + n < end && b[p + n] === 46) {
+      if ((ellipsis < 0 && i !== 12) || i + 4 > 16 || !parseV4(b, p, end, ip, off + i)) return false;
       p = end;
       i += 4;
       break;
     }
-    ip[i] = acc >> 8;
-    ip[i + 1] = acc & 0xff;
+    ip[off + i] = acc >> 8;
+    ip[off + i + 1] = acc & 0xff;
     i += 2;
-    p += off;
+    p += n;
     if (p === end) break;
-    if (b[p] !== COLON || p + 1 === end) return null;
+    if (b[p] !== COLON || p + 1 === end) return false;
     p++;
     if (b[p] === COLON) {
-      if (ellipsis >= 0) return null;
+      if (ellipsis >= 0) return false;
       ellipsis = i;
       if (++p === end) break;
     }
   }
-  if (p !== end) return null;
+  if (p !== end) return false;
   if (i < 16) {
-    if (ellipsis < 0) return null;
+    if (ellipsis < 0) return false;
     const n = 16 - i;
-    ip.copyWithin(ellipsis + n, ellipsis, i);
-    ip.fill(0, ellipsis, ellipsis + n);
+    ip.copyWithin(off + ellipsis + n, off + ellipsis, off + i);
+    ip.fill(0, off + ellipsis, off + ellipsis + n);
   } else if (ellipsis >= 0) {
-    return null;
+    return false;
   }
-  return { family: 6, addr: ip, zone };
+  return true;
 }
 
-/** Go's netip.ParseAddr: the first '.', ':' or '%' decides the family. */
-function parseAddr(b: Uint8Array, s: number, e: number, slab: ByteSlab): ParsedAddr | null {
+/**
+ * Go's netip.ParseAddr without a zone, into out[off .. off+15]: the first '.' or ':' decides
+ * the family (4 or 6; 0 when invalid). A '%' makes either parse fail.
+ */
+function parseAddrInto(b: Uint8Array, s: number, e: number, out: Uint8Array, off: number): 0 | 4 | 6 {
   for (let i = s; i < e; i++) {
     const c = b[i];
-    if (c === 46) {
-      const addr = slab.take(4);
-      return parseV4(b, s, e, addr, 0) ? { family: 4, addr, zone: -1 } : null;
-    }
-    if (c === COLON) return parseV6(b, s, e, slab);
-    if (c === 37) return null;
+    if (c === 46) return parseV4(b, s, e, out, off) ? 4 : 0;
+    if (c === COLON) return parseV6(b, s, e, out, off) ? 6 : 0;
+    if (c === 37) return 0;
   }
-  return null;
+  return 0;
 }
 
-function maskAddr(addr: Uint8Array, cidr: number): void {
-  for (let i = 0; i < addr.length; i++) {
+function maskAddr(addr: Uint8Array, off: number, bytes: number, cidr: number): void {
+  for (let i = 0; i < bytes; i++) {
     const bits = cidr - 8 * i;
-    if (bits < 8) addr[i]! &= bits <= 0 ? 0 : (0xff00 >> bits) & 0xff;
+    if (bits < 8) addr[off + i]! &= bits <= 0 ? 0 : (0xff00 >> bits) & 0xff;
   }
 }
 
-/** netip.ParsePrefix (Go >= 1.22: no sign, no leading zero in the length); host bits cleared. */
-export function parsePrefix(b: Uint8Array, s: number, e: number, slab: ByteSlab): { addr: Uint8Array; cidr: number } | null {
+/**
+ * netip.ParsePrefix (Go >= 1.22: no sign, no leading zero in the length) into out[off ..
+ * off+15], host bits cleared: the prefix length (+ PREFIX_V6 for IPv6), or -1 when invalid.
+ */
+export function parsePrefixInto(b: Uint8Array, s: number, e: number, out: Uint8Array, off: number): number {
   const slash = lastIndexOfByte(b, 47, s, e);
-  if (slash < 0) return null;
-  const ip = parseAddr(b, s, slash, slab);
-  if (ip === null || ip.zone >= 0) return null;
-  if (e - slash > 2 && b[slash + 1] === 48) return null;
-  const cidr = parseUint(b, slash + 1, e, ip.family === 4 ? 32 : 128);
-  if (cidr < 0) return null;
-  maskAddr(ip.addr, cidr);
-  return { addr: ip.addr, cidr };
+  if (slash < 0) return -1;
+  const family = parseAddrInto(b, s, slash, out, off);
+  if (family === 0) return -1;
+  if (e - slash > 2 && b[slash + 1] === 48) return -1;
+  const cidr = parseUint(b, slash + 1, e, family === 4 ? 32 : 128);
+  if (cidr < 0) return -1;
+  maskAddr(out, off, family === 4 ? 4 : 16, cidr);
+  return family === 4 ? cidr : cidr + PREFIX_V6;
 }
 
-/** netip.ParseAddrPort: "a.b.c.d:port" or "[v6]:port"; a zone becomes the scope id. */
+/** As parsePrefixInto, into a view of the slab of 4 or 16 bytes. */
+export function parsePrefix(b: Uint8Array, s: number, e: number, slab: ByteSlab): { addr: Uint8Array; cidr: number } | null {
+  const addr = slab.take(ADDR_BYTES);
+  const r = parsePrefixInto(b, s, e, addr, 0);
+  if (r < 0) return null;
+  return r < PREFIX_V6 ? { addr: addr.subarray(0, 4), cidr: r } : { addr, cidr: r - PREFIX_V6 };
+}
+
+/** netip.ParseAddrPort: "a.b.c.d:port" or "[v6%zone]:port"; a zone becomes the scope id. */
 export function parseEndpoint(
   b: Uint8Array, s: number, e: number, slab: ByteSlab, resolve?: (name: string) => number | undefined,
 ): Endpoint | null {
@@ -222,12 +232,17 @@ export function parseEndpoint(
     ie--;
   }
   const port = parseUint(b, colon + 1, e, 0xffff);
-  const ip = parseAddr(b, is, ie, slab);
-  if (port < 0 || ip === null || bracketed !== (ip.family === 6)) return null;
-  const ep: Endpoint = { family: ip.family, addr: ip.addr, port };
-  if (ip.zone >= 0) {
+  if (port < 0) return null;
+  // Only an IPv6 address may have a zone, and not an empty one.
+  const pct = indexOfByte(b, 37, is, ie);
+  if (pct + 1 === ie) return null;
+  const addr = slab.take(ADDR_BYTES);
+  const family = parseAddrInto(b, is, pct < 0 ? ie : pct, addr, 0);
+  if (family === 0 || bracketed !== (family === 6) || (pct >= 0 && family !== 6)) return null;
+  const ep: Endpoint = { family, addr: family === 4 ? addr.subarray(0, 4) : addr, port };
+  if (pct >= 0) {
     // Like wireguard-go's zoneToUint32: an interface name first, then a number.
-    const scopeId = resolve?.(latin1(b, ip.zone, ie)) ?? parseUint(b, ip.zone, ie, 0xffffffff);
+    const scopeId = resolve?.(latin1(b, pct + 1, ie)) ?? parseUint(b, pct + 1, ie, 0xffffffff);
     if (scopeId < 0) return null;
     ep.scopeId = scopeId;
   }
@@ -253,10 +268,15 @@ const HEX_PAIRS = (() => {
   return t;
 })();
 
-/** ASCII strings written often, encoded once (a `get` of a million peers writes ten million). */
-const asciiCache = new Map<string, Uint8Array>();
+const asciiEncoder = new TextEncoder();
+
+/** ASCII text written often (the keys of every line of a reply), encoded once for ChunkWriter.bytes. */
+export function asciiBytes(text: string): Uint8Array {
+  return asciiEncoder.encode(text);
+}
 
 const CHUNK_BYTES = 64 * 1024;
+const MAX_SAFE_BIGINT = BigInt(Number.MAX_SAFE_INTEGER);
 /** Longer than any line of a `get` reply (a key line is 75 bytes). */
 const MAX_GET_LINE = 128;
 
@@ -275,15 +295,15 @@ export class ChunkWriter {
     for (let i = 0; i < text.length; i++) this.buf[this.pos++] = text.charCodeAt(i);
   }
 
-  /** As ascii() for a constant: encoded once, then copied (the keys of every line of a reply). */
-  constant(text: string): void {
-    let b = asciiCache.get(text);
-    if (b === undefined) {
-      b = new TextEncoder().encode(text);
-      asciiCache.set(text, b);
-    }
-    this.buf.set(b, this.pos);
-    this.pos += b.length;
+  /**
+   * Bytes encoded once by asciiBytes. A loop, not buf.set(): these are 10-30 bytes, and the
+   * builtin's fixed cost per call was the largest of a million-peer `get` (ten million calls).
+   */
+  bytes(b: Uint8Array): void {
+    const buf = this.buf;
+    let pos = this.pos;
+    for (let i = 0; i < b.length; i++) buf[pos++] = b[i]!;
+    this.pos = pos;
   }
 
   byte(c: number): void {
@@ -302,8 +322,11 @@ export class ChunkWriter {
     this.pos = pos;
   }
 
-  uint(n: number | bigint): void {
-    if (typeof n === 'bigint' || n > 0xffffffff) {
+  uint(value: number | bigint): void {
+    // The byte counters are bigints, nearly always far below 2^53: as numbers they take the
+    // digit loop, not a string each.
+    const n = typeof value === 'bigint' && value <= MAX_SAFE_BIGINT ? Number(value) : value;
+    if (typeof n === 'bigint' || n > Number.MAX_SAFE_INTEGER) {
       this.ascii(n.toString());
       return;
     }

@@ -1,6 +1,7 @@
 // The contract between the UAPI server (src/uapi) and the device (src/device): a `set` request
 // arrives here already parsed and validated as a whole, so the device applies all of it or, on
 // a runtime failure such as a busy port, none of it.
+import type { PeerOps } from './peerops.js';
 
 export interface Endpoint {
   /** 4 or 6: the family the address was written in. */
@@ -15,39 +16,9 @@ export interface Endpoint {
   scopeId?: number;
 }
 
-export interface AllowedIpOp {
-  addr: Uint8Array; // 4 or 16 bytes, host bits already cleared by the parser
-  cidr: number;
-  /** `allowed_ip=-CIDR`: remove this prefix instead of adding it. */
-  remove: boolean;
-}
-
 /**
- * One `public_key=` section. The device applies sections in order (a key may appear twice).
- * As in wireguard-go: a section whose key is the device's own public key is ignored.
- */
-export interface PeerOp {
-  publicKey: Uint8Array;
-  /** Remove the peer (nothing if unknown: still errno 0) and ignore the rest of the section. */
-  remove: boolean;
-  /** Change the peer only if it exists; for an unknown peer do nothing and return 0. */
-  updateOnly: boolean;
-  /** All zeros clears the preshared key. */
-  presharedKey?: Uint8Array;
-  endpoint?: Endpoint;
-  persistentKeepaliveInterval?: number;
-  replaceAllowedIps: boolean;
-  /**
-   * In request order; applied after replace_allowed_ips (the parser drops lines that came
-   * before it). Adding a prefix another peer holds moves it to this peer; removing one only
-   * removes it from this peer (wireguard-go, kernel).
-   */
-  allowedIps: AllowedIpOp[];
-}
-
-/**
- * A whole `set` request. Its byte arrays may be views of buffers shared with the other values
- * of the request (the parser allocates them in slabs): copy what you keep.
+ * A whole `set` request. Its peer sections are packed (peerops.ts); its private key may be a
+ * view of a buffer shared with other values: copy what you keep.
  */
 export interface SetRequest {
   /** null: `private_key=` with all zeros, which removes the key. Otherwise already clamped. */
@@ -56,7 +27,11 @@ export interface SetRequest {
   /** 0 removes the mark. */
   fwmark?: number;
   replacePeers: boolean;
-  peers: PeerOp[];
+  /**
+   * The `public_key=` sections; the device applies them in order (a key may appear twice). As
+   * in wireguard-go, a section whose key is the device's own public key is ignored.
+   */
+  peers: PeerOps;
 }
 
 export interface PeerState {

@@ -18,7 +18,7 @@ import {
   INIT_LEN, RESP_LEN, RESP_RECEIVER, COOKIE_RECEIVER, MSG_RESPONSE, MSG_COOKIE_REPLY, MSG_DATA, DATA_HEADER_LEN, DATA_RECEIVER, DATA_COUNTER, messageType, readU32,
 } from '../../src/handshake/messages.js';
 import { Cleanup, createNetns, keyFile, sh, spawnDaemon, uniqueName, waitFor, wgKeyPair } from './harness.js';
-import { BIN } from './topology.js';
+import { oursCommand } from './topology.js';
 
 export const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 
@@ -45,7 +45,7 @@ export interface BareDaemon {
  */
 export async function startBareDaemon(cleanup: Cleanup, address: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<BareDaemon> {
   const ifname = uniqueName('wgbp');
-  const d = await spawnDaemon(cleanup, 'wireguard-ts', [process.execPath, BIN, '-f', ...args, ifname], ifname,
+  const d = await spawnDaemon(cleanup, 'wireguard-ts', oursCommand([...args, ifname]), ifname,
     { stdio: 'inherit', logLevel: process.env.TEST_LOG_LEVEL, env });
   const keys = wgKeyPair();
   sh('wg', ['set', ifname, 'private-key', keyFile(keys.privateKey), 'listen-port', '0']);

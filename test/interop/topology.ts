@@ -44,11 +44,18 @@ export interface PairOptions {
   oursBin?: string;
 }
 
+/**
+ * The command line of our daemon in the foreground with `args`. WGTS_DAEMON_NODE_ARGS passes
+ * node flags (e.g. --cpu-prof, --trace-gc) to it, for profiling.
+ */
+export function oursCommand(args: string[], bin = BIN): string[] {
+  const nodeArgs = process.env.WGTS_DAEMON_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  return [process.execPath, ...nodeArgs, bin, '-f', ...args];
+}
+
 /** Starts a daemon of `impl` in the foreground inside `ns` and waits for its UAPI socket. */
 export async function startDaemon(cleanup: Cleanup, impl: Impl, ns: string, ifname: string, extra: string[] = [], env?: NodeJS.ProcessEnv, bin = BIN): Promise<{ proc: ChildProcess; exited: () => boolean }> {
-  // WGTS_DAEMON_NODE_ARGS passes node flags (e.g. --cpu-prof) to our daemons, for profiling.
-  const nodeArgs = process.env.WGTS_DAEMON_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const cmd = impl === 'ours' ? [process.execPath, ...nodeArgs, bin, '-f', ...extra, ifname] : ['wireguard-go', '-f', ifname];
+  const cmd = impl === 'ours' ? oursCommand([...extra, ifname], bin) : ['wireguard-go', '-f', ifname];
   return spawnDaemon(cleanup, impl, ['ip', 'netns', 'exec', ns, ...cmd], ifname, {
     stdio: 'inherit',
     logLevel: process.env.TEST_LOG_LEVEL,
