@@ -22,7 +22,7 @@ import { EndpointTable, formatEndpoint } from '../net/endpoint.js';
 import { TimerAction, shouldRekeyOnSend, type Timers } from './timers.js';
 import {
   Tables, now, S_LAST_DATA_SENT, S_LAST_DATA_RECEIVED, S_LAST_AUTH_SENT, S_LAST_AUTH_RECEIVED, S_TX_BYTES, S_RX_BYTES, D_MTU,
-  D_KEYS_GEN, SEND_COUNTER_REKEY,
+  D_KEYS_GEN, D_ROUTABLE, SEND_COUNTER_REKEY,
 } from '../queues/tables.js';
 import type { Keypairs } from './keypairs.js';
 import type { Peer } from './peer.js';
@@ -596,6 +596,12 @@ export class Handshakes {
         this.sendInitiation(peer, true);
         break;
       case TimerAction.NewHandshake:
+        // In a cluster, data sent without an answer for 15 s most likely means the client's route
+        // now leads to another node, which answers it (unknownIndex). Chasing the client from here
+        // would start a retry loop of up to 90 s per node it ever used, and each such initiation
+        // it answers replaces the handshake that node is completing with it. The client's own
+        // timer covers a path that broke without a move.
+        if (this.d.tables.device[D_ROUTABLE] === 1) break;
         this.sendInitiation(peer, false);
         break;
       case TimerAction.GiveUp:

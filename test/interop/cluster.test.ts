@@ -176,19 +176,19 @@ test('three nodes on one PostgreSQL: any node serves a client, 3 x 100 concurren
     wgQuick('down');
     wgQuick('up');
     assert.ok(ping({ ns: clientNs }, SERVER_TUNNEL), 'alice through node C');
+    let pingOut = '';
     const pinging = new Promise<string>((resolve) => {
       const p = spawn('ip', ['netns', 'exec', clientNs, 'ping', '-c', '40', '-i', '0.2', '-W', '1', SERVER_TUNNEL], { stdio: ['ignore', 'pipe', 'ignore'] });
-      let out = '';
-      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      p.on('exit', () => resolve(out));
+      p.stdout.on('data', (d: Buffer) => (pingOut += d.toString()));
+      p.on('exit', () => resolve(pingOut));
     });
-    await new Promise((r) => setTimeout(r, 1000));
+    await waitFor('a first reply before the outage', () => /bytes from/.test(pingOut), 5000);
     db.stop();
+    // The outage lasts a fixed part of the 8 s of pings: the scenario, not a wait for something.
     await new Promise((r) => setTimeout(r, 4000));
     await assert.rejects(run(b.ns, `"${process.execPath}" "${BIN}" add-client refused`, b.env), /cannot open the store postgres:\/\/wgts@localhost\/cluster/, 'no change while the database is down');
     db.start();
-    const pingOut = await pinging;
-    const received = Number(/(\d+) received/.exec(pingOut)?.[1] ?? 0);
+    const received = Number(/(\d+) received/.exec(await pinging)?.[1] ?? 0);
     assert.ok(received >= 38, `pings during the outage: ${received}/40 answered`);
     // Converge: a client added on B after the restart reaches A and C.
     await waitFor('the database back', () => run(b.ns, `"${process.execPath}" "${BIN}" add-client bob >/dev/null`, b.env).then(() => true, () => false), 30_000);
