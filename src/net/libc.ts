@@ -47,6 +47,7 @@ export const libc = {
   inet_ntop: lib.func('const char *inet_ntop(int af, void *src, void *dst, uint32_t size)'),
   strerror: lib.func('const char *strerror(int errnum)'),
   clock_gettime: lib.func('int clock_gettime(int clock, void *ts)'),
+  flock: lib.func('int flock(int fd, int operation)'),
 };
 
 /** errno of the last failed libc call on this thread. */

@@ -9,16 +9,14 @@
 //
 // What the lock does not guard: rows of the store. SQLite's own write lock (sqlite.ts) orders
 // store transactions, between processes too.
-import koffi from 'koffi';
 import { closeSync, openSync } from 'node:fs';
+import { EAGAIN, EINTR, errno as lastErrno, libc } from '../net/libc.js';
 import { ServerError } from './state.js';
 
-const libc = koffi.load('libc.so.6');
-const flock = libc.func('int flock(int fd, int operation)');
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-const EINTR = 4;
-const EWOULDBLOCK = 11;
+/** flock's "held by someone else" (EWOULDBLOCK is EAGAIN on Linux). */
+const EWOULDBLOCK = EAGAIN;
 const RETRY_MS = 20;
 export const LOCK_TIMEOUT_MS = 30_000;
 
@@ -33,8 +31,8 @@ export async function withLock<T>(path: string, fn: () => Promise<T>, timeoutMs 
   try {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if ((flock(fd, LOCK_EX | LOCK_NB) as number) === 0) break;
-      const errno = koffi.errno();
+      if ((libc.flock(fd, LOCK_EX | LOCK_NB) as number) === 0) break;
+      const errno = lastErrno();
       if (errno === EINTR) continue;
       if (errno !== EWOULDBLOCK) throw new ServerError(`cannot lock ${path}: errno ${errno}`);
       if (Date.now() > deadline) throw new ServerError(`another wireguard-ts command has been changing this server for ${timeoutMs / 1000} s (${path}); try again when it is done`);
