@@ -156,7 +156,7 @@ export async function startServerDaemon(o: ServerDaemonOptions): Promise<ServerD
           const peers = new Map<string, PeerState>();
           for (let i = 0; i < list.length; i += INDEX_SLICE) {
             if (i > 0) await nextTurn();
-            for (const p of list.slice(i, i + INDEX_SLICE)) peers.set(keyBase64(p.publicKey), p);
+            for (let j = i; j < Math.min(list.length, i + INDEX_SLICE); j++) peers.set(keyBase64(list[j]!.publicKey), list[j]!);
           }
           snapshot = { at, peers };
         }).finally(() => (refreshing = undefined));
