@@ -113,10 +113,11 @@ function enter() {
   show('clients');
   loadSummary();
   load();
-  loadNodes();
-  clearInterval(state.nodesTimer);
   // A refresh that fails (the database down, the session ended) keeps the last table; the next one retries.
-  state.nodesTimer = setInterval(() => loadNodes().catch(() => undefined), NODES_REFRESH_MS);
+  const refreshNodes = () => loadNodes().catch(() => undefined);
+  refreshNodes();
+  clearInterval(state.nodesTimer);
+  state.nodesTimer = setInterval(refreshNodes, NODES_REFRESH_MS);
 }
 
 // ---- two-factor login: enrolled by confirming a code of a new secret, turned off with a code ----
@@ -186,12 +187,7 @@ async function loadNodes() {
   $('node-rows').replaceChildren(...nodes.map((n) => {
     const tr = document.createElement('tr');
     tr.dataset.node = n.name;
-    const pill = document.createElement('span');
-    pill.className = `pill ${n.up ? 'up' : 'down'}`;
-    pill.textContent = n.up ? 'up' : 'down';
-    const st = document.createElement('td');
-    st.append(pill);
-    tr.append(cell(n.name), st, cell(String(n.peers), 'num'), cell(String(n.online), 'num'), cell(bytes(n.rx), 'num'), cell(bytes(n.tx), 'num'),
+    tr.append(cell(n.name), pillCell(n.up ? 'up' : 'down', n.up ? 'up' : 'down'), cell(String(n.peers), 'num'), cell(String(n.online), 'num'), cell(bytes(n.rx), 'num'), cell(bytes(n.tx), 'num'),
       cell(String(n.lag), 'num'), cell(ago(new Date(n.heartbeatAt).toISOString())));
     return tr;
   }));
@@ -216,16 +212,21 @@ function cell(text, cls) {
   return td;
 }
 
+/** A cell holding a coloured state label (`kind` picks the colour in app.css). */
+function pillCell(kind, text) {
+  const pill = document.createElement('span');
+  pill.className = `pill ${kind}`;
+  pill.textContent = text;
+  const td = document.createElement('td');
+  td.append(pill);
+  return td;
+}
+
 function render() {
   $('rows').replaceChildren(...state.items.map((c) => {
     const tr = document.createElement('tr');
     tr.dataset.id = c.id;
-    const pill = document.createElement('span');
-    pill.className = `pill ${c.state}`;
-    pill.textContent = STATE_TEXT[c.state];
-    const st = document.createElement('td');
-    st.append(pill);
-    tr.append(cell(c.name), cell(c.address || '-'), st, cell(ago(c.live && c.live.latestHandshake), 'hs'), cell((c.live && c.live.endpoint) || '-', 'ep'),
+    tr.append(cell(c.name), cell(c.address || '-'), pillCell(c.state, STATE_TEXT[c.state]), cell(ago(c.live && c.live.latestHandshake), 'hs'), cell((c.live && c.live.endpoint) || '-', 'ep'),
       cell(rate(c.rxRate || 0), 'num rx'), cell(rate(c.txRate || 0), 'num tx'), cell(bytes(c.usage.rx + c.usage.tx), 'num'));
     tr.addEventListener('click', () => openClient(c.id));
     return tr;
